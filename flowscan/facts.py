@@ -1,0 +1,161 @@
+"""The facts extracted from one C file, and their JSON round-trip.
+
+Facts are a pure function of a file's bytes (plus EXTRACTOR_VERSION), so they are cached by git blob id
+and can be computed in worker processes. Everything here is plain data: tuples, strings and ints.
+Positions are 1-based line numbers relative to the tree root given to the extractor.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+
+# Bump whenever extraction output changes: it is part of every cache key.
+EXTRACTOR_VERSION = "fx-1"
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionDef:
+    name: str
+    path: str
+    line: int  # line of the function's name
+    end_line: int
+    params: str  # parameter list text, whitespace-normalised, e.g. "(Object *obj, ResetType type)"
+    static: bool
+    return_type: str = ""
+    conditions: tuple[str, ...] = ()  # enclosing preprocessor conditions, outermost first
+
+
+@dataclass(frozen=True, slots=True)
+class CallSite:
+    caller: str  # enclosing function ('' at file scope)
+    callee: str  # direct: function name; field: field path ("phases.hold"); variable: the name; other: text
+    kind: str  # direct | field | variable | other
+    path: str
+    line: int
+    args: tuple[str, ...] = ()
+    constants: tuple[str, ...] = ()  # UPPER_CASE identifiers among the arguments
+    base: str = ""  # field calls: the object expression ("rc", "kgc", "vcpu->arch")
+    base_type: str = ""  # field calls: declared type of the base when known ("ResettableClass")
+    var_type: str = ""  # variable calls: declared type of the variable when known ("exit_handle_fn")
+    cases: tuple[str, ...] = ()  # enclosing switch case labels, outermost first
+    ifs: tuple[str, ...] = ()  # enclosing if conditions, outermost first; "!(c)" on the else branch
+    conditions: tuple[str, ...] = ()  # enclosing preprocessor conditions, outermost first
+
+
+@dataclass(frozen=True, slots=True)
+class PointerStore:
+    """A function name stored as data (a candidate target of an indirect call)."""
+
+    function: str  # the stored name (may turn out not to be a function: the graph checks)
+    kind: str  # initializer | assignment | return
+    path: str
+    line: int
+    field: str = ""  # designator / field path: "notifier_call", "phases.hold"; '' for plain variables
+    index: str = ""  # array designator: "ESR_ELx_EC_HVC64"
+    variable: str = ""  # initialised variable, or the assigned base ("dc", "invoke_psci_fn")
+    var_type: str = ""  # declared type of that variable / base when known ("TypeInfo", "exit_handle_fn")
+    in_function: str = ""  # enclosing function ('' at file scope)
+    conditions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class QomType:
+    """A TypeInfo initializer: the QOM type graph is built from these."""
+
+    variable: str
+    name: str  # expression as written: TYPE_KVM_ARM_GICV3 or "kvm-arm-gicv3"
+    parent: str
+    class_init: str
+    instance_init: str
+    path: str
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConstantUse:
+    """A constant written to a field, passed to a call, or tested in a case label."""
+
+    name: str
+    kind: str  # assign | call-arg | case
+    target: str  # assign: field path ("exit_reason"); call-arg: callee; case: the switch expression
+    function: str
+    path: str
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalRef:
+    """A file-scope variable read or written inside a function (request flags polled across threads)."""
+
+    name: str
+    function: str
+    write: bool
+    path: str
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class MacroDef:
+    """An object-like #define whose value is a string literal (QOM type names)."""
+
+    name: str
+    value: str
+    path: str
+    line: int
+
+
+@dataclass(slots=True)
+class FileFacts:
+    path: str
+    blob: str = ""
+    functions: list[FunctionDef] = field(default_factory=list)
+    calls: list[CallSite] = field(default_factory=list)
+    stores: list[PointerStore] = field(default_factory=list)
+    types: list[QomType] = field(default_factory=list)
+    constants: list[ConstantUse] = field(default_factory=list)
+    globals: list[GlobalRef] = field(default_factory=list)
+    macros: list[MacroDef] = field(default_factory=list)
+    parse_errors: int = 0  # ERROR/MISSING nodes left after the pre-pass
+    skipped: str = ""  # why the file was not parsed (binary, too large), '' when parsed
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "FileFacts":
+        out = cls(path=data["path"], blob=data.get("blob", ""),
+                  parse_errors=data.get("parse_errors", 0), skipped=data.get("skipped", ""))
+        for name, klass in _LISTS.items():
+            getattr(out, name).extend(_row(klass, row) for row in data.get(name, ()))
+        return out
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def loads(cls, text: str) -> "FileFacts":
+        return cls.from_json(json.loads(text))
+
+
+_LISTS = {
+    "functions": FunctionDef,
+    "calls": CallSite,
+    "stores": PointerStore,
+    "types": QomType,
+    "constants": ConstantUse,
+    "globals": GlobalRef,
+    "macros": MacroDef,
+}
+
+_TUPLE_FIELDS = {
+    klass: tuple(f.name for f in fields(klass) if str(f.type).startswith("tuple"))
+    for klass in _LISTS.values()
+}
+
+
+def _row(klass, row: dict):
+    for name in _TUPLE_FIELDS[klass]:
+        if name in row:
+            row[name] = tuple(row[name])
+    return klass(**row)

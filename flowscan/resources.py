@@ -1,0 +1,19 @@
+"""Locate the data files in `queries/`, both in a source checkout and in an installed wheel."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+
+@cache
+def queries_dir() -> Path:
+    here = Path(__file__).resolve().parent
+    for cand in (here / "queries", here.parent / "queries"):
+        if (cand / "c").is_dir():
+            return cand
+    raise RuntimeError(f"flowscan data directory 'queries' not found next to {here}")
+
+
+def query_text(name: str) -> str:
+    return (queries_dir() / "c" / name).read_text(encoding="utf-8")
