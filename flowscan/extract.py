@@ -1,0 +1,537 @@
+"""Bytes of one C file -> FileFacts.
+
+Pure and deterministic (no I/O, no global state besides compiled queries), so results can be cached by
+blob id and computed in worker processes. The tree-sitter queries in queries/c/*.scm say *what* to find;
+this module only classifies the captures and attaches context (enclosing function, case labels, if
+conditions, preprocessor conditions).
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from functools import cache
+
+import tree_sitter_c
+from tree_sitter import Language, Node, Parser, Query, QueryCursor
+
+from flowscan.facts import (
+    CallSite,
+    ConstantUse,
+    FileFacts,
+    FunctionDef,
+    GlobalRef,
+    MacroDef,
+    PointerStore,
+    QomType,
+)
+from flowscan.prepass import flatten_conditionals, prepass
+from flowscan.preproc import ConditionMap
+from flowscan.resources import query_text
+
+MAX_FILE_BYTES = 4 * 1024 * 1024
+QUERY_FILES = ("definitions", "declarations", "calls", "initializers", "assignments", "cases", "types",
+               "macros")
+_UPPER = re.compile(r"[A-Z_][A-Z0-9_]*\Z")
+_NOT_STORED = frozenset({"NULL", "true", "false", "nullptr", "NOTIFY_DONE", "NOTIFY_OK"})
+_WS = re.compile(r"\s+")
+_QUALIFIERS = re.compile(r"\b(?:const|volatile|struct|union|enum|static|extern|inline|unsigned|signed|"
+                         r"__\w+)\b")
+_ARG_MAX = 96
+
+
+@cache
+def _language() -> Language:
+    return Language(tree_sitter_c.language())
+
+
+@cache
+def _query() -> tuple[Query, tuple[str, ...]]:
+    """One query made of every .scm file, so a file is traversed once; pattern index -> file name."""
+    lang = _language()
+    sources, owner = [], []
+    for name in QUERY_FILES:
+        text = query_text(f"{name}.scm")
+        count = Query(lang, text).pattern_count
+        sources.append(text)
+        owner.extend([name] * count)
+    return Query(lang, "\n".join(sources)), tuple(owner)
+
+
+_PARSER: Parser | None = None
+
+
+def _parser() -> Parser:
+    global _PARSER
+    if _PARSER is None:
+        _PARSER = Parser(_language())
+    return _PARSER
+
+
+def _text(node: Node) -> str:
+    return node.text.decode("utf-8", "replace")
+
+
+def _norm(text: str, limit: int = 0) -> str:
+    out = _WS.sub(" ", text).strip()
+    return out[:limit] if limit and len(out) > limit else out
+
+
+def type_name(text: str) -> str:
+    """`const struct kvm_vcpu` -> `kvm_vcpu`: the bare type name used to compare types."""
+    words = _QUALIFIERS.sub(" ", text).split()
+    return words[-1] if words else _norm(text)
+
+
+def field_path(node: Node) -> tuple[str, str]:
+    """`rc->phases.hold` -> ("rc", "phases.hold"); the base is the innermost non-field expression."""
+    parts = []
+    while node.type == "field_expression":
+        field = node.child_by_field_name("field")
+        parts.append(_text(field) if field is not None else "?")
+        node = node.child_by_field_name("argument")
+        if node is None:
+            return "", ".".join(reversed(parts))
+        while node.type in ("parenthesized_expression", "pointer_expression", "cast_expression") and \
+                node.named_child_count:
+            node = node.named_children[-1]
+    return _norm(_text(node), 60), ".".join(reversed(parts))
+
+
+def field_path_text(text: str) -> tuple[str, str]:
+    """`kgc->parent_phases` -> ("kgc", "parent_phases"): the same split as field_path, from text."""
+    parts = re.split(r"->|\.", _WS.sub("", text).strip("()"))
+    return parts[0], ".".join(parts[1:])
+
+
+class _Scopes:
+    """Function ranges and declared names, to find a node's enclosing function and a name's type."""
+
+    def __init__(self, functions: list[tuple[int, int, str, Node]]):
+        self.functions = functions
+        self.starts = [f[0] for f in functions]
+        self.locals: list[dict[str, str]] = [dict() for _ in functions]
+        self.file_vars: dict[str, str] = {}
+
+    def index(self, byte: int) -> int:
+        i = bisect.bisect_right(self.starts, byte) - 1
+        if i >= 0 and byte < self.functions[i][1]:
+            return i
+        return -1
+
+    def type_of(self, fidx: int, name: str) -> str:
+        if fidx >= 0 and name in self.locals[fidx]:
+            return self.locals[fidx][name]
+        return self.file_vars.get(name, "")
+
+    def is_local(self, fidx: int, name: str) -> bool:
+        return fidx >= 0 and name in self.locals[fidx]
+
+
+def _context(node: Node, stop: Node | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Enclosing case labels and if conditions of `node`, outermost first."""
+    cases: list[str] = []
+    ifs: list[str] = []
+    prev = node
+    cur = node.parent
+    while cur is not None and (stop is None or cur.start_byte >= stop.start_byte) and \
+            cur.type != "function_definition":
+        t = cur.type
+        if t == "case_statement":
+            cases.append(_case_label(cur))
+        elif t == "if_statement":
+            cond = cur.child_by_field_name("condition")
+            alt = cur.child_by_field_name("alternative")
+            if cond is not None and prev.start_byte != cond.start_byte:
+                text = _norm(_text(cond), 120)
+                if text.startswith("(") and text.endswith(")"):
+                    text = text[1:-1].strip()
+                if alt is not None and prev.start_byte >= alt.start_byte:
+                    text = f"!({text})"
+                ifs.append(text)
+        prev = cur
+        cur = cur.parent
+    cases.reverse()
+    ifs.reverse()
+    return tuple(cases), tuple(ifs)
+
+
+def _case_label(case: Node) -> str:
+    """`case A: case B: stmt` -> "A|B" (fall-through labels are empty case statements before it)."""
+    labels = [_case_value(case)]
+    sib = case.prev_named_sibling
+    while sib is not None and sib.type == "case_statement" and sib.named_child_count <= 1:
+        labels.append(_case_value(sib))
+        sib = sib.prev_named_sibling
+    return "|".join(reversed(labels))
+
+
+def _case_value(case: Node) -> str:
+    value = case.child_by_field_name("value")
+    return _norm(_text(value), 80) if value is not None else "default"
+
+
+def _top_level_errors(root: Node) -> list[tuple[int, int]]:
+    spans = []
+    stack = list(root.children)
+    while stack:
+        n = stack.pop()
+        if n.type == "ERROR":
+            spans.append((n.start_byte, n.end_byte))
+        elif n.type.startswith("preproc_"):
+            stack.extend(n.children)
+    return sorted(spans)
+
+
+def _count_errors(root: Node) -> int:
+    if not root.has_error:
+        return 0
+    count = 0
+    cursor = root.walk()
+    visited_children = False
+    while True:
+        node = cursor.node
+        if not visited_children:
+            if node.is_error or node.is_missing:
+                count += 1
+                visited_children = True
+                continue
+            if node.has_error and cursor.goto_first_child():
+                continue
+            visited_children = True
+        if cursor.goto_next_sibling():
+            visited_children = False
+        elif not cursor.goto_parent():
+            break
+    return count
+
+
+class _Collector:
+    """Collects facts from one parse tree; `keep(byte)` decides which positions this parse owns."""
+
+    def __init__(self, path: str, data: bytes, root: Node, conds: ConditionMap, keep):
+        self.path = path
+        self.data = data
+        self.root = root
+        self.conds = conds
+        self.keep = keep
+        self.facts = FileFacts(path=path)
+
+    def run(self) -> FileFacts:
+        query, owner = _query()
+        by_kind: dict[str, list[dict[str, list[Node]]]] = {name: [] for name in QUERY_FILES}
+        for pattern, caps in QueryCursor(query).matches(self.root):
+            by_kind[owner[pattern]].append(caps)
+        self._functions(by_kind["definitions"])
+        self._declarations(by_kind["declarations"])
+        self._calls(by_kind["calls"])
+        self._initializers(by_kind["initializers"])
+        self._assignments(by_kind["assignments"])
+        self._cases(by_kind["cases"])
+        self._types(by_kind["types"])
+        self._macros(by_kind["macros"])
+        self._globals()
+        return self.facts
+
+    # -- definitions -------------------------------------------------------------------------------
+    def _functions(self, matches) -> None:
+        seen = set()
+        funcs = []
+        for caps in matches:
+            node = caps["def"][0]
+            if node.start_byte in seen or not self.keep(node.start_byte):
+                continue
+            seen.add(node.start_byte)
+            funcs.append((node.start_byte, node.end_byte, _text(caps["name"][0]), node, caps))
+        funcs.sort(key=lambda f: f[0])
+        self.scopes = _Scopes([(s, e, n, node) for s, e, n, node, _ in funcs])
+        for _, _, name, node, caps in funcs:
+            name_node = caps["name"][0]
+            line = name_node.start_point.row + 1
+            static = any(c.type == "storage_class_specifier" and c.text == b"static" for c in node.children)
+            rtype = node.child_by_field_name("type")
+            stars = 0
+            decl = node.child_by_field_name("declarator")
+            while decl is not None and decl.type == "pointer_declarator":
+                stars += 1
+                decl = decl.child_by_field_name("declarator")
+            self.facts.functions.append(FunctionDef(
+                name=name, path=self.path, line=line, end_line=node.end_point.row + 1,
+                params=_norm(_text(caps["params"][0]), 300), static=static,
+                return_type=(_norm(_text(rtype), 80) if rtype is not None else "") + "*" * stars,
+                conditions=self.conds.at(line)))
+
+    def _declarations(self, matches) -> None:
+        for caps in matches:
+            name_node = caps["name"][0]
+            tname = type_name(_text(caps["type"][0]))
+            fidx = self.scopes.index(name_node.start_byte)
+            if fidx >= 0:
+                self.scopes.locals[fidx].setdefault(_text(name_node), tname)
+            elif self.keep(name_node.start_byte):
+                self.scopes.file_vars.setdefault(_text(name_node), tname)
+
+    # -- calls -------------------------------------------------------------------------------------
+    def _calls(self, matches) -> None:
+        scopes = self.scopes
+        for caps in matches:
+            call = caps["call"][0]
+            if not self.keep(call.start_byte):
+                continue
+            fn = caps["fn"][0]
+            fidx = scopes.index(call.start_byte)
+            caller = scopes.functions[fidx][2] if fidx >= 0 else ""
+            kind, callee, base, base_type, var_type = self._classify(fn, fidx)
+            if not callee:
+                continue
+            args = tuple(_norm(_text(a), _ARG_MAX) for a in caps["args"][0].named_children
+                         if a.type != "comment")
+            constants = tuple(a for a in args if a not in _NOT_STORED and _UPPER.match(a) or
+                              (a[:1].isupper() and "(" in a and _UPPER.match(a.split("(", 1)[0])))
+            line = call.start_point.row + 1
+            cases, ifs = _context(call, scopes.functions[fidx][3] if fidx >= 0 else None)
+            self.facts.calls.append(CallSite(
+                caller=caller, callee=callee, kind=kind, path=self.path, line=line, args=args,
+                constants=constants, base=base, base_type=base_type, var_type=var_type, cases=cases,
+                ifs=ifs, conditions=self.conds.at(line)))
+
+    def _classify(self, fn: Node, fidx: int) -> tuple[str, str, str, str, str]:
+        while fn.type == "parenthesized_expression" and fn.named_child_count == 1:
+            fn = fn.named_children[0]
+        if fn.type == "pointer_expression" and fn.named_child_count:
+            fn = fn.named_children[-1]
+        if fn.type == "identifier":
+            name = _text(fn)
+            if self.scopes.is_local(fidx, name) or name in self.scopes.file_vars:
+                return "variable", name, "", "", self.scopes.type_of(fidx, name)
+            return "direct", name, "", "", ""
+        if fn.type == "field_expression":
+            base, path = field_path(fn)
+            btype = self.scopes.type_of(fidx, base) if base.isidentifier() else ""
+            return "field", path, base, btype, ""
+        if fn.type == "subscript_expression":
+            arr = fn.child_by_field_name("argument")
+            if arr is not None and arr.type == "identifier":
+                name = _text(arr)
+                return "variable", name, "", "", self.scopes.type_of(fidx, name)
+            if arr is not None and arr.type == "field_expression":
+                base, path = field_path(arr)
+                return "field", path, base, self.scopes.type_of(fidx, base), ""
+        return "other", _norm(_text(fn), 80), "", "", ""
+
+    # -- stores ------------------------------------------------------------------------------------
+    def _initializers(self, matches) -> None:
+        for caps in matches:
+            value = _text(caps["value"][0])
+            pair = caps["pair"][0]
+            if _UPPER.match(value) or value in _NOT_STORED or not self.keep(pair.start_byte):
+                continue
+            fields, index, variable, vtype = self._designators(pair)
+            fidx = self.scopes.index(pair.start_byte)
+            if fidx >= 0 and self.scopes.is_local(fidx, value):
+                continue
+            line = caps["value"][0].start_point.row + 1
+            self.facts.stores.append(PointerStore(
+                function=value, kind="initializer", path=self.path, line=line, field=fields, index=index,
+                variable=variable, var_type=vtype,
+                in_function=self.scopes.functions[fidx][2] if fidx >= 0 else "",
+                conditions=self.conds.at(line)))
+
+    def _designators(self, pair: Node) -> tuple[str, str, str, str]:
+        fields: list[str] = []
+        index = ""
+        node = pair
+        while node is not None:
+            if node.type == "initializer_pair":
+                for d in reversed(node.children_by_field_name("designator")):
+                    if d.type == "field_designator":
+                        fields.append(_text(d).lstrip(".").strip())
+                    elif not index:
+                        index = _norm(_text(d).strip("[]"), 60)
+            elif node.type == "init_declarator":
+                decl = node.child_by_field_name("declarator")
+                while decl is not None and decl.type in ("array_declarator", "pointer_declarator"):
+                    decl = decl.child_by_field_name("declarator")
+                var = _text(decl) if decl is not None else ""
+                dtype = node.parent.child_by_field_name("type") if node.parent is not None else None
+                return ".".join(reversed(fields)), index, var, type_name(_text(dtype)) if dtype else ""
+            elif node.type not in ("initializer_list",):
+                break
+            node = node.parent
+        return ".".join(reversed(fields)), index, "", ""
+
+    def _assignments(self, matches) -> None:
+        scopes = self.scopes
+        for caps in matches:
+            vnode = caps["value"][0]
+            value = _text(vnode)
+            anchor = caps.get("assign", caps.get("return"))[0]
+            if value in _NOT_STORED or not self.keep(anchor.start_byte):
+                continue
+            fidx = scopes.index(anchor.start_byte)
+            if scopes.is_local(fidx, value):
+                continue
+            line = vnode.start_point.row + 1
+            caller = scopes.functions[fidx][2] if fidx >= 0 else ""
+            if "return" in caps:
+                if fidx < 0 or _UPPER.match(value):
+                    continue
+                rtype = next((f.return_type for f in self.facts.functions
+                              if f.name == caller and f.line <= line <= f.end_line), "")
+                self.facts.stores.append(PointerStore(
+                    function=value, kind="return", path=self.path, line=line, variable=caller,
+                    var_type=type_name(rtype.rstrip("*")), in_function=caller,
+                    conditions=self.conds.at(line)))
+                continue
+            lhs = caps["lhs"][0]
+            if lhs.type == "field_expression":
+                base, path = field_path(lhs)
+            elif lhs.type == "identifier":
+                base, path = _text(lhs), ""
+            else:
+                continue
+            if _UPPER.match(value):
+                self.facts.constants.append(ConstantUse(
+                    name=value, kind="assign", target=path or base, function=caller, path=self.path,
+                    line=line))
+                continue
+            btype = scopes.type_of(fidx, base) if base.isidentifier() else ""
+            self.facts.stores.append(PointerStore(
+                function=value, kind="assignment", path=self.path, line=line, field=path, variable=base,
+                var_type=btype, in_function=caller, conditions=self.conds.at(line)))
+
+    def _cases(self, matches) -> None:
+        for caps in matches:
+            case = caps["case"][0]
+            if not self.keep(case.start_byte):
+                continue
+            value = _norm(_text(caps["value"][0]), 80)
+            switch = case.parent.parent if case.parent is not None else None
+            target = ""
+            if switch is not None and switch.type == "switch_statement":
+                cond = switch.child_by_field_name("condition")
+                target = _norm(_text(cond), 80).strip("()").strip() if cond is not None else ""
+            fidx = self.scopes.index(case.start_byte)
+            self.facts.constants.append(ConstantUse(
+                name=value, kind="case", target=target,
+                function=self.scopes.functions[fidx][2] if fidx >= 0 else "", path=self.path,
+                line=case.start_point.row + 1))
+
+    # -- QOM, macros, globals ---------------------------------------------------------------------
+    def _types(self, matches) -> None:
+        for caps in matches:
+            lst = caps["list"][0]
+            if not self.keep(lst.start_byte):
+                continue
+            var = _text(caps["var"][0]).split("[")[0].strip()
+            lists = [c for c in lst.named_children if c.type == "initializer_list"] or [lst]
+            for one in lists:
+                vals: dict[str, str] = {}
+                for pair in one.named_children:
+                    if pair.type != "initializer_pair":
+                        continue
+                    des = pair.child_by_field_name("designator")
+                    val = pair.child_by_field_name("value")
+                    if des is not None and val is not None and des.type == "field_designator":
+                        vals[_text(des).lstrip(".").strip()] = _norm(_text(val), 120)
+                if "name" not in vals:
+                    continue
+                self.facts.types.append(QomType(
+                    variable=var, name=vals["name"], parent=vals.get("parent", ""),
+                    class_init=vals.get("class_init", ""), instance_init=vals.get("instance_init", ""),
+                    path=self.path, line=one.start_point.row + 1))
+
+    def _macros(self, matches) -> None:
+        for caps in matches:
+            value = _text(caps["value"][0]).strip()
+            name = caps["name"][0]
+            if value.startswith('"') and self.keep(name.start_byte):
+                self.facts.macros.append(MacroDef(name=_text(name), value=value, path=self.path,
+                                                  line=name.start_point.row + 1))
+
+    def _globals(self) -> None:
+        names = [n for n in self.scopes.file_vars if len(n) > 2]
+        if not names or not self.scopes.functions:
+            return
+        pattern = re.compile(rb"(\+\+|--)?\s*\b(" + b"|".join(re.escape(n.encode()) for n in sorted(names))
+                             + rb")\b(\s*(?:[-+*/|&^]?=(?!=)|\+\+|--))?")
+        for fidx, (start, end, fname, node) in enumerate(self.scopes.functions):
+            body = node.child_by_field_name("body")
+            if body is None:
+                continue
+            seen = set()
+            for m in pattern.finditer(self.data, body.start_byte, body.end_byte):
+                name = m.group(2).decode()
+                if self.scopes.is_local(fidx, name):
+                    continue
+                write = bool(m.group(1) or m.group(3))
+                if (name, write) in seen:
+                    continue
+                seen.add((name, write))
+                line = self.data.count(b"\n", 0, m.start(2)) + 1
+                self.facts.globals.append(GlobalRef(name=name, function=fname, write=write,
+                                                    path=self.path, line=line))
+
+
+def extract_file(data: bytes, path: str) -> FileFacts:
+    """Extract the facts of one file; never raises on odd input (binary, huge, broken C)."""
+    if len(data) > MAX_FILE_BYTES:
+        return FileFacts(path=path, skipped="too large")
+    if b"\0" in data[:8192]:
+        return FileFacts(path=path, skipped="binary")
+    clean = prepass(data)
+    conds = ConditionMap(data)
+    root = _parser().parse(clean).root_node
+    errors = _top_level_errors(root)
+    if not errors or b"#if" not in data:
+        facts = _Collector(path, clean, root, conds, lambda b: True).run()
+        facts.parse_errors = _count_errors(root)
+        return facts
+    # Broken top-level structure, usually #if around alternative headers or braces: re-parse with each
+    # #if group flattened to its first branch and take that parse's facts inside the broken regions.
+    flat = flatten_conditionals(clean)
+    root2 = _parser().parse(flat).root_node
+    spans = _widen(errors, root)
+    starts = [s for s, _ in spans]
+
+    def inside(byte: int) -> bool:
+        i = bisect.bisect_right(starts, byte) - 1
+        return i >= 0 and byte < spans[i][1]
+
+    first = _Collector(path, clean, root, conds, lambda b: not inside(b)).run()
+    second = _Collector(path, flat, root2, conds, inside).run()
+    merged = FileFacts(path=path)
+    for name in ("functions", "calls", "stores", "types", "constants", "globals", "macros"):
+        rows = getattr(first, name) + getattr(second, name)
+        rows.sort(key=lambda r: (r.line, repr(r)))
+        getattr(merged, name).extend(rows)
+    merged.parse_errors = min(_count_errors(root), _count_errors(root2))
+    return merged
+
+
+def _widen(errors: list[tuple[int, int]], root: Node) -> list[tuple[int, int]]:
+    """Grow ERROR spans to whole top-level items they touch, then merge overlaps."""
+    spans = []
+    tops = []
+    stack = list(root.children)
+    while stack:
+        n = stack.pop()
+        if n.type.startswith("preproc_") and n.type not in ("preproc_def", "preproc_function_def",
+                                                              "preproc_include", "preproc_call"):
+            stack.extend(n.children)
+        else:
+            tops.append((n.start_byte, n.end_byte))
+    tops.sort()
+    for s, e in errors:
+        for ts, te in tops:
+            if te > s - 1 and ts < e + 1:
+                s, e = min(s, ts), max(e, te)
+        spans.append((s, e))
+    spans.sort()
+    merged: list[tuple[int, int]] = []
+    for s, e in spans:
+        if merged and s <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], e))
+        else:
+            merged.append((s, e))
+    return merged

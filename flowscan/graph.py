@@ -1,0 +1,384 @@
+"""Symbol table and call graph over many FileFacts, with indirect-call resolution.
+
+Edges are computed lazily per call site (and memoised): a question about one function touches only the
+calls it needs, which keeps warm queries on whole trees fast. Every edge says how it was resolved and
+carries the location of the store (initializer, assignment, registration) that justifies it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from flowscan.facts import CallSite, FileFacts, FunctionDef, PointerStore
+from flowscan.qom import QomIndex, TypeNode
+from flowscan.registrations import Registration, find_registrations, synthetic_stores
+from flowscan.registry import Registry, default_registry
+
+DIRECT = "direct"
+INDIRECT_KINDS = ("field", "registration", "qom-parent", "table", "type", "variable", "argument", "notifier")
+
+
+@dataclass(frozen=True)
+class Edge:
+    caller: str
+    caller_path: str
+    callee: str
+    callee_path: str  # '' when the callee has no definition in the scanned scope
+    kind: str  # direct | field | registration | qom-parent | table | type | variable | argument | notifier
+    path: str  # call site
+    line: int
+    via: str = ""  # field path, variable, table or chain the call went through
+    store_path: str = ""  # the store that justifies an indirect edge
+    store_line: int = 0
+    fanout: int = 1  # how many targets the call site resolved to
+    cases: tuple[str, ...] = ()
+    ifs: tuple[str, ...] = ()
+    conditions: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+
+    @property
+    def indirect(self) -> bool:
+        return self.kind != DIRECT
+
+    def to_json(self) -> dict:
+        out = {"caller": self.caller, "caller_path": self.caller_path, "callee": self.callee,
+               "callee_path": self.callee_path, "kind": self.kind, "path": self.path, "line": self.line}
+        if self.kind != DIRECT:
+            out.update(via=self.via, store_path=self.store_path, store_line=self.store_line,
+                       fanout=self.fanout)
+        if self.cases:
+            out["cases"] = list(self.cases)
+        if self.ifs:
+            out["ifs"] = list(self.ifs)
+        if self.conditions:
+            out["conditions"] = list(self.conditions)
+        return out
+
+
+def _last(field: str) -> str:
+    return field.rsplit(".", 1)[-1]
+
+
+def _suffix_match(a: str, b: str) -> bool:
+    """Field paths match when one is a component-wise suffix of the other (`phases.hold` ~ `hold`)."""
+    if a == b:
+        return True
+    pa, pb = a.split("."), b.split(".")
+    n = min(len(pa), len(pb))
+    return pa[-n:] == pb[-n:]
+
+
+class Graph:
+    def __init__(self, facts: Sequence[FileFacts], registry: Registry | None = None,
+                 prefer: Sequence[str] = ()):
+        self.registry = registry or default_registry()
+        self.prefer = tuple(p.rstrip("/") + "/" for p in prefer)
+        self.facts = list(facts)
+        self.defs: dict[str, list[FunctionDef]] = {}
+        self.calls_by_caller: dict[tuple[str, str], list[CallSite]] = {}
+        self.direct_by_callee: dict[str, list[CallSite]] = {}
+        self.field_calls: dict[str, list[CallSite]] = {}
+        self.var_calls: dict[str, list[CallSite]] = {}
+        self.var_calls_by_type: dict[str, list[CallSite]] = {}
+        for ff in self.facts:
+            for fn in ff.functions:
+                self.defs.setdefault(fn.name, []).append(fn)
+            for c in ff.calls:
+                self.calls_by_caller.setdefault((c.caller, c.path), []).append(c)
+                if c.kind == DIRECT:
+                    self.direct_by_callee.setdefault(c.callee, []).append(c)
+                elif c.kind == "field":
+                    self.field_calls.setdefault(_last(c.callee), []).append(c)
+                elif c.kind == "variable":
+                    self.var_calls.setdefault(c.callee, []).append(c)
+                    if c.var_type:
+                        self.var_calls_by_type.setdefault(c.var_type, []).append(c)
+        self.registrations: list[Registration] = find_registrations(self.facts, self.registry)
+        stores = [s for ff in self.facts for s in ff.stores] + synthetic_stores(self.registrations)
+        self.stores_by_field: dict[str, list[PointerStore]] = {}
+        self.stores_by_var: dict[str, list[PointerStore]] = {}
+        self.stores_by_type: dict[str, list[PointerStore]] = {}
+        self.stores_by_function: dict[str, list[PointerStore]] = {}
+        self.stores_in_function: dict[str, list[PointerStore]] = {}
+        for s in stores:
+            if s.function not in self.defs:
+                continue  # not a function we know: a plain value
+            self.stores_by_function.setdefault(s.function, []).append(s)
+            if s.in_function:
+                self.stores_in_function.setdefault(s.in_function, []).append(s)
+            if s.field:
+                self.stores_by_field.setdefault(_last(s.field), []).append(s)
+            elif s.variable:
+                self.stores_by_var.setdefault(s.variable, []).append(s)
+            if s.var_type and (not s.field or s.index):
+                self.stores_by_type.setdefault(s.var_type, []).append(s)
+        self.notifier_callbacks: dict[str, list[tuple[str, Registration]]] = {}
+        self.regs_by_callback: dict[str, list[Registration]] = {}
+        for r in self.registrations:
+            for _phase, _field, fn in r.callbacks:
+                self.regs_by_callback.setdefault(fn, []).append(r)
+                if r.kind == "notifier":
+                    self.notifier_callbacks.setdefault(r.chain, []).append((fn, r))
+        self.qom = QomIndex(self.facts)
+        self._memo: dict[int, list[Edge]] = {}
+
+    # -- symbols -----------------------------------------------------------------------------------
+    def definitions(self, name: str) -> list[FunctionDef]:
+        return sorted(self.defs.get(name, ()), key=lambda d: (d.path, d.line))
+
+    def preferred(self, defs: Sequence[FunctionDef]) -> list[FunctionDef]:
+        """Narrow alternatives (one per architecture) to the preferred architecture when one matches."""
+        if len(defs) < 2 or not self.prefer:
+            return list(defs)
+        keep = [d for d in defs if not d.path.startswith("arch/") or d.path.startswith(self.prefer)]
+        return keep or list(defs)
+
+    def lookup(self, name: str, from_path: str) -> list[FunctionDef]:
+        """Definitions a direct call from `from_path` can reach: same-file static first, then globals."""
+        defs = self.defs.get(name)
+        if not defs:
+            return []
+        same = [d for d in defs if d.path == from_path]
+        if same:
+            return same[:1]
+        glob = [d for d in defs if not d.static]
+        if glob:
+            return self.preferred(sorted(glob, key=lambda d: (d.path, d.line)))
+        headers = [d for d in defs if d.path.endswith(".h")]
+        return self.preferred(sorted(headers, key=lambda d: (d.path, d.line)))
+
+    def def_at(self, name: str, path: str) -> FunctionDef | None:
+        for d in self.defs.get(name, ()):
+            if d.path == path:
+                return d
+        return None
+
+    # -- forward -----------------------------------------------------------------------------------
+    def calls_of(self, fn: FunctionDef) -> list[CallSite]:
+        return [c for c in self.calls_by_caller.get((fn.name, fn.path), ())
+                if fn.line <= c.line <= fn.end_line]
+
+    def callees(self, fn: FunctionDef, direct_only: bool = False) -> list[Edge]:
+        out: list[Edge] = []
+        for call in self.calls_of(fn):
+            for e in self.resolve(call):
+                if not direct_only or e.kind == DIRECT:
+                    out.append(e)
+        return out
+
+    def resolve(self, call: CallSite) -> list[Edge]:
+        key = id(call)
+        hit = self._memo.get(key)
+        if hit is None:
+            hit = self._resolve(call)
+            self._memo[key] = hit
+        return hit
+
+    def _edge(self, call: CallSite, callee: str, callee_path: str, kind: str, via: str = "",
+              store: PointerStore | Registration | None = None, fanout: int = 1) -> Edge:
+        return Edge(caller=call.caller, caller_path=call.path, callee=callee, callee_path=callee_path,
+                    kind=kind, path=call.path, line=call.line, via=via,
+                    store_path=store.path if store is not None else "",
+                    store_line=store.line if store is not None else 0, fanout=fanout, cases=call.cases,
+                    ifs=call.ifs, conditions=call.conditions, args=call.args)
+
+    def _resolve(self, call: CallSite) -> list[Edge]:
+        if call.kind == DIRECT:
+            out = [self._edge(call, d.name, d.path, DIRECT) for d in self.lookup(call.callee, call.path)]
+            if not out:
+                out = [self._edge(call, call.callee, "", DIRECT)]
+            chain_arg = self.registry.dispatch.get(call.callee)
+            if chain_arg is not None and chain_arg < len(call.args):
+                chain = call.args[chain_arg].lstrip("&").strip()
+                chain = chain.replace("->", ".").rsplit(".", 1)[-1]
+                targets = self.notifier_callbacks.get(chain, ())
+                for fn, reg in targets:
+                    for d in self.lookup(fn, reg.path):
+                        out.append(self._edge(call, d.name, d.path, "notifier", chain, reg, len(targets)))
+            return out
+        if call.kind == "field":
+            return self._resolve_field(call)
+        if call.kind == "variable":
+            return self._resolve_variable(call)
+        return []
+
+    def _stores_to_edges(self, call: CallSite, stores: Iterable[PointerStore], kind_of, via: str) -> list[Edge]:
+        pairs = []
+        seen = set()
+        for s in sorted(stores, key=lambda s: (s.path, s.line, s.function)):
+            for d in self.lookup(s.function, s.path):
+                if (d.name, d.path) in seen:
+                    continue
+                seen.add((d.name, d.path))
+                pairs.append((d, s))
+        return [self._edge(call, d.name, d.path, kind_of(s), via, s, len(pairs)) for d, s in pairs]
+
+    def _resolve_field(self, call: CallSite) -> list[Edge]:
+        parent = self._resolve_qom_parent(call)
+        if parent:
+            return parent
+        candidates = []
+        for s in self.stores_by_field.get(_last(call.callee), ()):
+            if not _suffix_match(s.field, call.callee):
+                continue
+            if call.base_type and s.var_type and call.base_type != s.var_type and \
+                    s.field.count(".") == call.callee.count("."):
+                continue  # a field of the same name in an unrelated struct type
+            candidates.append(s)
+        return self._stores_to_edges(
+            call, candidates, lambda s: "registration" if s.kind == "registration" else "field", call.callee)
+
+    def _resolve_variable(self, call: CallSite) -> list[Edge]:
+        name = call.callee
+        stores = self.stores_by_var.get(name, ())
+        same_file = [s for s in stores if s.path == call.path]
+        chosen = same_file or [s for s in stores if s.kind != "return"]
+        if chosen:
+            return self._stores_to_edges(
+                call, chosen, lambda s: "table" if s.index else "variable", name)
+        arg_edges = self._resolve_argument(call)
+        if arg_edges:
+            return arg_edges
+        if call.var_type:
+            typed = self.stores_by_type.get(call.var_type, ())
+            return self._stores_to_edges(call, typed, lambda s: "table" if s.index else "type",
+                                         call.var_type)
+        return []
+
+    def _resolve_argument(self, call: CallSite) -> list[Edge]:
+        """A call through a parameter: the functions that callers pass in that position."""
+        fn = self.def_at(call.caller, call.path)
+        if fn is None:
+            return []
+        params = [p.strip() for p in fn.params.strip("()").split(",")]
+        index = next((i for i, p in enumerate(params)
+                      if p.replace("*", " ").replace("(", " ").replace(")", " ").split()[-1:] == [call.callee]),
+                     -1)
+        if index < 0:
+            return []
+        pairs = []
+        for site in self.direct_by_callee.get(fn.name, ()):
+            if index >= len(site.args):
+                continue
+            arg = site.args[index].lstrip("&").strip()
+            if not arg.isidentifier():
+                continue
+            for d in self.lookup(arg, site.path):
+                pairs.append((d, site))
+        seen = set()
+        out = []
+        for d, site in pairs:
+            if (d.name, d.path) in seen:
+                continue
+            seen.add((d.name, d.path))
+            e = self._edge(call, d.name, d.path, "argument", call.callee, None, 0)
+            out.append(Edge(**{**e.__dict__, "store_path": site.path, "store_line": site.line}))
+        return [Edge(**{**e.__dict__, "fanout": len(out)}) for e in out]
+
+    # -- QOM parents -------------------------------------------------------------------------------
+    def _resolve_qom_parent(self, call: CallSite) -> list[Edge]:
+        """`kgc->parent_phases.hold(obj, type)` -> the hold phase the parent type set, exactly."""
+        path = call.callee
+        regs = [r for r in self.regs_by_callback.get(call.caller, ()) if r.kind == "field" and r.parent_path]
+        if not regs:
+            regs = [r for r in self.registrations if r.kind == "field" and r.parent_path and r.path == call.path]
+        out: list[Edge] = []
+        for reg in regs:
+            if path == reg.parent_path:
+                sub = ""
+            elif path.startswith(reg.parent_path + "."):
+                sub = path[len(reg.parent_path) + 1:]
+            else:
+                continue
+            field = dict(reg.parent_fields).get(sub)
+            if field is None:
+                continue
+            for node in self.qom.by_class_init.get(reg.function, ()):
+                setter = self.inherited_setter(node, field, start_at_parent=True)
+                if setter is None:
+                    continue
+                store, owner = setter
+                for d in self.lookup(store.function, store.path):
+                    out.append(self._edge(call, d.name, d.path, "qom-parent", f"{owner.name}.{field}", store))
+        uniq = {(e.callee, e.callee_path): e for e in out}
+        return [Edge(**{**e.__dict__, "fanout": len(uniq)}) for e in uniq.values()]
+
+    def class_setters(self, class_init: str, field: str) -> list[PointerStore]:
+        return [s for s in self.stores_in_function.get(class_init, ())
+                if s.field and _suffix_match(s.field, field) and s.field.count(".") == field.count(".")]
+
+    def inherited_setter(self, node: TypeNode, field: str,
+                         start_at_parent: bool = False) -> tuple[PointerStore, TypeNode] | None:
+        chain = self.qom.ancestors(node) if start_at_parent else [node, *self.qom.ancestors(node)]
+        for t in chain:
+            found = self.class_setters(t.class_init, field) if t.class_init else []
+            if found:
+                return sorted(found, key=lambda s: (s.line, s.kind))[-1], t
+        return None
+
+    # -- backward ----------------------------------------------------------------------------------
+    def callers(self, name: str, direct_only: bool = False) -> list[Edge]:
+        sites: list[CallSite] = list(self.direct_by_callee.get(name, ()))
+        if not direct_only:
+            for s in self.stores_by_function.get(name, ()):
+                if s.field:
+                    sites.extend(self.field_calls.get(_last(s.field), ()))
+                    if s.kind in ("assignment", "registration"):
+                        # parent-phase calls (`parent_phases.hold`) can land on this class's setter
+                        sites.extend(self.field_calls.get(_last(s.field), ()))
+                elif s.variable:
+                    sites.extend(self.var_calls.get(s.variable, ()))
+                if s.var_type:
+                    sites.extend(self.var_calls_by_type.get(s.var_type, ()))
+            for reg in self.regs_by_callback.get(name, ()):
+                if reg.kind == "notifier":
+                    for api, _arg in self.registry.dispatch.items():
+                        sites.extend(self.direct_by_callee.get(api, ()))
+            for calls in self.var_calls.values():
+                sites.extend(calls)  # calls through parameters: checked by resolution below
+        out = []
+        seen = set()
+        for site in sites:
+            if id(site) in seen:
+                continue
+            seen.add(id(site))
+            for e in self.resolve(site):
+                if e.callee == name and (not direct_only or e.kind == DIRECT):
+                    out.append(e)
+        return sorted(set(out), key=lambda e: (e.path, e.line, e.caller, e.kind))
+
+    # -- paths -------------------------------------------------------------------------------------
+    def path(self, src: str, dst: str, max_depth: int = 12, direct_only: bool = False,
+             avoid: Sequence[str] = ()) -> list[Edge] | None:
+        """Shortest call path from any definition of `src` to `dst` (BFS; ties broken by file order)."""
+        starts = self.preferred(self.definitions(src))
+        if not starts:
+            return None
+        if src == dst:
+            return []
+        frontier = deque((d, 0) for d in starts)
+        parent: dict[tuple[str, str], Edge | None] = {(d.name, d.path): None for d in starts}
+        blocked = set(avoid)
+        while frontier:
+            fn, depth = frontier.popleft()
+            if depth >= max_depth:
+                continue
+            for e in sorted(self.callees(fn, direct_only), key=lambda e: (e.line, e.callee, e.callee_path)):
+                key = (e.callee, e.callee_path)
+                if key in parent or e.callee in blocked:
+                    continue
+                parent[key] = e
+                if e.callee == dst:
+                    out = [e]
+                    cur = parent[(e.caller, e.caller_path)]
+                    while cur is not None:
+                        out.append(cur)
+                        cur = parent[(cur.caller, cur.caller_path)]
+                    return list(reversed(out))
+                if e.callee_path:
+                    nxt = self.def_at(e.callee, e.callee_path)
+                    if nxt is not None:
+                        frontier.append((nxt, depth + 1))
+        return None

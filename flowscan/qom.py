@@ -1,0 +1,74 @@
+"""The QOM type hierarchy: TypeInfo `.name/.parent/.class_init`, with type-name macros resolved."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flowscan.facts import FileFacts, QomType
+
+
+@dataclass(frozen=True)
+class TypeNode:
+    name: str  # resolved type name ("kvm-arm-gicv3"), or the macro when it has no string definition
+    macro: str  # the expression as written (TYPE_KVM_ARM_GICV3)
+    parent: str  # resolved parent name
+    class_init: str
+    instance_init: str
+    path: str
+    line: int
+
+
+def _unquote(text: str) -> str | None:
+    text = text.strip()
+    if len(text) >= 2 and text[0] == '"' and text[-1] == '"' and '"' not in text[1:-1]:
+        return text[1:-1]
+    return None
+
+
+class QomIndex:
+    def __init__(self, facts: list[FileFacts]):
+        self.macros: dict[str, str] = {}
+        for ff in facts:
+            for m in ff.macros:
+                value = _unquote(m.value)
+                if value is not None:
+                    self.macros.setdefault(m.name, value)
+        self.types: dict[str, TypeNode] = {}
+        self.by_class_init: dict[str, list[TypeNode]] = {}
+        raw: list[QomType] = [t for ff in facts for t in ff.types]
+        for t in sorted(raw, key=lambda t: (t.path, t.line)):
+            node = TypeNode(name=self.resolve(t.name), macro=t.name, parent=self.resolve(t.parent) if t.parent
+                            else "", class_init=t.class_init, instance_init=t.instance_init, path=t.path,
+                            line=t.line)
+            self.types.setdefault(node.name, node)
+            if node.class_init:
+                self.by_class_init.setdefault(node.class_init, []).append(node)
+
+    def resolve(self, expr: str) -> str:
+        value = _unquote(expr)
+        if value is not None:
+            return value
+        return self.macros.get(expr.strip(), expr.strip())
+
+    def find(self, name: str) -> TypeNode | None:
+        """By type name, by macro (TYPE_ARM_CPU) or by TypeInfo variable name."""
+        if name in self.types:
+            return self.types[name]
+        resolved = self.resolve(name)
+        if resolved in self.types:
+            return self.types[resolved]
+        return None
+
+    def ancestors(self, node: TypeNode) -> list[TypeNode]:
+        """The parents of a type, nearest first (stops at unknown types and cycles)."""
+        out: list[TypeNode] = []
+        seen = {node.name}
+        cur = node
+        while cur.parent and cur.parent not in seen:
+            nxt = self.types.get(cur.parent)
+            if nxt is None:
+                break
+            out.append(nxt)
+            seen.add(nxt.name)
+            cur = nxt
+        return out

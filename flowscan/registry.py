@@ -1,0 +1,118 @@
+"""Registration APIs, loaded from queries/registrations.toml (data, validated against a JSON schema)."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import jsonschema
+
+from flowscan.errors import FlowscanError
+from flowscan.resources import queries_dir
+
+_ARG = {"type": "integer", "minimum": 0}
+SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "field": {"type": "array", "items": {
+            "type": "object", "additionalProperties": False, "required": ["api", "owner", "stores"],
+            "properties": {
+                "api": {"type": "string"}, "owner": {"type": "string"},
+                "stores": {"type": "array", "minItems": 1, "items": {
+                    "type": "object", "additionalProperties": False, "required": ["arg", "field"],
+                    "properties": {"arg": _ARG, "field": {"type": "string"}, "phase": {"type": "string"}}}},
+                "parent": {"type": "object", "additionalProperties": False, "required": ["arg", "fields"],
+                           "properties": {"arg": _ARG, "fields": {"type": "object",
+                                                                  "additionalProperties": {"type": "string"}}}},
+            }}},
+        "notifier": {"type": "array", "items": {
+            "type": "object", "additionalProperties": False, "required": ["api"],
+            "properties": {"api": {"type": "string"}, "chain": {"type": "string"}, "chain_arg": _ARG,
+                           "block_arg": _ARG, "callback_arg": _ARG,
+                           "chain_map": {"type": "object", "additionalProperties": {"type": "string"}}},
+            "oneOf": [{"required": ["block_arg"]}, {"required": ["callback_arg"]}],
+        }},
+        "dispatch": {"type": "array", "items": {
+            "type": "object", "additionalProperties": False, "required": ["api", "chain_arg"],
+            "properties": {"api": {"type": "string"}, "chain_arg": _ARG}}},
+    },
+}
+
+
+@dataclass(frozen=True)
+class FieldStore:
+    arg: int
+    field: str
+    phase: str
+
+
+@dataclass(frozen=True)
+class FieldApi:
+    api: str
+    owner: str
+    stores: tuple[FieldStore, ...]
+    parent_arg: int = -1
+    parent_fields: tuple[tuple[str, str], ...] = ()  # (sub-field of the storage, original field)
+
+
+@dataclass(frozen=True)
+class NotifierApi:
+    api: str
+    chain: str = ""
+    chain_arg: int = -1
+    block_arg: int = -1
+    callback_arg: int = -1
+    chain_map: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass
+class Registry:
+    fields: dict[str, FieldApi] = field(default_factory=dict)
+    notifiers: dict[str, NotifierApi] = field(default_factory=dict)
+    dispatch: dict[str, int] = field(default_factory=dict)  # api -> chain argument
+
+    def api_names(self) -> list[str]:
+        return sorted({*self.fields, *self.notifiers})
+
+
+def load_registry(paths: tuple[Path, ...] = ()) -> Registry:
+    """The built-in table plus any user files (later files add or replace APIs by name)."""
+    reg = Registry()
+    for path in (queries_dir() / "registrations.toml", *paths):
+        _merge(reg, path)
+    return reg
+
+
+@cache
+def default_registry() -> Registry:
+    return load_registry()
+
+
+def _merge(reg: Registry, path: Path) -> None:
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise FlowscanError(f"cannot read registration table {path}: {exc}") from None
+    try:
+        jsonschema.validate(data, SCHEMA)
+    except jsonschema.ValidationError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "top level"
+        raise FlowscanError(f"{path}: {where}: {exc.message}") from None
+    for row in data.get("field", ()):
+        parent = row.get("parent", {})
+        reg.fields[row["api"]] = FieldApi(
+            api=row["api"], owner=row["owner"],
+            stores=tuple(FieldStore(s["arg"], s["field"], s.get("phase", s["field"].rsplit(".", 1)[-1]))
+                         for s in row["stores"]),
+            parent_arg=parent.get("arg", -1),
+            parent_fields=tuple(sorted(parent.get("fields", {}).items())))
+    for row in data.get("notifier", ()):
+        reg.notifiers[row["api"]] = NotifierApi(
+            api=row["api"], chain=row.get("chain", ""), chain_arg=row.get("chain_arg", -1),
+            block_arg=row.get("block_arg", -1), callback_arg=row.get("callback_arg", -1),
+            chain_map=tuple(sorted(row.get("chain_map", {}).items())))
+    for row in data.get("dispatch", ()):
+        reg.dispatch[row["api"]] = row["chain_arg"]

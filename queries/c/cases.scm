@@ -1,0 +1,2 @@
+; Case labels, with the switch they belong to.
+(case_statement value: (_) @value) @case

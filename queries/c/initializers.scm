@@ -1,0 +1,4 @@
+; Designated initializers whose value names a function: `.notifier_call = psci_sys_reset`,
+; `[ESR_ELx_EC_HVC64] = handle_hvc`, `.class_init = foo`, `.fn = &bar`.
+(initializer_pair value: (identifier) @value) @pair
+(initializer_pair value: (pointer_expression argument: (identifier) @value)) @pair
