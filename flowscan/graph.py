@@ -11,12 +11,15 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from flowscan.facts import CallSite, FileFacts, FunctionDef, PointerStore
+import re
+
+from flowscan.facts import CallSite, ConstantUse, FileFacts, FunctionDef, GlobalRef, PointerStore
 from flowscan.qom import QomIndex, TypeNode
 from flowscan.registrations import Registration, find_registrations, synthetic_stores
 from flowscan.registry import Registry, default_registry
 
 DIRECT = "direct"
+_WS = re.compile(r"\s+")
 INDIRECT_KINDS = ("field", "registration", "qom-parent", "table", "type", "variable", "argument", "notifier")
 
 
@@ -132,7 +135,7 @@ class Graph:
         """Narrow alternatives (one per architecture) to the preferred architecture when one matches."""
         if len(defs) < 2 or not self.prefer:
             return list(defs)
-        keep = [d for d in defs if not d.path.startswith("arch/") or d.path.startswith(self.prefer)]
+        keep = [d for d in defs if d.path.startswith(self.prefer)]
         return keep or list(defs)
 
     def lookup(self, name: str, from_path: str) -> list[FunctionDef]:
@@ -382,3 +385,44 @@ class Graph:
                     if nxt is not None:
                         frontier.append((nxt, depth + 1))
         return None
+
+    # -- constants and flags (handoffs across roles and threads) -----------------------------------
+    def _constant_index(self) -> None:
+        if hasattr(self, "_const_by_name"):
+            return
+        by_name: dict[str, list[ConstantUse]] = {}
+        by_fn: dict[str, list[ConstantUse]] = {}
+        rows = [u for ff in self.facts for u in ff.constants]
+        rows += [ConstantUse(name=a, kind="call-arg", target=c.callee, function=c.caller, path=c.path,
+                             line=c.line) for ff in self.facts for c in ff.calls for a in c.constants]
+        for u in rows:
+            for part in u.name.split("|"):
+                by_name.setdefault(_WS.sub(" ", part.strip()), []).append(u)
+            by_fn.setdefault(u.function, []).append(u)
+        self._const_by_name, self._const_by_fn = by_name, by_fn
+
+    def constant_uses(self, name: str) -> list[ConstantUse]:
+        self._constant_index()
+        return self._const_by_name.get(_WS.sub(" ", name.strip()), [])
+
+    def constants_in(self, function: str) -> list[ConstantUse]:
+        self._constant_index()
+        return self._const_by_fn.get(function, [])
+
+    def _global_index(self) -> None:
+        if hasattr(self, "_glob_by_name"):
+            return
+        self._glob_by_name: dict[str, list[GlobalRef]] = {}
+        self._glob_by_fn: dict[str, list[GlobalRef]] = {}
+        for ff in self.facts:
+            for r in ff.globals:
+                self._glob_by_name.setdefault(r.name, []).append(r)
+                self._glob_by_fn.setdefault(r.function, []).append(r)
+
+    def global_refs(self, name: str) -> list[GlobalRef]:
+        self._global_index()
+        return self._glob_by_name.get(name, [])
+
+    def globals_in(self, function: str) -> list[GlobalRef]:
+        self._global_index()
+        return self._glob_by_fn.get(function, [])

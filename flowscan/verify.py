@@ -1,0 +1,272 @@
+"""Flow spec + one call graph per role -> FlowResult, hop by hop, with file:line evidence."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Iterable
+
+from flowscan.graph import Edge, Graph
+from flowscan.results import Evidence, FlowResult, HopResult, SourceInfo, StageInfo, Step
+from flowscan.spec import FlowSpec, Hop
+
+
+def verify(spec: FlowSpec, graphs: dict[str, Graph], sources: Iterable[SourceInfo] = ()) -> FlowResult:
+    result = FlowResult(flow=spec.name, title=spec.title, sources=list(sources),
+                        stages=[StageInfo(s.id, s.title, s.role) for s in spec.stages])
+    for hop in spec.hops:
+        res = _verify_hop(hop, graphs)
+        if res.status == "missing" and hop.optional:
+            res.status = "skipped-optional"
+        result.hops.append(res)
+    return result
+
+
+def _base(hop: Hop, status: str, **kw) -> HopResult:
+    kw.setdefault("note", hop.note)
+    return HopResult(id=hop.id, stage=hop.stage, kind=hop.kind, role=hop.role,
+                     frm="|".join(hop.frm or hop.class_init), to="|".join(hop.to or hop.callback),
+                     status=status, optional=hop.optional, to_role=hop.to_role, **kw)
+
+
+def _verify_hop(hop: Hop, graphs: dict[str, Graph]) -> HopResult:
+    role = hop.to_role if hop.kind == "handoff" else hop.role
+    for r in {hop.role, role}:
+        if r not in graphs:
+            return _base(hop, "unverifiable", note=f"no source configured for role '{r}'")
+    g = graphs[hop.role]
+    if hop.kind in ("call", "reach"):
+        return _verify_call(hop, g)
+    if hop.kind == "handoff":
+        return _verify_handoff(hop, g, graphs[hop.to_role])
+    if hop.kind == "flag":
+        return _verify_flag(hop, g)
+    if hop.kind == "registration":
+        return _verify_registration(hop, g)
+    return _verify_unverifiable(hop, g)
+
+
+# -- evidence helpers ------------------------------------------------------------------------------
+def step_of(e: Edge) -> Step:
+    return Step(caller=e.caller, callee=e.callee, kind=e.kind, path=e.path, line=e.line, via=e.via,
+                store_path=e.store_path, store_line=e.store_line, fanout=e.fanout, callee_path=e.callee_path,
+                cases=list(e.cases), ifs=list(e.ifs), conditions=list(e.conditions))
+
+
+def edge_conditions(e: Edge) -> list[str]:
+    out = [f"#if {c}" for c in e.conditions]
+    out += [f"case {c}" for c in e.cases]
+    out += [f"if ({c})" for c in e.ifs]
+    return out
+
+
+def edge_evidence(role: str, e: Edge) -> list[Evidence]:
+    out = [Evidence(role=role, path=e.path, line=e.line, function=e.caller, what="call",
+                    text=f"{e.caller} -> {e.callee} [{e.kind}{': ' + e.via if e.via else ''}]")]
+    if e.store_path:
+        what = {"argument": "argument", "notifier": "registration", "registration": "registration"}.get(
+            e.kind, "store")
+        out.append(Evidence(role=role, path=e.store_path, line=e.store_line, what=what,
+                            text=f"{e.callee} stored for {e.via}" if e.via else e.callee))
+    return out
+
+
+def _matches_when(e: Edge, when: tuple[str, ...]) -> bool:
+    labels = {part.strip() for c in e.cases for part in c.split("|")}
+    for token in when:
+        if token in labels or token in e.conditions or any(token in i for i in e.ifs):
+            continue
+        return False
+    return True
+
+
+def _similar(name: str, pool: Iterable[str], n: int = 5) -> list[str]:
+    return difflib.get_close_matches(name, sorted(set(pool)), n=n, cutoff=0.6)
+
+
+def _candidates(g: Graph, hop: Hop, callees: list[str]) -> list[str]:
+    out: list[str] = []
+    for to in hop.to:
+        for c in _similar(to, callees, 3):
+            out.append(f"{c} (called by {'|'.join(hop.frm)} now: likely rename)")
+    for to in hop.to:
+        for c in _similar(to, g.defs.keys(), 4):
+            if not any(o.startswith(c + " ") for o in out) and c not in hop.to:
+                out.append(f"{c} (similar name)")
+    return out[:6]
+
+
+def _finish_call(hop: Hop, g: Graph, edges: list[Edge], from_name: str) -> HopResult:
+    last = edges[-1]
+    to_def = g.def_at(last.callee, last.callee_path) if last.callee_path else None
+    evidence = [ev for e in edges for ev in edge_evidence(hop.role, e)]
+    conditions: list[str] = []
+    for e in edges:
+        for c in edge_conditions(e):
+            if c not in conditions:
+                conditions.append(c)
+    return _base(hop, "verified", matched_from=from_name, matched_to=last.callee, resolution=last.kind,
+                 steps=[step_of(e) for e in edges], evidence=evidence, conditions=conditions,
+                 signature=to_def.params if to_def else "", to_path=to_def.path if to_def else "",
+                 to_line=to_def.line if to_def else 0)
+
+
+# -- hop kinds -------------------------------------------------------------------------------------
+def _verify_call(hop: Hop, g: Graph) -> HopResult:
+    from_defs = [(f, d) for f in hop.frm for d in g.preferred(g.definitions(f))]
+    if not from_defs:
+        cands = [f"{c} (similar name)" for f in hop.frm for c in _similar(f, g.defs.keys(), 4)]
+        return _base(hop, "missing", candidates=cands[:6],
+                     note=f"{'|'.join(hop.frm)} is not defined in the scanned scope")
+    callees: list[str] = []
+    if hop.kind == "reach":
+        for f, _d in from_defs:
+            for to in hop.to:
+                path = g.path(f, to, max_depth=hop.within)
+                if path is not None and (not hop.when or _matches_when(path[-1], hop.when)):
+                    return _finish_call(hop, g, path, f)
+    else:
+        for f, d in from_defs:
+            edges = sorted(g.callees(d), key=lambda e: (e.line, e.callee, e.callee_path))
+            callees.extend(e.callee for e in edges)
+            hits = [e for e in edges if e.callee in hop.to and _matches_when(e, hop.when)]
+            if hits:
+                # prefer an order-stable, defined target: first by line
+                hits.sort(key=lambda e: (e.line, 0 if e.callee_path else 1))
+                return _finish_call(hop, g, [hits[0]], f)
+            near = [e for e in edges if e.callee in hop.to]
+            if near and hop.when:
+                e = near[0]
+                return _base(hop, "missing", matched_from=f, evidence=edge_evidence(hop.role, e),
+                             note=f"{e.callee} is called at {e.path}:{e.line} but not under "
+                                  f"{', '.join(hop.when)} (cases: {', '.join(e.cases) or 'none'})")
+    note = ""
+    for f, _d in from_defs:
+        for to in hop.to:
+            path = g.path(f, to, max_depth=4)
+            if path:
+                note = "reachable through " + " -> ".join([path[0].caller] + [e.callee for e in path])
+                break
+        if note:
+            break
+    if not note:
+        note = f"{'|'.join(hop.to)} not called from {'|'.join(hop.frm)}"
+    return _base(hop, "missing", matched_from=from_defs[0][0], candidates=_candidates(g, hop, callees),
+                 note=note)
+
+
+def _verify_handoff(hop: Hop, gp: Graph, gc: Graph) -> HopResult:
+    evidence: list[Evidence] = []
+    conditions: list[str] = []
+    missing: list[str] = []
+    for c in hop.constants:
+        producers = set(c.produced_by or hop.frm)
+        consumers = set(c.consumed_by or hop.to)
+        prod = [u for n in c.names for u in gp.constant_uses(n)
+                if u.function in producers and u.kind in ("assign", "call-arg")]
+        cons = [u for n in c.names for u in gc.constant_uses(n)
+                if u.function in consumers and u.kind in ("case", "call-arg", "assign")]
+        if not prod:
+            missing.append(f"{'|'.join(c.names)} not produced by {'|'.join(sorted(producers))}")
+        if not cons:
+            missing.append(f"{'|'.join(c.names)} not consumed by {'|'.join(sorted(consumers))}")
+        for u in sorted(prod, key=lambda u: (u.path, u.line))[:2]:
+            evidence.append(Evidence(role=hop.role, path=u.path, line=u.line, function=u.function,
+                                     what=u.kind, text=f"{u.function}: {u.name} ({u.kind} {u.target})"))
+        for u in sorted(cons, key=lambda u: (u.path, u.line))[:2]:
+            evidence.append(Evidence(role=hop.to_role, path=u.path, line=u.line, function=u.function,
+                                     what=u.kind, text=f"{u.function}: {u.kind} {u.name}"))
+            if u.kind == "case":
+                conditions.append(f"case {u.name}")
+    if missing:
+        return _base(hop, "missing", evidence=evidence, note="; ".join(missing),
+                     candidates=_constant_candidates(hop, gp, gc))
+    return _base(hop, "verified", evidence=evidence, conditions=conditions, resolution="constant",
+                 matched_from="|".join(hop.frm), matched_to="|".join(hop.to))
+
+
+def _constant_candidates(hop: Hop, gp: Graph, gc: Graph) -> list[str]:
+    out = []
+    for c in hop.constants:
+        for f in c.consumed_by or hop.to:
+            labels = sorted({u.name for u in gc.constants_in(f) if u.kind == "case"})
+            if labels:
+                out.append(f"{f} tests: {', '.join(labels[:8])}")
+    return out[:4]
+
+
+def _verify_flag(hop: Hop, g: Graph) -> HopResult:
+    writes = [r for r in g.global_refs(hop.flag) if r.write and r.function in hop.frm]
+    if not writes:
+        cands = sorted({r.name for f in hop.frm for r in g.globals_in(f) if r.write})
+        return _base(hop, "missing", note=f"{'|'.join(hop.frm)} does not write '{hop.flag}'",
+                     candidates=[f"{c} (written there)" for c in cands][:6])
+    reads = {r.function: r for r in g.global_refs(hop.flag) if not r.write}
+    w = sorted(writes, key=lambda r: (r.path, r.line))[0]
+    evidence = [Evidence(role=hop.role, path=w.path, line=w.line, function=w.function, what="write",
+                         text=f"{w.function} sets {hop.flag}")]
+    for to in hop.to:
+        if to in reads:
+            r = reads[to]
+            evidence.append(Evidence(role=hop.role, path=r.path, line=r.line, function=to, what="read",
+                                     text=f"{to} polls {hop.flag}"))
+            return _base(hop, "verified", evidence=evidence, resolution="flag", matched_from=w.function,
+                         matched_to=to)
+        for reader, r in sorted(reads.items()):
+            path = g.path(to, reader, max_depth=hop.within or 2)
+            if path:
+                evidence.extend(ev for e in path for ev in edge_evidence(hop.role, e))
+                evidence.append(Evidence(role=hop.role, path=r.path, line=r.line, function=reader,
+                                         what="read", text=f"{reader} polls {hop.flag}"))
+                return _base(hop, "verified", evidence=evidence, resolution="flag", matched_from=w.function,
+                             matched_to=to, steps=[step_of(e) for e in path])
+    return _base(hop, "missing", evidence=evidence,
+                 note=f"'{hop.flag}' is not read by {'|'.join(hop.to)} within {hop.within or 2} calls",
+                 candidates=[f"{f} reads it" for f in sorted(reads)][:6])
+
+
+def _verify_registration(hop: Hop, g: Graph) -> HopResult:
+    found = []
+    for ci in hop.class_init:
+        for s in g.stores_in_function.get(ci, ()):
+            if s.function in hop.callback and s.kind in ("registration", "assignment"):
+                found.append((ci, s))
+    if found:
+        ci, s = sorted(found, key=lambda p: (p[1].kind != "registration", p[1].line))[0]
+        api = s.variable if s.kind == "registration" else "assignment"
+        if hop.api and api not in hop.api:
+            return _base(hop, "missing", note=f"{ci} registers {s.function} with {api}, not {'|'.join(hop.api)}",
+                         evidence=[_reg_evidence(hop, ci, s, api)], api=api)
+        fn = g.lookup(s.function, s.path)
+        return _base(hop, "verified", evidence=[_reg_evidence(hop, ci, s, api)], resolution="registration",
+                     matched_from=ci, matched_to=s.function, api=api,
+                     signature=fn[0].params if fn else "", to_path=fn[0].path if fn else "",
+                     to_line=fn[0].line if fn else 0, conditions=[f"#if {c}" for c in s.conditions])
+    cands = []
+    for ci in hop.class_init:
+        for s in g.stores_in_function.get(ci, ()):
+            if s.kind in ("registration", "assignment") and s.field:
+                cands.append(f"{s.function} ({s.field} via {s.variable if s.kind == 'registration' else 'assignment'})")
+    if not cands:
+        cands = [f"{c} (similar class_init)" for ci in hop.class_init for c in _similar(ci, g.defs.keys(), 3)]
+    defined = [ci for ci in hop.class_init if g.definitions(ci)]
+    note = (f"{'|'.join(hop.class_init)} does not register {'|'.join(hop.callback)}" if defined
+            else f"{'|'.join(hop.class_init)} is not defined in the scanned scope")
+    return _base(hop, "missing", note=note, candidates=sorted(set(cands))[:6])
+
+
+def _reg_evidence(hop: Hop, ci: str, s, api: str) -> Evidence:
+    return Evidence(role=hop.role, path=s.path, line=s.line, function=ci, what="registration",
+                    text=f"{ci}: {api} {s.field} = {s.function}")
+
+
+def _verify_unverifiable(hop: Hop, g: Graph) -> HopResult:
+    evidence = []
+    for f in hop.frm:
+        for d in g.preferred(g.definitions(f)):
+            for c in g.calls_of(d):
+                if any(c.callee == t or t.endswith("." + c.callee) or t.endswith(c.callee) for t in hop.to):
+                    evidence.append(Evidence(role=hop.role, path=c.path, line=c.line, function=f, what="call",
+                                             text=f"{f} -> {c.base + '.' if c.base else ''}{c.callee} "
+                                                  f"[{c.kind}: not resolvable statically]"))
+                    break
+    return _base(hop, "unverifiable", evidence=evidence[:2], note=hop.note or "cannot be checked statically")
