@@ -17,3 +17,13 @@ def queries_dir() -> Path:
 
 def query_text(name: str) -> str:
     return (queries_dir() / "c" / name).read_text(encoding="utf-8")
+
+
+@cache
+def fixtures_dir() -> Path:
+    """The bundled miniature Linux/QEMU trees (the embedded default of `flowscan trace`)."""
+    here = Path(__file__).resolve().parent
+    for cand in (here / "fixtures", here.parent / "fixtures"):
+        if (cand / "linux").is_dir():
+            return cand
+    raise RuntimeError(f"flowscan bundled fixtures not found next to {here}")

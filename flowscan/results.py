@@ -95,6 +95,9 @@ class FlowResult:
     sources: list[SourceInfo] = field(default_factory=list)
     stages: list[StageInfo] = field(default_factory=list)
     hops: list[HopResult] = field(default_factory=list)
+    # The neighbourhood of the path, for drift: "callees" maps "role:function" to the sorted names it calls;
+    # "registrations" maps a class_init on the path to its sorted "api field=function" registrations.
+    context: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
     tool: str = "flowscan"
 
@@ -129,6 +132,7 @@ class FlowResult:
         return cls(flow=data["flow"], title=data.get("title", ""),
                    sources=[SourceInfo(**s) for s in data.get("sources", ())],
                    stages=[StageInfo(**s) for s in data.get("stages", ())], hops=hops,
+                   context=data.get("context", {}),
                    schema_version=data.get("schema_version", SCHEMA_VERSION), tool=data.get("tool", "flowscan"))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Iterable
 
 from flowscan.graph import Edge, Graph
@@ -18,7 +19,44 @@ def verify(spec: FlowSpec, graphs: dict[str, Graph], sources: Iterable[SourceInf
         if res.status == "missing" and hop.optional:
             res.status = "skipped-optional"
         result.hops.append(res)
+    result.context = neighbourhood(result, graphs)
     return result
+
+
+_MACRO = re.compile(r"[A-Z_][A-Z0-9_]*$")  # casts and helpers like OBJECT(), ARM_CPU(): not calls
+
+
+def _reset_field(field: str) -> bool:
+    return field.startswith("phases.") or "reset" in field
+
+
+def neighbourhood(result: FlowResult, graphs: dict[str, Graph]) -> dict[str, dict[str, list[str]]]:
+    """What the functions on the verified path call, and what their class_inits register (for drift)."""
+    callees: dict[str, list[str]] = {}
+    regs: dict[str, list[str]] = {}
+    for h in result.hops:
+        if h.status != "verified":
+            continue
+        g = graphs.get(h.role)
+        if g is None:
+            continue
+        if h.kind == "registration":
+            ci = h.matched_from
+            regs[ci] = sorted({f"{s.variable if s.kind == 'registration' else 'assignment'} {s.field}="
+                               f"{s.function}" for s in g.stores_in_function.get(ci, ())
+                               if s.kind in ("registration", "assignment") and _reset_field(s.field)})
+            continue
+        if h.kind not in ("call", "reach"):
+            continue
+        names = [h.matched_from, h.matched_to] + [s.callee for s in h.steps]
+        for name in names:
+            key = f"{h.role}:{name}"
+            if not name or key in callees:
+                continue
+            defs = g.preferred(g.definitions(name))
+            callees[key] = sorted({e.callee for d in defs for e in g.callees(d, direct_only=True)
+                                   if not _MACRO.match(e.callee)})
+    return {"callees": callees, "registrations": regs}
 
 
 def _base(hop: Hop, status: str, **kw) -> HopResult:

@@ -1,0 +1,542 @@
+"""The flowscan command line: a thin layer of click commands over workspace, verify, drift and report.
+
+Exit status: 0 success; 1 a negative answer (a flow with missing hops, drift found, no path); 2 a usage or
+input error, always one line on stderr and never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import click
+
+from flowscan import __version__
+from flowscan.errors import FlowscanError
+
+FORMATS = click.Choice(["text", "json"])
+DEFAULT_PREFER = ("arch/arm64", "target/arm")
+
+
+# -- shared options --------------------------------------------------------------------------------
+class Ctx:
+    def __init__(self, config_path: str | None, cache_dir: str | None, jobs: int, quiet: bool):
+        from flowscan.config import default_cache_dir, load_config
+
+        self.config = load_config(Path(config_path) if config_path else None)
+        self.cache_dir = Path(cache_dir) if cache_dir else (self.config.cache_dir or default_cache_dir())
+        self.jobs = jobs
+        self.progress = not quiet
+
+
+def tree_options(fn):
+    @click.option("--src", type=click.Path(file_okay=False), help="A source tree on disk (paths are shown relative to it).")
+    @click.option("--repo", help="A git URL or local repository to clone (with --ref).")
+    @click.option("--ref", help="Tag, branch or commit of --repo.")
+    @click.option("--scope", "scopes", multiple=True, help="Subdirectory, file or glob to scan (repeatable; default: the whole tree).")
+    @click.option("--prefer", multiple=True, help="Prefer definitions under this path when a name has several (default: arch/arm64, target/arm).")
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return fn(*args, **kwargs)
+    return wrapper
+
+
+def _graph(ctx: Ctx, src, repo, ref, scopes, prefer):
+    from flowscan.sources import Source
+    from flowscan.workspace import load
+
+    if src and (repo or ref):
+        raise FlowscanError("give either --src DIR or --repo URL --ref REF, not both")
+    if not src and not repo:
+        raise FlowscanError("no tree given: use --src DIR, or --repo URL_OR_PATH --ref REF")
+    if repo and not ref:
+        raise FlowscanError("--repo needs --ref (a tag, branch or commit)")
+    if src and not Path(src).is_dir():
+        raise FlowscanError(f"no such directory: {src}")
+    source = Source(role="", repo=repo or "", ref=ref or "", src=src or "")
+    loaded = load(source, scopes, cache_dir=ctx.cache_dir, jobs=ctx.jobs, progress=ctx.progress,
+                  prefer=prefer or DEFAULT_PREFER)
+    return loaded.graph
+
+
+def _known(graph, name: str) -> list:
+    found = graph.definitions(name)
+    if not found:
+        import difflib
+
+        near = difflib.get_close_matches(name, sorted(graph.defs), n=3, cutoff=0.75)
+        hint = f" (did you mean {', '.join(near)}?)" if near else ""
+        raise FlowscanError(f"function '{name}' is not defined in the scanned tree{hint}")
+    return found
+
+
+# -- group -----------------------------------------------------------------------------------------
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="flowscan")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="flowscan.toml to use (default: ./flowscan.toml when present).")
+@click.option("--cache-dir", type=click.Path(file_okay=False), help="Where clones and the facts cache live (default: $XDG_CACHE_HOME/flowscan).")
+@click.option("--jobs", "-j", type=click.IntRange(0, 256), default=0, show_default=True, help="Parser processes (0 = all cores).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
+@click.pass_context
+def cli(cctx, config_path, cache_dir, jobs, quiet):
+    """Verify call flows across guest Linux, host KVM and QEMU, from source, and flag drift between releases."""
+    cctx.obj = Ctx(config_path, cache_dir, jobs, quiet)
+
+
+# -- query commands --------------------------------------------------------------------------------
+@cli.command()
+@click.argument("name")
+@tree_options
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@click.pass_obj
+def defs(ctx, name, src, repo, ref, scopes, prefer, fmt):
+    """Where NAME is defined: every definition, with its #if conditions."""
+    from flowscan import answers
+
+    graph = _graph(ctx, src, repo, ref, scopes, prefer)
+    click.echo(answers.defs(name, _known(graph, name), fmt), nl=False)
+
+
+@cli.command()
+@click.argument("func")
+@tree_options
+@click.option("--direct-only", is_flag=True, help="Only direct calls (no resolved indirect calls).")
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@click.pass_obj
+def callees(ctx, func, src, repo, ref, scopes, prefer, direct_only, fmt):
+    """What FUNC calls, each call with file:line and how it was resolved."""
+    from flowscan import answers
+
+    graph = _graph(ctx, src, repo, ref, scopes, prefer)
+    out = []
+    for d in graph.preferred(_known(graph, func)):
+        out.extend(graph.callees(d, direct_only))
+    click.echo(answers.edges(out, fmt, "callee"), nl=False)
+
+
+@cli.command()
+@click.argument("func")
+@tree_options
+@click.option("--direct-only", is_flag=True, help="Only direct calls (no resolved indirect calls).")
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@click.pass_obj
+def callers(ctx, func, src, repo, ref, scopes, prefer, direct_only, fmt):
+    """Who calls FUNC, directly or through resolved function pointers."""
+    from flowscan import answers
+
+    graph = _graph(ctx, src, repo, ref, scopes, prefer)
+    _known(graph, func)
+    click.echo(answers.edges(graph.callers(func, direct_only), fmt, "caller"), nl=False)
+
+
+@cli.command()
+@click.argument("src_func", metavar="FROM")
+@click.argument("dst_func", metavar="TO")
+@tree_options
+@click.option("--max-depth", type=click.IntRange(1, 50), default=12, show_default=True)
+@click.option("--direct-only", is_flag=True, help="Only direct calls (no resolved indirect calls).")
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@click.pass_obj
+def path(ctx, src_func, dst_func, src, repo, ref, scopes, prefer, max_depth, direct_only, fmt):
+    """A shortest call path FROM -> TO, each edge with its file:line and how it was resolved."""
+    from flowscan import answers
+
+    graph = _graph(ctx, src, repo, ref, scopes, prefer)
+    _known(graph, src_func)
+    found = graph.path(src_func, dst_func, max_depth=max_depth, direct_only=direct_only)
+    if found is None:
+        click.echo(f"no call path from {src_func} to {dst_func} within {max_depth} calls"
+                   + (" (direct calls only)" if direct_only else ""), err=True)
+        sys.exit(1)
+    click.echo(answers.path(found, fmt), nl=False)
+
+
+@cli.command()
+@click.option("--api", "apis", multiple=True, help="Only this registration API (repeatable).")
+@tree_options
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text", show_default=True)
+@click.pass_obj
+def registrations(ctx, apis, src, repo, ref, scopes, prefer, fmt):
+    """Every registration call site: API, file:line, class_init, QOM type, callbacks, parent storage."""
+    from flowscan import answers
+
+    graph = _graph(ctx, src, repo, ref, scopes, prefer)
+    known = set(graph.registry.api_names())
+    for api in apis:
+        if api not in known:
+            raise FlowscanError(f"unknown registration API '{api}' (known: {', '.join(sorted(known))})")
+    regs = [r for r in graph.registrations if not apis or r.api in apis]
+    click.echo(answers.registrations(graph, regs, fmt), nl=False)
+
+
+@cli.command()
+@click.argument("names", nargs=-1)
+@tree_options
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@click.pass_obj
+def types(ctx, names, src, repo, ref, scopes, prefer, fmt):
+    """The QOM type hierarchy: each type's ancestors and its reset phases as resolved."""
+    from flowscan import answers
+
+    graph = _graph(ctx, src, repo, ref, scopes, prefer)
+    wanted = list(names) or sorted(graph.qom.types)
+    for n in names:
+        if graph.qom.find(n) is None:
+            raise FlowscanError(f"QOM type '{n}' not found (give a type name, e.g. kvm-arm-gicv3, or its macro)")
+    click.echo(answers.types(graph, [graph.qom.find(n).name for n in wanted], fmt), nl=False)
+
+
+# -- sources ---------------------------------------------------------------------------------------
+def role_options(fn):
+    for role in ("vmm", "host", "guest"):
+        fn = click.option(f"--{role}-src", f"{role}_src", type=click.Path(file_okay=False),
+                          help=f"A {role} checkout on disk instead of a clone.")(fn)
+        fn = click.option(f"--{role}-repo", f"{role}_repo", help=f"Git URL or path of the {role} repository.")(fn)
+        fn = click.option(f"--{role}", f"{role}_ref", help=f"Ref (tag, branch, commit) of the {role} tree.")(fn)
+    return fn
+
+
+def _sources(ctx: Ctx, roles: Sequence[str], kw: dict, demo_ok: bool = True) -> dict:
+    """Per role: command line, then flowscan.toml, then (no refs anywhere) the bundled fixtures."""
+    from flowscan.config import merge_cli
+    from flowscan.sources import DEFAULT_REPOS, Source
+    from flowscan.workspace import demo_source
+
+    given = {}
+    for role in roles:
+        sc = merge_cli(ctx.config, role, repo=kw.get(f"{role}_repo"), ref=kw.get(f"{role}_ref"),
+                       src=kw.get(f"{role}_src"))
+        if sc.src or sc.ref:
+            given[role] = sc
+    if not given:
+        if not demo_ok:
+            raise FlowscanError("no sources: give refs (--guest/--host/--vmm) or configure flowscan.toml")
+        return {role: demo_source(role) for role in roles}
+    # guest and host are both Linux: one given stands for the other
+    if "guest" in roles and "guest" not in given and "host" in given:
+        given["guest"] = given["host"]
+    if "host" in roles and "host" not in given and "guest" in given:
+        given["host"] = given["guest"]
+    out = {}
+    for role in roles:
+        sc = given.get(role)
+        if sc is None:
+            raise FlowscanError(f"no source for role '{role}': give --{role} REF (with --{role}-repo) or --{role}-src DIR")
+        if sc.src:
+            if not Path(sc.src).is_dir():
+                raise FlowscanError(f"no such directory: {sc.src}")
+            out[role] = Source(role=role, src=str(sc.src))
+        else:
+            out[role] = Source(role=role, repo=sc.repo or DEFAULT_REPOS[role], ref=sc.ref)
+    return out
+
+
+def _url_templates(ctx: Ctx) -> dict[str, str]:
+    return {r: s.url_template for r, s in ctx.config.sources.items() if getattr(s, "url_template", "")}
+
+
+@cli.command()
+@role_options
+@click.pass_obj
+def fetch(ctx, **kw):
+    """Clone or update the configured trees at their refs into the cache."""
+    from flowscan.sources import open_tree
+
+    sources = _sources(ctx, ("guest", "host", "vmm"), kw, demo_ok=False)
+    done = set()
+    for role, src in sources.items():
+        if (src.repo, src.ref, src.src) in done:
+            continue
+        done.add((src.repo, src.ref, src.src))
+        tree = open_tree(src, ctx.cache_dir, progress=ctx.progress)
+        click.echo(f"{role}: {tree.label} {tree.commit[:12]}".rstrip())
+        tree.close()
+
+
+@cli.command()
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@click.pass_obj
+def sources(ctx, fmt):
+    """What is configured (flowscan.toml) and what is in the cache."""
+    import json
+
+    from flowscan.cache import cache_info
+    from flowscan.sources import cached_repos
+
+    data = {"config": str(ctx.config.path) if ctx.config.path else None, "flow": ctx.config.flow,
+            "cache_dir": str(ctx.cache_dir),
+            "sources": {r: {"repo": s.repo, "ref": s.ref, "src": str(s.src) if s.src else "",
+                            "scope": list(s.scope)} for r, s in sorted(ctx.config.sources.items())},
+            "facts_cache": cache_info(ctx.cache_dir / "facts"), "repos": cached_repos(ctx.cache_dir)}
+    if fmt == "json":
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+        return
+    click.echo(f"config: {data['config'] or '(none: ./flowscan.toml not found)'}")
+    click.echo(f"flow: {data['flow'] or '(default arm64-reboot)'}")
+    for r, s in data["sources"].items():
+        where = s["src"] or f"{s['repo'] or '(upstream default)'} @ {s['ref'] or '?'}"
+        click.echo(f"  {r}: {where}" + (f"  scope={','.join(s['scope'])}" if s["scope"] else ""))
+    click.echo(f"cache: {data['cache_dir']}")
+    fc = data["facts_cache"]
+    click.echo(f"  facts: {fc.get('entries', 0)} entries, {fc.get('bytes', 0) / 1e6:.1f} MB")
+    for repo in data["repos"]:
+        click.echo(f"  repo: {repo.get('url', '?')} ({repo.get('bytes', 0) / 1e6:.1f} MB) refs: "
+                   f"{', '.join(repo.get('refs', [])) or '-'}")
+
+
+# -- flows -----------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--flow-file", "flow_files", multiple=True, type=click.Path(dir_okay=False), help="Also list this user spec.")
+@click.pass_obj
+def flows(ctx, flow_files):
+    """The built-in flow specs (and user specs given with --flow-file)."""
+    from flowscan.spec import builtin_flows, load_flow
+
+    for name, p in builtin_flows().items():
+        spec = load_flow(p)
+        click.echo(f"{name}  (built-in, {len(spec.hops)} hops in {len(spec.stages)} stages)  {spec.title}")
+    for f in flow_files:
+        spec = load_flow(Path(f))
+        click.echo(f"{spec.name}  ({f}, {len(spec.hops)} hops in {len(spec.stages)} stages)  {spec.title}")
+
+
+def _spec(ctx: Ctx, flow: str | None, flow_file: str | None):
+    from flowscan.spec import find_flow, load_flow
+
+    if flow_file:
+        if not Path(flow_file).is_file():
+            raise FlowscanError(f"no such flow file: {flow_file}")
+        return load_flow(Path(flow_file))
+    return load_flow(find_flow(flow or ctx.config.flow or "arm64-reboot"))
+
+
+def _trace(ctx: Ctx, spec, sources):
+    from flowscan.verify import verify
+    from flowscan.workspace import load_roles
+
+    loaded = load_roles(spec, sources, cache_dir=ctx.cache_dir, jobs=ctx.jobs, progress=ctx.progress,
+                        url_templates=_url_templates(ctx))
+    graphs = {r: l.graph for r, l in loaded.items()}
+    return verify(spec, graphs, [l.info for l in loaded.values()]), loaded
+
+
+def _write(path: str | None, text: str) -> None:
+    if path is None or path == "-":
+        click.echo(text, nl=False)
+        return
+    from flowscan.fileio import atomic_write_text
+
+    atomic_write_text(Path(path), text)
+
+
+@cli.command()
+@click.argument("flow", required=False)
+@role_options
+@click.option("--flow-file", type=click.Path(dir_okay=False), help="A user's flow spec (TOML) instead of a built-in.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "md"]), default="table", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the result here instead of stdout.")
+@click.option("--render", "render_to", type=click.Path(dir_okay=False), help="Also draw the flow (.svg .png .pdf .dot .html).")
+@click.option("--collapse", is_flag=True, help="In the diagram, fold chains of intermediate calls.")
+@click.pass_obj
+def trace(ctx, flow, flow_file, fmt, output, render_to, collapse, **kw):
+    """Verify FLOW (default arm64-reboot) hop by hop against guest/host/vmm trees.
+
+    With no refs and no flowscan.toml, runs on the bundled miniature trees."""
+    from flowscan import report
+
+    spec = _spec(ctx, flow, flow_file)
+    result, _loaded = _trace(ctx, spec, _sources(ctx, spec.roles(), kw))
+    text = {"table": report.trace_table, "md": report.trace_markdown}.get(fmt, lambda r: r.dumps())(result)
+    if render_to:
+        _render(result, None, None, Path(render_to), collapse)
+    _write(output, text)
+    sys.exit(0 if result.ok else 1)
+
+
+def _render(result, drift, old, out: Path, collapse: bool) -> None:
+    from flowscan import render, report
+
+    if out.suffix == ".html":
+        graph = render.drift_graph(drift, result, old, collapse=collapse) if drift else \
+            render.flow_graph(result, collapse=collapse)
+        svg = render.svg_text(graph)
+        from flowscan.fileio import atomic_write_text
+
+        atomic_write_text(out, report.html_page(result, svg, drift))
+        return
+    graph = render.drift_graph(drift, result, old, collapse=collapse) if drift else \
+        render.flow_graph(result, collapse=collapse)
+    render.write(graph, out)
+
+
+@cli.command(name="render")
+@click.argument("result_file", type=click.Path(dir_okay=False))
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="FILE.svg|.png|.pdf|.dot|.html")
+@click.option("--collapse", is_flag=True, help="Fold chains of intermediate calls.")
+@click.pass_obj
+def render_cmd(ctx, result_file, output, collapse):
+    """Draw a saved trace result (or a diff result) as DOT, SVG, PNG, PDF or one HTML page."""
+    from flowscan.loadsave import load_result_file
+
+    result, drift, old = load_result_file(Path(result_file))
+    _render(result, drift, old, Path(output), collapse)
+
+
+# -- drift -----------------------------------------------------------------------------------------
+def _parse_refs(text: str | None, option: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    if not text:
+        return out
+    for part in text.split(","):
+        if "=" not in part:
+            raise FlowscanError(f"{option}: expected role=REF[,role=REF...], got '{part}'")
+        role, ref = (p.strip() for p in part.split("=", 1))
+        if role not in ("guest", "host", "vmm"):
+            raise FlowscanError(f"{option}: unknown role '{role}' (guest, host or vmm)")
+        out[role] = ref
+    return out
+
+
+@cli.command()
+@click.argument("flow", required=False)
+@click.argument("results", nargs=-1)
+@click.option("--from", "from_refs", help="Old refs: guest=REF,host=REF,vmm=REF")
+@click.option("--to", "to_refs", help="New refs: guest=REF,host=REF,vmm=REF")
+@role_options
+@click.option("--flow-file", type=click.Path(dir_okay=False), help="A user's flow spec (TOML).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "md"]), default="text", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False))
+@click.option("--render", "render_to", type=click.Path(dir_okay=False), help="Also draw the drift (.svg .png .pdf .dot .html).")
+@click.option("--collapse", is_flag=True)
+@click.pass_obj
+def diff(ctx, flow, results, from_refs, to_refs, flow_file, fmt, output, render_to, collapse, **kw):
+    """Drift of FLOW between two sets of refs (--from/--to), or between two saved JSON results."""
+    from flowscan import report
+    from flowscan.drift import diff_results
+
+    if flow and flow.endswith(".json"):
+        results = (flow, *results)
+        flow = None
+    if results:
+        if len(results) != 2:
+            raise FlowscanError("give two saved results: flowscan diff OLD.json NEW.json")
+        from flowscan.loadsave import load_result_file
+
+        old, _, _ = load_result_file(Path(results[0]))
+        new, _, _ = load_result_file(Path(results[1]))
+        drift = diff_results(old, new)
+    else:
+        if not from_refs or not to_refs:
+            raise FlowscanError("give --from role=REF,... and --to role=REF,... (or two saved results)")
+        spec = _spec(ctx, flow, flow_file)
+        old, new, drift = _diff_refs(ctx, spec, from_refs, to_refs, kw)
+    text = {"json": lambda d: _diff_json(d, old, new), "md": report.drift_markdown}.get(
+        fmt, report.drift_text)(drift)
+    if render_to:
+        _render(new, drift, old, Path(render_to), collapse)
+    _write(output, text)
+    sys.exit(1 if drift.items else 0)
+
+
+def _diff_json(drift, old, new) -> str:
+    import json
+
+    data = drift.to_json()
+    data["old"] = old.to_json()
+    data["new"] = new.to_json()
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+def _diff_refs(ctx: Ctx, spec, from_refs: str, to_refs: str, kw: dict):
+    from flowscan.drift import diff_flows
+
+    roles = spec.roles()
+    old_kw = dict(kw)
+    new_kw = dict(kw)
+    for role, ref in _parse_refs(from_refs, "--from").items():
+        old_kw[f"{role}_ref"] = ref
+    for role, ref in _parse_refs(to_refs, "--to").items():
+        new_kw[f"{role}_ref"] = ref
+    old, old_loaded = _trace(ctx, spec, _sources(ctx, roles, old_kw, demo_ok=False))
+    new, new_loaded = _trace(ctx, spec, _sources(ctx, roles, new_kw, demo_ok=False))
+    drift = diff_flows(old, new, {r: l.graph for r, l in old_loaded.items()},
+                       {r: l.graph for r, l in new_loaded.items()})
+    return old, new, drift
+
+
+@cli.command()
+@click.argument("flow", required=False)
+@role_options
+@click.option("--flow-file", type=click.Path(dir_okay=False))
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="Baseline file to write (JSON).")
+@click.pass_obj
+def baseline(ctx, flow, flow_file, output, **kw):
+    """Write the verified flow as a baseline file to commit (deterministic JSON)."""
+    from flowscan.drift import baseline_json
+
+    spec = _spec(ctx, flow, flow_file)
+    result, _ = _trace(ctx, spec, _sources(ctx, spec.roles(), kw))
+    _write(output, baseline_json(result))
+    click.echo(f"baseline written: {output} ({result.summary()['verified']} of {len(result.hops)} hops verified)",
+               err=True)
+
+
+@cli.command()
+@click.argument("flow", required=False)
+@click.option("--baseline", "baseline_file", required=True, type=click.Path(dir_okay=False), help="The committed baseline (flowscan baseline -o FILE).")
+@role_options
+@click.option("--flow-file", type=click.Path(dir_okay=False))
+@click.option("--fail-on", type=click.Choice(["broken", "changed", "any"]), default="changed", show_default=True)
+@click.option("--markdown", "md_file", type=click.Path(dir_okay=False), help="Write a Markdown summary here.")
+@click.option("--junit", "junit_file", type=click.Path(dir_okay=False), help="Write JUnit XML here (one test case per hop).")
+@click.option("--sarif", "sarif_file", type=click.Path(dir_okay=False), help="Write SARIF 2.1.0 here (one result per drift item).")
+@click.pass_obj
+def check(ctx, flow, baseline_file, flow_file, fail_on, md_file, junit_file, sarif_file, **kw):
+    """CI gate: compare the current refs with a committed baseline. Exit 0 no drift, 1 drift, 2 error."""
+    import json
+
+    from flowscan import report
+    from flowscan.drift import diff_flows, fails
+    from flowscan.loadsave import load_result_file
+
+    if not Path(baseline_file).is_file():
+        raise FlowscanError(f"no such baseline file: {baseline_file} (write one with `flowscan baseline -o FILE`)")
+    old, _, _ = load_result_file(Path(baseline_file))
+    spec = _spec(ctx, flow or old.flow, flow_file)
+    new, loaded = _trace(ctx, spec, _sources(ctx, spec.roles(), kw))
+    drift = diff_flows(old, new, None, {r: l.graph for r, l in loaded.items()})
+    if md_file:
+        _write(md_file, report.drift_markdown(drift))
+    if junit_file:
+        _write(junit_file, report.junit_xml(new, drift))
+    if sarif_file:
+        _write(sarif_file, json.dumps(report.sarif(drift, new), indent=2, sort_keys=True) + "\n")
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        click.echo(report.github_annotations(drift), nl=False)
+    click.echo(report.drift_text(drift), nl=False)
+    sys.exit(1 if fails(drift, fail_on) else 0)
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False, prog_name="flowscan")
+    except FlowscanError as exc:
+        click.echo(f"flowscan: error: {exc}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("flowscan: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        click.echo(f"flowscan: error: {exc.format_message()}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("flowscan: interrupted", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)
+    except OSError as exc:
+        click.echo(f"flowscan: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), err=True)
+        sys.exit(2)

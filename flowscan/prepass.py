@@ -1,0 +1,859 @@
+"""Byte-preserving pre-pass that makes kernel/QEMU C parse with tree-sitter-c.
+
+Every function here returns bytes of the same length as its input with every ``b"\\n"`` at the
+same offset, so line numbers, columns and byte offsets of the rewritten text are those of the
+original file.  All replacements are spaces (or, for rewrites, shorter text padded with spaces).
+
+``prepass(data)``
+    1. blanks comments (not inside string/char literals);
+    2. blanks annotation macros (``__init``, ``__user``, ``G_NORETURN``, ...) and function-like
+       ones with their balanced parentheses (``__printf(1, 2)``, ``G_GNUC_PRINTF(1, 2)``);
+    3. turns iterator macros that start a statement (``list_for_each_entry(...) {``,
+       ``QTAILQ_FOREACH(...) {``, ``for_each_possible_cpu(c) stmt;``) into ``while``;
+    4. rewrites ``SYSCALL_DEFINEn(name, t1, a1, ...)`` in place into ``long name(t1 a1, ...)``.
+    Identifiers inside comments, literals and preprocessor directive lines are never touched
+    (comments inside directives are blanked, though).
+
+``flatten_conditionals(data)``
+    keeps one branch of every ``#if``/``#ifdef``/``#ifndef`` group (the first one, except that a
+    literal ``#if 0`` branch is skipped in favour of the next branch) and blanks the other branches
+    and the conditional directive lines themselves.  Meant for a second parse of files whose first
+    parse has top-level ERROR nodes.
+
+The macro tables are data: ``queries/c/macros.toml``, extended by the TOML files named in the
+environment variable ``FLOWSCAN_MACROS`` (``os.pathsep``-separated).
+
+Speed: one compiled alternation (directives | comments | strings | chars) walks each file; the
+macro names are then searched with regexes grouped by literal prefix, so the regex engine can
+skip ahead at C speed; Python code runs only per comment/literal/directive and per candidate.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+__all__ = ["prepass", "flatten_conditionals", "macro_tables", "MacroTables"]
+
+ENV_VAR = "FLOWSCAN_MACROS"
+
+# Translation table: every byte becomes a space except "\n" and "\r" (line structure is kept).
+_BLANK = bytes(c if c in (10, 13) else 32 for c in range(256))
+
+# ---------------------------------------------------------------------------------------------
+# Lexical scanner (strings, chars, comments, directive lines)
+# ---------------------------------------------------------------------------------------------
+_ESC = rb"\\(?:\r\n|[\s\S])?"
+_STR = rb'"(?:[^"\\\n]++|' + _ESC + rb')*+"?'
+_CHR = rb"'(?:[^'\\\n]++|" + _ESC + rb")*+'?"
+_BLOCK = rb"/\*(?:[^*]++|\*(?!/))*+(?:\*/)?"
+_LINE = rb"//(?:[^\n\\]++|" + _ESC + rb")*+"
+# A directive body runs to the first newline that is not escaped and not inside a block comment.
+_DIR_BODY = (rb"(?:[^\n\\/\"']++|" + _ESC + rb"|" + _BLOCK + rb"|" + _LINE + rb"|" + _STR
+             + rb"|" + _CHR + rb"|/)*+")
+# A directive starts after a newline (the newline is part of the match; the file start is
+# handled by _DIR_AT_START).  The match is never empty.
+_LEX = re.compile(rb"\n[ \t\f\v]*+\#" + _DIR_BODY + rb"|" + _BLOCK + rb"|" + _LINE + rb"|"
+                  + _STR + rb"|" + _CHR)
+_DIR_AT_START = re.compile(rb"[ \t\f\v]*+\#" + _DIR_BODY)
+_COMMENT_IN_DIR = re.compile(_BLOCK + rb"|" + _LINE + rb"|" + _STR + rb"|" + _CHR)
+
+_SLASH, _NL = 47, 10
+
+_IDCHARS = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_$")
+_WS = b" \t\r\n\f\v"
+_ID_TAIL = re.compile(rb"[\w$]*")
+_IDENT = re.compile(rb"[A-Za-z_$][\w$]*")
+_OPEN_PAREN = re.compile(rb"[ \t\r\n\f\v]*\(")
+_PAREN_TOK = re.compile(rb"[(),;{}]")
+_MAX_ARGS = 8192  # bytes searched for a closing parenthesis
+
+# Candidate kinds.
+_OBJ, _FUNC, _ITER, _SYS, _TARGS, _TYPEKW, _RANGE, _OFFSETOF, _ASM = range(9)
+
+# Built-in scanners for C-grammar gaps (not macro data): `case A ... B:`, `struct foo` used as a
+# macro argument, `offsetof(T, a.b[i])`, and `asm volatile(MACRO(...) : ...)`.
+_C_WORD = r"[A-Za-z_$][\w$]*"
+_BUILTIN_SCANNERS: list[tuple[bytes | None, re.Pattern[bytes], int]] = [
+    (b"...", re.compile(rb"\.\.\."), _RANGE),
+    (b"offsetof", re.compile(rb"offsetof(?![\w$])"), _OFFSETOF),
+    (b"asm", re.compile(rb"(?:__asm__|__asm|asm)(?![\w$])"), _ASM),
+] + [
+    (kw, re.compile(kw + rb"[ \t\r\n]+" + _C_WORD.encode() + rb"(?:[ \t\r\n]*\*)*[ \t\r\n]*[,)]"),
+     _TYPEKW)
+    for kw in (b"struct", b"union", b"enum")
+]
+
+_PRIM_WORDS = frozenset((b"signed", b"unsigned", b"short", b"long", b"int", b"char", b"void",
+                         b"float", b"double", b"_Bool", b"__int128"))
+_QUAL_WORDS = frozenset((b"const", b"volatile", b"struct", b"union", b"enum", b"__restrict",
+                         b"restrict", b"_Atomic"))
+_TYPE_ARG = re.compile(rb"[ \t\r\n\f\v]*(?:(?:const|volatile|struct|union|enum|signed|unsigned|short|long"
+                       rb"|int|char|void|float|double|_Bool|__int128|restrict|__restrict|_Atomic)"
+                       rb"[ \t\r\n\f\v]+)*[A-Za-z_$][\w$]*(?:[ \t\r\n\f\v]*\*)*[ \t\r\n\f\v]*")
+_TYPE_TOK = re.compile(rb"[A-Za-z_$][\w$]*|\*")
+# Words that look like a callee before '(' but are not calls (their arguments are real types).
+_NOT_CALLEES = frozenset((b"sizeof", b"typeof", b"__typeof__", b"__typeof", b"_Alignof", b"alignof",
+                          b"__alignof__", b"__alignof", b"offsetof", b"__builtin_offsetof", b"_Generic",
+                          b"__builtin_types_compatible_p", b"if", b"while", b"for", b"switch",
+                          b"return", b"case", b"__attribute__", b"__attribute", b"asm", b"__asm__",
+                          b"__asm", b"volatile", b"__volatile__", b"_Static_assert",
+                          b"static_assert", b"__builtin_va_arg", b"typeof_unqual",
+                          b"__typeof_unqual__", b"__auto_type", b"do", b"else"))
+# Words that may stand right before a callee in a call (statement) context.
+_CALL_PRECEDERS = frozenset((b"return", b"case", b"else", b"do", b"static", b"extern"))
+_ASM_QUALS = frozenset((b"volatile", b"__volatile__", b"__volatile", b"inline", b"__inline__",
+                        b"__inline", b"goto"))
+_DIGITS = frozenset(b"0123456789")
+
+
+# ---------------------------------------------------------------------------------------------
+# Macro tables
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MacroTables:
+    """The merged macro tables plus the scanners compiled from them."""
+
+    annotations: frozenset[str]
+    annotations_with_args: frozenset[str]
+    iterator_patterns: tuple[str, ...]
+    type_arg_macros: frozenset[str]
+    syscall_defines: tuple[str, ...]
+    # (gate literal or None, compiled regex, kind; None = look the kind up by matched name)
+    scanners: tuple[tuple[bytes | None, re.Pattern[bytes], int | None], ...]
+    kinds: dict[bytes, int]
+    iterator_re: re.Pattern[bytes] | None
+
+
+_SECTIONS = (("annotations", "names"), ("annotations_with_args", "names"),
+             ("iterators", "patterns"), ("type_arg_macros", "names"), ("syscall_defines", "names"))
+
+
+def _default_toml() -> Path:
+    from flowscan.resources import queries_dir
+
+    return queries_dir() / "c" / "macros.toml"
+
+
+def _section(doc: dict, name: str, key: str, path: str) -> tuple[list[str], list[str]]:
+    sec = doc.get(name) or {}
+    if not isinstance(sec, dict):
+        raise ValueError(f"{path}: [{name}] must be a table")
+    add = sec.get(key) or []
+    rem = sec.get("remove") or []
+    if not isinstance(add, list) or not isinstance(rem, list) \
+            or not all(isinstance(x, str) and x for x in [*add, *rem]):
+        raise ValueError(f"{path}: [{name}] {key} and remove must be lists of non-empty strings")
+    return list(add), list(rem)
+
+
+def _trie_regex(words: list[str]) -> str:
+    """An alternation of the words as a prefix trie (fast in the `re` engine)."""
+    trie: dict = {}
+    for w in words:
+        node = trie
+        for ch in w:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def emit(node: dict) -> str:
+        alts = [re.escape(ch) + emit(sub) for ch, sub in sorted(node.items()) if ch]
+        if not alts:
+            return ""
+        if "" in node:
+            return "(?:" + "|".join(alts) + ")?"
+        return alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+
+    return emit(trie)
+
+
+def _glob_to_regex(pat: str) -> str:
+    if pat.startswith("re:"):
+        return "(?:" + pat[3:] + ")"
+    return "".join(r"[\w$]*" if ch == "*" else r"[\w$]" if ch == "?" else re.escape(ch)
+                   for ch in pat)
+
+
+def _glob_anchor(pat: str) -> str | None:
+    """The longest literal run of a glob (used to find candidates fast); None for regexes."""
+    if pat.startswith("re:"):
+        return None
+    pieces = [p for p in re.split(r"[*?]", pat) if p]
+    return max(pieces, key=len) if pieces else None
+
+
+def _build(annotations: list[str], with_args: list[str], iterators: list[str],
+           type_args: list[str], syscalls: list[str]) -> MacroTables:
+    kinds: dict[bytes, int] = {}
+    for kind, names in ((_TARGS, type_args), (_OBJ, annotations), (_FUNC, with_args)):
+        for n in names:
+            kinds[n.encode()] = kind  # later tables win: annotations beat type-arg macros
+    scanners: list[tuple[bytes | None, re.Pattern[bytes], int | None]] = []
+    # Exact names, grouped by their first two characters: each group is a regex with a literal
+    # prefix, which the `re` engine searches for at C speed.
+    groups: dict[str, list[str]] = {}
+    for n in sorted(kinds):
+        s = n.decode()
+        if _IDENT.fullmatch(n):
+            groups.setdefault(s[:2], []).append(s)
+    for pre, names in sorted(groups.items()):
+        rx = re.escape(pre) + "(?:" + _trie_regex([n[len(pre):] for n in names]) + r")(?![\w$])"
+        scanners.append((pre.encode(), re.compile(rx.encode()), None))
+    if syscalls:
+        rx = "(?:" + _trie_regex(sorted(set(syscalls))) + r")[0-9]+(?![\w$])"
+        common = _common_substring(syscalls)
+        scanners.append((common.encode() if len(common) >= 3 else None, re.compile(rx.encode()),
+                         _SYS))
+    iterator_re = None
+    if iterators:
+        iterator_re = re.compile("|".join(_glob_to_regex(p) for p in iterators).encode())
+        anchors: set[str] = set()
+        unanchored = []
+        for p in iterators:
+            a = _glob_anchor(p)
+            if a is None or len(a) < 3:
+                unanchored.append(p)
+            else:
+                anchors.add(a)
+        # Drop anchors that contain another anchor (the shorter one finds them too).
+        anchors = {a for a in anchors if not any(b != a and b in a for b in anchors)}
+        for a in sorted(anchors):
+            scanners.append((a.encode(), re.compile(re.escape(a).encode()), _ITER))
+        if unanchored:
+            rx = r"(?<![\w$])(?:" + "|".join(_glob_to_regex(p) for p in unanchored) + r")(?![\w$])"
+            scanners.append((None, re.compile(rx.encode()), _ITER))
+    scanners.extend(_BUILTIN_SCANNERS)
+    return MacroTables(frozenset(annotations), frozenset(with_args), tuple(iterators),
+                       frozenset(type_args), tuple(syscalls), tuple(scanners), kinds, iterator_re)
+
+
+def _common_substring(words: list[str]) -> str:
+    """Longest substring of the first word contained in all words ('' if none)."""
+    if not words:
+        return ""
+    w0 = min(words, key=len)
+    for ln in range(len(w0), 0, -1):
+        for i in range(len(w0) - ln + 1):
+            sub = w0[i:i + ln]
+            if all(sub in w for w in words):
+                return sub
+    return ""
+
+
+@lru_cache(maxsize=8)
+def _load(default_path: str, extra: str) -> MacroTables:
+    paths = [default_path] + [p for p in extra.split(os.pathsep) if p.strip()]
+    lists: list[list[str]] = [[] for _ in _SECTIONS]
+    for i, path in enumerate(paths):
+        try:
+            with open(path, "rb") as fh:
+                doc = tomllib.load(fh)
+        except FileNotFoundError:
+            if i == 0:
+                raise
+            raise FileNotFoundError(f"{ENV_VAR}: macro table {path!r} not found") from None
+        for target, (sec, key) in zip(lists, _SECTIONS):
+            add, rem = _section(doc, sec, key, path)
+            seen = set(target)
+            for x in add:
+                if x not in seen:
+                    target.append(x)
+                    seen.add(x)
+            if rem:
+                drop = set(rem)
+                target[:] = [x for x in target if x not in drop]
+    ann, fun, its, targs, sys_ = lists
+    fun_set = set(fun)
+    ann = [a for a in ann if a not in fun_set]  # a name listed in both is function-like
+    return _build(ann, fun, its, targs, sys_)
+
+
+def macro_tables() -> MacroTables:
+    """The merged macro tables (cached; the cache key includes $FLOWSCAN_MACROS)."""
+    return _load(str(_default_toml()), os.environ.get(ENV_VAR, ""))
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers (all positions are in the same coordinates for data, out and masked)
+# ---------------------------------------------------------------------------------------------
+def _blank(buf: bytearray, s: int, e: int) -> None:
+    buf[s:e] = bytes(buf[s:e]).translate(_BLANK)
+
+
+def _close_paren(masked: bytearray, open_pos: int, commas: list[int] | None = None) -> int:
+    """Index of the ')' matching masked[open_pos] == '(' (comments and literals are blank in
+    `masked`), or -1.  Gives up at ';', '{', '}' or after _MAX_ARGS bytes.  Top-level commas are
+    appended to `commas` when given."""
+    depth = 0
+    for m in _PAREN_TOK.finditer(masked, open_pos, open_pos + _MAX_ARGS):
+        c = masked[m.start()]
+        if c == 40:  # (
+            depth += 1
+        elif c == 41:  # )
+            depth -= 1
+            if depth == 0:
+                return m.start()
+        elif c == 44:  # ,
+            if depth == 1 and commas is not None:
+                commas.append(m.start())
+        else:
+            return -1
+    return -1
+
+
+def _prev_nonspace(buf: bytearray, i: int) -> int:
+    """Index of the last non-whitespace byte before i, or -1."""
+    i -= 1
+    while i >= 0 and buf[i] in _WS:
+        i -= 1
+    return i
+
+
+def _next_nonspace(buf: bytearray, i: int) -> int:
+    n = len(buf)
+    while i < n and buf[i] in _WS:
+        i += 1
+    return i
+
+
+def _word_ending_at(buf: bytearray, j: int) -> bytes:
+    """The identifier whose last byte is buf[j] (b'' if buf[j] is not an identifier byte)."""
+    k = j
+    while k >= 0 and buf[k] in _IDCHARS:
+        k -= 1
+    return bytes(buf[k + 1:j + 1])
+
+
+def _open_paren_before(buf: bytearray, close: int) -> int:
+    """Index of the '(' matching the ')' at `close`, searching backwards a bounded distance."""
+    depth = 0
+    for i in range(close, max(-1, close - _MAX_ARGS), -1):
+        c = buf[i]
+        if c == 41:  # )
+            depth += 1
+        elif c == 40:  # (
+            depth -= 1
+            if depth == 0:
+                return i
+        elif c in (59, 123, 125):  # ; { }
+            return -1
+    return -1
+
+
+def _enclosing_open_paren(buf: bytearray, i: int) -> int:
+    """Index of the unmatched '(' before position i (i is inside an argument list), or -1."""
+    depth = 0
+    for k in range(i - 1, max(-1, i - _MAX_ARGS), -1):
+        c = buf[k]
+        if c == 41:
+            depth += 1
+        elif c == 40:
+            if depth == 0:
+                return k
+            depth -= 1
+        elif c in (59, 123, 125):
+            return -1
+    return -1
+
+
+_STMT_KEYWORDS_PAREN = frozenset((b"if", b"for", b"while", b"switch"))
+_STMT_KEYWORDS = frozenset((b"else", b"do"))
+
+
+def _statement_start(masked: bytearray, s: int) -> bool:
+    """Is position s (the start of an identifier) at the start of a statement?"""
+    j = _prev_nonspace(masked, s)
+    if j < 0:
+        return True
+    c = masked[j]
+    if c in (59, 123, 125):  # ; { }
+        return True
+    if c == 58:  # ':' -- a label or case, not '::' or '?:'
+        return j == 0 or masked[j - 1] != 58
+    if c == 41:  # ')' -- only after if (...), for (...), while (...) or an iterator's (...)
+        o = _open_paren_before(masked, j)
+        return o >= 0 and _word_ending_at(masked, _prev_nonspace(masked, o)) in _STMT_KEYWORDS_PAREN
+    if c in _IDCHARS:
+        return _word_ending_at(masked, j) in _STMT_KEYWORDS
+    return False
+
+
+def _loop_body_follows(masked: bytearray, i: int) -> bool:
+    """After an iterator's ')', does a loop body follow (rather than ';', ',', an operator...)?"""
+    j = _next_nonspace(masked, i)
+    if j >= len(masked):
+        return False
+    c = masked[j]
+    if c == 123 or c == 40 or c in _IDCHARS or c == 42:  # { ( identifier/keyword *p = ...
+        return True
+    if c in (43, 45):  # ++x / --x
+        return j + 1 < len(masked) and masked[j + 1] == c
+    return False
+
+
+def _is_call_paren(masked: bytearray, op: int) -> bool:
+    """Is the '(' at op the argument list of a macro/function call (not a declaration, a cast,
+    sizeof, a control statement or a function definition's parameter list)?"""
+    j = _prev_nonspace(masked, op)
+    if j < 0 or masked[j] not in _IDCHARS:
+        return False
+    callee = _word_ending_at(masked, j)
+    if not callee or callee in _NOT_CALLEES or callee[0] in _DIGITS:
+        return False
+    k = _prev_nonspace(masked, j - len(callee) + 1)
+    if k < 0:
+        return True
+    c = masked[k]
+    if c in b"=(,;{}?:!&|+-<>/%^~[)":
+        return True
+    if c in _IDCHARS:
+        return _word_ending_at(masked, k) in _CALL_PRECEDERS
+    return False
+
+
+def _rewrite_type_arg(out: bytearray, masked: bytearray, a: int, b: int) -> bool:
+    """If masked[a:b] is a plain type (`struct foo *`, `unsigned long`, `const char *`), rewrite it
+    in place into an expression-like identifier.  Returns True if something was rewritten."""
+    m = _TYPE_ARG.fullmatch(masked, a, b)
+    if not m:
+        return False
+    toks = list(_TYPE_TOK.finditer(masked, a, b))
+    words = [t for t in toks if masked[t.start()] != 42]
+    stars = [t for t in toks if masked[t.start()] == 42]
+    if not words:
+        return False
+    kept = [t for t in words if t.group() not in _QUAL_WORDS]
+    if not kept:
+        return False
+    prim = [t for t in kept if t.group() in _PRIM_WORDS]
+    if not stars and len(kept) == len(words) and not prim:
+        return False  # a plain identifier: nothing to do
+    edits: list[tuple[int, bytes]] = []
+    for t in stars:
+        edits.append((t.start(), b" "))
+    for t in words:
+        if t.group() in _QUAL_WORDS:
+            edits.append((t.start(), b" " * (t.end() - t.start())))
+    if prim and len(prim) == len(kept):
+        if len(kept) == 1:
+            t = kept[0]
+            edits.append((t.start(), t.group().upper()))
+        else:
+            # Join `unsigned long int` into one identifier when the gaps are on one line.
+            for t0, t1 in zip(kept, kept[1:]):
+                gap = masked[t0.end():t1.start()]
+                if b"\n" in gap or gap.strip():
+                    return False
+            for t0, t1 in zip(kept, kept[1:]):
+                edits.append((t0.end(), b"_" * (t1.start() - t0.end())))
+    elif prim:
+        for t in prim:
+            edits.append((t.start(), t.group().upper()))
+    for pos, text in edits:
+        out[pos:pos + len(text)] = text
+        masked[pos:pos + len(text)] = text
+    return True
+
+
+def _rewrite_syscall(out: bytearray, masked: bytearray, s: int, e: int, nargs: int) -> None:
+    """SYSCALL_DEFINEn(name, t1, a1, ...) -> long name(t1 a1, ...), laid over the same bytes."""
+    m = _OPEN_PAREN.match(masked, e)
+    if not m:
+        return
+    op = m.end() - 1
+    commas: list[int] = []
+    cp = _close_paren(masked, op, commas)
+    if cp < 0 or len(commas) + 1 != 2 * nargs + 1:
+        return
+    name_end = commas[0] if commas else cp
+    nm = _IDENT.search(masked, op + 1, name_end)
+    if not nm or masked[op + 1:nm.start()].strip() or masked[nm.end():name_end].strip():
+        return
+    if nargs == 0:
+        toks = [b"long", nm.group() + b"(void)"]
+        new = _layout(toks, bytes(out[s:cp + 1]))
+        if new is not None:
+            out[s:cp + 1] = new
+            masked[s:cp + 1] = new
+        return
+    # In place: the macro name and '(' become "long", the first comma '(', and the commas between
+    # a type and its argument name become spaces.  Everything else stays where it was.
+    for buf in (out, masked):
+        _blank(buf, s, op + 1)
+        buf[s:s + 4] = b"long"
+        buf[commas[0]] = 40  # (
+        for k in range(1, len(commas), 2):
+            buf[commas[k]] = 32
+
+
+def _layout(tokens: list[bytes], span: bytes) -> bytes | None:
+    """Place whole tokens (space-separated) into the line segments of span, newlines kept."""
+    out_segs = []
+    ti = 0
+    for seg in span.split(b"\n"):
+        cap = len(seg)
+        line = b""
+        while ti < len(tokens):
+            t = tokens[ti]
+            if len(line) + len(t) + (1 if line else 0) > cap:
+                break
+            line = line + b" " + t if line else t
+            ti += 1
+        out_segs.append(line + b" " * (cap - len(line)))
+    if ti < len(tokens):
+        return None
+    return b"\n".join(out_segs)
+
+
+def _directive(data: bytes, out: bytearray, masked: bytearray, s: int, e: int) -> None:
+    """A directive: blank the comments inside it in `out`, all of it in `masked`."""
+    chunk = data[s:e]
+    if b"/" in chunk:
+        for cm in _COMMENT_IN_DIR.finditer(chunk):
+            if chunk[cm.start()] == _SLASH:
+                out[s + cm.start():s + cm.end()] = cm.group().translate(_BLANK)
+    masked[s:e] = chunk.translate(_BLANK)
+
+
+def _lex(data: bytes):
+    """Yield (start, end) of each directive, comment, string and char literal in order."""
+    m0 = _DIR_AT_START.match(data)
+    pos = 0
+    if m0:
+        yield m0.start(), m0.end()
+        pos = m0.end()
+    for m in _LEX.finditer(data, pos):
+        yield m.span()
+
+
+# ---------------------------------------------------------------------------------------------
+# Candidate handlers: each gets (data, out, masked, s, e) and returns the position up to which
+# later candidates must be skipped (0 = none).
+# ---------------------------------------------------------------------------------------------
+def _do_obj(data, out, masked, s, e):
+    out[s:e] = b" " * (e - s)
+    masked[s:e] = b" " * (e - s)
+    return 0
+
+
+def _do_func(data, out, masked, s, e):
+    m = _OPEN_PAREN.match(masked, e)
+    if not m:
+        return 0
+    cp = _close_paren(masked, m.end() - 1)
+    if cp < 0:
+        return 0
+    _blank(out, s, cp + 1)
+    _blank(masked, s, cp + 1)
+    return cp + 1
+
+
+def _do_iter(data, out, masked, s, e):
+    if e - s < 5:
+        return 0
+    m = _OPEN_PAREN.match(masked, e)
+    if not m:
+        return 0
+    op = m.end() - 1
+    cp = _close_paren(masked, op)
+    if cp < 0 or not _loop_body_follows(masked, cp + 1) or not _statement_start(masked, s):
+        return 0
+    if not masked[op + 1:cp].strip():
+        # `WITH_RCU_READ_LOCK_GUARD() {` -> `for(;;) {`: `while ()` would not parse.
+        new = b"for(;;)"
+        if b"\n" in masked[s:cp + 1] or cp + 1 - s < len(new):
+            return 0
+        out[s:cp + 1] = new + b" " * (cp + 1 - s - len(new))
+        masked[s:cp + 1] = out[s:cp + 1]
+        return cp + 1
+    new = b"while" + b" " * (e - s - 5)
+    out[s:e] = new
+    masked[s:e] = new
+    return 0
+
+
+def _do_sys(data, out, masked, s, e):
+    d = e
+    while masked[d - 1] in _DIGITS:
+        d -= 1
+    nargs = int(bytes(masked[d:e]))
+    if nargs <= 16:
+        _rewrite_syscall(out, masked, s, e, nargs)
+    return 0
+
+
+def _do_targs(data, out, masked, s, e):
+    m = _OPEN_PAREN.match(masked, e)
+    if not m:
+        return 0
+    op = m.end() - 1
+    commas: list[int] = []
+    cp = _close_paren(masked, op, commas)
+    if cp < 0:
+        return 0
+    bounds = [op, *commas, cp]
+    for a, b in zip(bounds, bounds[1:]):
+        _rewrite_type_arg(out, masked, a + 1, b)
+    return 0
+
+
+def _do_typekw(data, out, masked, s, e):
+    """`struct foo`, `union foo *`... as a whole argument of a call (container_of & co)."""
+    if masked[s] == 32:  # already rewritten
+        return 0
+    j = _prev_nonspace(masked, s)
+    a = s
+    if j >= 0 and masked[j] in _IDCHARS and _word_ending_at(masked, j) in (b"const", b"volatile"):
+        a = j - 4 if masked[j - 4:j + 1] == b"const" else j - 7
+        j = _prev_nonspace(masked, a)
+    if j < 0:
+        return 0
+    c = masked[j]
+    if c == 40:  # (
+        op = j
+    elif c == 44:  # ,
+        op = _enclosing_open_paren(masked, j)
+        if op < 0:
+            return 0
+    else:
+        return 0
+    if not _is_call_paren(masked, op):
+        return 0
+    end = e - 1  # the ',' or ')' that ended the match
+    if masked[end] == 41:  # ')': a compound literal `(struct foo){...}` is no argument
+        k = _next_nonspace(masked, end + 1)
+        if k < len(masked) and masked[k] == 123:
+            return 0
+    _rewrite_type_arg(out, masked, a, end)
+    return 0
+
+
+def _do_range(data, out, masked, s, e):
+    """`case A ... B:` -> `case A ?: B:` (GNU case ranges are not in tree-sitter-c's grammar)."""
+    lo = max(0, s - 512)
+    seg = masked[lo:s]
+    k = max(seg.rfind(b";"), seg.rfind(b"{"), seg.rfind(b"}"), seg.rfind(b":"))
+    if k < 0 and lo > 0:
+        return 0
+    head = seg[k + 1:].lstrip()
+    if not (head.startswith(b"case") and len(head) > 4 and head[4] not in _IDCHARS):
+        return 0
+    out[s:e] = b"?: "
+    masked[s:e] = b"?: "
+    return 0
+
+
+def _do_offsetof(data, out, masked, s, e):
+    """`offsetof(T, a.b[i])` -> `offsetof(T, a_b_i_)`: the grammar only takes a field name."""
+    if s and masked[s - 1] in _IDCHARS and _word_ending_at(masked, s - 1) != b"__builtin_":
+        return 0
+    m = _OPEN_PAREN.match(masked, e)
+    if not m:
+        return 0
+    commas: list[int] = []
+    cp = _close_paren(masked, m.end() - 1, commas)
+    if cp < 0 or len(commas) != 1:
+        return 0
+    a, b = commas[0] + 1, cp
+    member = bytes(masked[a:b])
+    core = member.strip()
+    if not core or b"\n" in core or _IDENT.fullmatch(core):
+        return 0
+    off = a + member.index(core[:1])
+    new = bytes(ch if ch in _IDCHARS else 95 for ch in core)
+    if new[0] in _DIGITS:
+        return 0
+    out[off:off + len(new)] = new
+    masked[off:off + len(new)] = new
+    return 0
+
+
+def _do_asm(data, out, masked, s, e):
+    """`asm volatile(MACRO(...) : ...)`: the template must be a string literal for the grammar;
+    replace a macro-built template by blank string literals, one per line."""
+    if s and masked[s - 1] in _IDCHARS:
+        return 0
+    i = _next_nonspace(masked, e)
+    while True:
+        m = _IDENT.match(masked, i)
+        if not m or m.group() not in _ASM_QUALS:
+            break
+        i = _next_nonspace(masked, m.end())
+    if i >= len(masked) or masked[i] != 40:
+        return 0
+    t = _next_nonspace(masked, i + 1)
+    if t >= len(masked) or data[t] == 34 or masked[t] not in _IDCHARS:  # a string: fine already
+        return 0
+    # The template runs to the first top-level ':' or the closing ')'.
+    depth = 0
+    end = -1
+    for k in range(t, min(len(masked), t + _MAX_ARGS)):
+        c = masked[k]
+        if c == 40:
+            depth += 1
+        elif c == 41:
+            if depth == 0:
+                end = k
+                break
+            depth -= 1
+        elif c == 58 and depth == 0:
+            end = k
+            break
+        elif c in (59, 123, 125):
+            return 0
+    if end < 0:
+        return 0
+    end = _prev_nonspace(masked, end) + 1
+    segs = bytes(masked[t:end]).split(b"\n")
+    new_segs = [b'"' + b" " * (len(g) - 2) + b'"' if len(g) >= 2 else b" " * len(g) for g in segs]
+    if not any(len(g) >= 2 for g in segs):
+        return 0
+    new = b"\n".join(new_segs)
+    out[t:end] = new
+    masked[t:end] = new.translate(_BLANK)
+    return end
+
+
+_HANDLERS = {_OBJ: _do_obj, _FUNC: _do_func, _ITER: _do_iter, _SYS: _do_sys, _TARGS: _do_targs,
+             _TYPEKW: _do_typekw, _RANGE: _do_range, _OFFSETOF: _do_offsetof, _ASM: _do_asm}
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API
+# ---------------------------------------------------------------------------------------------
+def prepass(data: bytes) -> bytes:
+    """Rewrite kernel/QEMU C so tree-sitter-c parses it; length and newline offsets unchanged."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError("prepass() takes bytes")
+    data = bytes(data)
+    tables = macro_tables()
+    out = bytearray(data)
+    masked = bytearray(data)  # comments, literals and directive lines blank: code only
+    translate = bytes.translate
+    m0 = _DIR_AT_START.match(data)
+    if m0:
+        _directive(data, out, masked, 0, m0.end())
+    for m in _LEX.finditer(data, m0.end() if m0 else 0):
+        s, e = m.span()
+        c = data[s]
+        if c == _SLASH:  # comment
+            chunk = translate(data[s:e], _BLANK)
+            out[s:e] = chunk
+            masked[s:e] = chunk
+        elif c == _NL:  # directive line(s)
+            _directive(data, out, masked, s, e)
+        else:  # string or char literal
+            masked[s:e] = translate(data[s:e], _BLANK)
+
+    mview = bytes(masked)
+    cands: list[tuple[int, int, int]] = []
+    kinds = tables.kinds
+    iter_re = tables.iterator_re
+    seen_iter: set[int] = set()
+    for gate, rx, kind in tables.scanners:
+        if gate is not None and gate not in mview:
+            continue
+        if kind is None:
+            for m in rx.finditer(mview):
+                s = m.start()
+                if s and mview[s - 1] in _IDCHARS:
+                    continue
+                cands.append((s, m.end(), kinds[m.group()]))
+        elif kind == _ITER:
+            for m in rx.finditer(mview):
+                s, e = m.span()
+                while s and mview[s - 1] in _IDCHARS:
+                    s -= 1
+                e = _ID_TAIL.match(mview, e).end()
+                if s in seen_iter:
+                    continue
+                seen_iter.add(s)
+                if iter_re.fullmatch(mview, s, e) and mview[s:e] not in kinds:
+                    cands.append((s, e, _ITER))
+        else:
+            for m in rx.finditer(mview):
+                s = m.start()
+                if s and mview[s - 1] in _IDCHARS and kind != _RANGE:
+                    continue
+                cands.append((s, m.end(), kind))
+    if not cands:
+        return bytes(out)
+    cands.sort()
+    done = 0
+    for s, e, kind in cands:
+        if s < done:
+            continue
+        done = max(done, _HANDLERS[kind](data, out, masked, s, e))
+    return bytes(out)
+
+
+_COND_KW = re.compile(rb"[ \t\f\v]*\#[ \t\f\v]*([A-Za-z_]\w*)")
+_OPENERS = frozenset((b"if", b"ifdef", b"ifndef"))
+_MIDDLES = frozenset((b"elif", b"else", b"elifdef", b"elifndef"))
+
+
+def flatten_conditionals(data: bytes) -> bytes:
+    """Keep one branch of each #if group, blank the rest and the conditional directives.
+
+    The kept branch is the first one, except that a branch opened by a literal `#if 0` (or
+    `#elif 0`) is skipped in favour of the next one.  Length and newline offsets unchanged.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError("flatten_conditionals() takes bytes")
+    data = bytes(data)
+    if b"#" not in data:
+        return data
+    out = bytearray(data)
+    stack: list[list[bool]] = []  # [parent_active, a branch was taken, current branch kept]
+    active = True
+    cur = 0
+    translate = bytes.translate
+    for s, e in _lex(data):
+        c = data[s]
+        if c == _NL:
+            ds = s + 1
+        elif s == 0 and c in (32, 9, 12, 11, 35):  # directive at the start of the file
+            ds = s
+        else:
+            continue
+        m = _COND_KW.match(data, ds, e)
+        kw = m.group(1) if m else b""
+        if kw in _OPENERS:
+            if not active:
+                out[cur:s] = translate(data[cur:s], _BLANK)
+            cur = e
+            out[s:e] = translate(data[s:e], _BLANK)
+            take = not (kw == b"if" and _is_zero(data[ds:e], b"if"))
+            stack.append([active, take, take])
+            active = active and take
+        elif kw in _MIDDLES or kw == b"endif":
+            if not active:
+                out[cur:s] = translate(data[cur:s], _BLANK)
+            cur = e
+            out[s:e] = translate(data[s:e], _BLANK)
+            if not stack:
+                continue
+            top = stack[-1]
+            if kw == b"endif":
+                stack.pop()
+                active = top[0]
+            else:
+                take = not top[1] and not (kw == b"elif" and _is_zero(data[ds:e], b"elif"))
+                if take:
+                    top[1] = True
+                top[2] = take
+                active = top[0] and take
+    if not active and cur < len(data):
+        out[cur:] = translate(data[cur:], _BLANK)
+    return bytes(out)
+
+
+def _is_zero(directive: bytes, kw: bytes) -> bool:
+    """Is this directive `#if 0` / `#elif 0` (comments ignored)?"""
+    body = _COMMENT_IN_DIR.sub(lambda m: b" " if m.group()[:1] == b"/" else m.group(), directive)
+    parts = body.replace(b"#", b" ", 1).split()
+    return len(parts) == 2 and parts[0] == kw and parts[1].strip(b"0") == b""

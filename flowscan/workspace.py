@@ -1,0 +1,89 @@
+"""From "which tree, which ref, which scope" to a call graph: open the source, scan (cached), build the graph.
+
+The one place where sources, scan and graph meet, so the CLI stays a thin layer of options.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from flowscan.cache import FactsCache
+from flowscan.errors import FlowscanError
+from flowscan.facts import FileFacts
+from flowscan.graph import Graph
+from flowscan.resources import fixtures_dir
+from flowscan.results import SourceInfo
+from flowscan.scan import ScanStats, scan
+from flowscan.sources import Source, Tree, open_tree
+from flowscan.spec import FlowSpec
+
+# The embedded default: the bundled miniature trees (newer versions), so `flowscan trace` runs anywhere.
+DEMO = {"guest": ("linux", "v6.12"), "host": ("linux", "v6.12"), "vmm": ("qemu", "v10.0.0")}
+
+
+@dataclass
+class Loaded:
+    source: Source
+    tree: Tree
+    facts: list[FileFacts]
+    graph: Graph
+    stats: ScanStats
+    info: SourceInfo = field(default_factory=lambda: SourceInfo(role=""))
+
+
+def demo_source(role: str) -> Source:
+    project, version = DEMO[role]
+    return Source(role=role, src=str(fixtures_dir() / project / version))
+
+
+def _files(tree: Tree, scopes: Sequence[str], strict: bool):
+    if strict or not scopes:
+        return scopes
+    # Flow scopes name directories of several releases (softmmu/ became system/): keep those present.
+    present = []
+    for s in scopes:
+        try:
+            if tree.files([s]):
+                present.append(s)
+        except FlowscanError:
+            continue
+    if not present:
+        raise FlowscanError(f"none of the scopes {', '.join(scopes)} exists in {tree.label}")
+    return present
+
+
+def load(source: Source, scopes: Sequence[str] = (), *, cache_dir: Path, jobs: int = 0, progress: bool = True,
+         prefer: Sequence[str] = (), strict_scopes: bool = True, url_template: str = "") -> Loaded:
+    tree = open_tree(source, cache_dir, progress=progress)
+    scopes = _files(tree, list(scopes), strict_scopes)
+    cache = FactsCache(cache_dir / "facts")
+    facts, stats = scan(tree, scopes, cache, jobs=jobs, progress=progress)
+    if not facts or all(f.skipped for f in facts):
+        raise FlowscanError(f"no C files to analyse in {tree.label}" + (f" (scope: {', '.join(scopes)})"
+                                                                         if scopes else ""))
+    info = SourceInfo(role=source.role, repo=source.repo, ref=source.ref, commit=tree.commit, src=source.src,
+                      url_template=url_template)
+    return Loaded(source=source, tree=tree, facts=facts, graph=Graph(facts, prefer=prefer), stats=stats,
+                  info=info)
+
+
+def load_roles(spec: FlowSpec, sources: dict[str, Source], *, cache_dir: Path, jobs: int = 0,
+               progress: bool = True, url_templates: dict[str, str] | None = None) -> dict[str, Loaded]:
+    """One graph per role the flow uses; a role whose source and scope equal another's shares its graph."""
+    out: dict[str, Loaded] = {}
+    by_key: dict[tuple, Loaded] = {}
+    for role in spec.roles():
+        src = sources[role]
+        key = (src.repo, src.ref, src.src, spec.scopes.get(role, ()), spec.prefer.get(role, ()))
+        if key not in by_key:
+            by_key[key] = load(src, spec.scopes.get(role, ()), cache_dir=cache_dir, jobs=jobs,
+                               progress=progress, prefer=spec.prefer.get(role, ()), strict_scopes=False,
+                               url_template=(url_templates or {}).get(role, ""))
+        loaded = by_key[key]
+        out[role] = Loaded(source=src, tree=loaded.tree, facts=loaded.facts, graph=loaded.graph,
+                           stats=loaded.stats, info=SourceInfo(role=role, repo=src.repo, ref=src.ref,
+                                                               commit=loaded.tree.commit, src=src.src,
+                                                               url_template=(url_templates or {}).get(role, "")))
+    return out
