@@ -453,24 +453,32 @@ class _Collector:
         names = [n for n in self.scopes.file_vars if len(n) > 2]
         if not names or not self.scopes.functions:
             return
-        pattern = re.compile(rb"(\+\+|--)?\s*\b(" + b"|".join(re.escape(n.encode()) for n in sorted(names))
-                             + rb")\b(\s*(?:[-+*/|&^]?=(?!=)|\+\+|--))?")
+        pattern = re.compile(rb"\b(?:" + b"|".join(re.escape(n.encode()) for n in sorted(names)) + rb")\b")
+        data = self.data
+        last_pos, last_line = 0, 1
         for fidx, (start, end, fname, node) in enumerate(self.scopes.functions):
             body = node.child_by_field_name("body")
             if body is None:
                 continue
             seen = set()
-            for m in pattern.finditer(self.data, body.start_byte, body.end_byte):
-                name = m.group(2).decode()
+            for m in pattern.finditer(data, body.start_byte, body.end_byte):
+                name = m.group().decode()
                 if self.scopes.is_local(fidx, name):
                     continue
-                write = bool(m.group(1) or m.group(3))
+                write = bool(_WRITE_AFTER.match(data, m.end()) or _INCDEC_BEFORE.search(data, max(0, m.start() - 4),
+                                                                                          m.start()))
                 if (name, write) in seen:
                     continue
                 seen.add((name, write))
-                line = self.data.count(b"\n", 0, m.start(2)) + 1
+                last_line += data.count(b"\n", last_pos, m.start())
+                last_pos = m.start()
+                line = last_line
                 self.facts.globals.append(GlobalRef(name=name, function=fname, write=write,
                                                     path=self.path, line=line))
+
+
+_WRITE_AFTER = re.compile(rb"[ \t]*(?:[-+*/|&^]?=(?!=)|\+\+|--)")
+_INCDEC_BEFORE = re.compile(rb"(?:\+\+|--)[ \t]*\Z")
 
 
 def extract_file(data: bytes, path: str) -> FileFacts:
