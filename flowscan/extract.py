@@ -278,6 +278,9 @@ class _Collector:
             call = caps["call"][0]
             if not self.keep(call.start_byte):
                 continue
+            bol = self.data.rfind(b"\n", 0, call.start_byte) + 1
+            if self.data[bol:call.start_byte].lstrip()[:1] == b"#":
+                continue  # `#if IS_ENABLED(CONFIG_X)`: a preprocessor condition, not a call
             fn = caps["fn"][0]
             fidx = scopes.index(call.start_byte)
             caller = scopes.functions[fidx][2] if fidx >= 0 else ""
