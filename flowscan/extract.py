@@ -147,7 +147,8 @@ def _context(node: Node, stop: Node | None) -> tuple[tuple[str, ...], tuple[str,
                 if text.startswith("(") and text.endswith(")"):
                     text = text[1:-1].strip()
                 if alt is not None and prev.start_byte >= alt.start_byte:
-                    text = f"!({text})"
+                    text = text[1:] if text.startswith("!") and "(" not in text[1:2] and \
+                        all(c not in text for c in " |&?") else f"!({text})"
                 ifs.append(text)
         prev = cur
         cur = cur.parent

@@ -20,7 +20,8 @@ from flowscan.registry import Registry, default_registry
 
 DIRECT = "direct"
 _WS = re.compile(r"\s+")
-INDIRECT_KINDS = ("field", "registration", "qom-parent", "table", "type", "variable", "argument", "notifier")
+INDIRECT_KINDS = ("field", "registration", "qom-parent", "table", "type", "variable", "argument", "notifier",
+                  "spawn")
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,11 @@ class Graph:
             out = [self._edge(call, d.name, d.path, DIRECT) for d in self.lookup(call.callee, call.path)]
             if not out:
                 out = [self._edge(call, call.callee, "", DIRECT)]
+            spawn_arg = self.registry.spawn.get(call.callee)
+            if spawn_arg is not None and spawn_arg < len(call.args):
+                target = call.args[spawn_arg].lstrip("&").strip()
+                for d in self.lookup(target, call.path) if target.isidentifier() else ():
+                    out.append(self._edge(call, d.name, d.path, "spawn", call.callee))
             chain_arg = self.registry.dispatch.get(call.callee)
             if chain_arg is not None and chain_arg < len(call.args):
                 chain = call.args[chain_arg].lstrip("&").strip()
@@ -339,6 +345,8 @@ class Graph:
                 if reg.kind == "notifier":
                     for api, _arg in self.registry.dispatch.items():
                         sites.extend(self.direct_by_callee.get(api, ()))
+            for api in self.registry.spawn:
+                sites.extend(self.direct_by_callee.get(api, ()))
             for calls in self.var_calls.values():
                 sites.extend(calls)  # calls through parameters: checked by resolution below
         out = []

@@ -35,6 +35,9 @@ SCHEMA = {
                            "chain_map": {"type": "object", "additionalProperties": {"type": "string"}}},
             "oneOf": [{"required": ["block_arg"]}, {"required": ["callback_arg"]}],
         }},
+        "spawn": {"type": "array", "items": {
+            "type": "object", "additionalProperties": False, "required": ["api", "callback_arg"],
+            "properties": {"api": {"type": "string"}, "callback_arg": _ARG}}},
         "dispatch": {"type": "array", "items": {
             "type": "object", "additionalProperties": False, "required": ["api", "chain_arg"],
             "properties": {"api": {"type": "string"}, "chain_arg": _ARG}}},
@@ -73,9 +76,10 @@ class Registry:
     fields: dict[str, FieldApi] = field(default_factory=dict)
     notifiers: dict[str, NotifierApi] = field(default_factory=dict)
     dispatch: dict[str, int] = field(default_factory=dict)  # api -> chain argument
+    spawn: dict[str, int] = field(default_factory=dict)  # api -> callback argument (threads, work)
 
     def api_names(self) -> list[str]:
-        return sorted({*self.fields, *self.notifiers})
+        return sorted({*self.fields, *self.notifiers, *self.spawn})
 
 
 def load_registry(paths: tuple[Path, ...] = ()) -> Registry:
@@ -116,3 +120,5 @@ def _merge(reg: Registry, path: Path) -> None:
             chain_map=tuple(sorted(row.get("chain_map", {}).items())))
     for row in data.get("dispatch", ()):
         reg.dispatch[row["api"]] = row["chain_arg"]
+    for row in data.get("spawn", ()):
+        reg.spawn[row["api"]] = row["callback_arg"]
