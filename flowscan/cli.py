@@ -345,10 +345,10 @@ def trace(ctx, flow, flow_file, fmt, output, render_to, collapse, **kw):
     """Verify FLOW (default arm64-reboot) hop by hop against guest/host/vmm trees.
 
     With no refs and no flowscan.toml, runs on the bundled miniature trees."""
-    from flowscan import report
-
     spec = _spec(ctx, flow, flow_file)
     result, _loaded = _trace(ctx, spec, _sources(ctx, spec.roles(), kw))
+    from flowscan import report
+
     text = {"table": report.trace_table, "md": report.trace_markdown}.get(fmt, lambda r: r.dumps())(result)
     if render_to:
         _render(result, None, None, Path(render_to), collapse)
