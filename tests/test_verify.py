@@ -1,0 +1,149 @@
+"""Flow specs and hop-by-hop verification on the fixture trees."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flowscan.errors import FlowscanError
+from flowscan.graph import Graph
+from flowscan.spec import find_flow, load_flow
+from flowscan.verify import verify
+from tests.test_graph import graph_of
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_flow(spec_path: Path, linux: Path, qemu: Path):
+    spec = load_flow(spec_path)
+    lg = graph_of(linux, prefer=spec.prefer.get("guest", ()))
+    return verify(spec, {"guest": lg, "host": lg, "vmm": graph_of(qemu, prefer=spec.prefer.get("vmm", ()))})
+
+
+@pytest.fixture(scope="module")
+def new(linux_new, qemu_new):
+    return run_flow(find_flow("arm64-reboot"), linux_new, qemu_new)
+
+
+@pytest.fixture(scope="module")
+def old(linux_old, qemu_old):
+    return run_flow(find_flow("arm64-reboot"), linux_old, qemu_old)
+
+
+def hop(result, hop_id):
+    return next(h for h in result.hops if h.id == hop_id)
+
+
+def test_every_hop_verified_on_the_newer_fixtures(new):
+    statuses = {h.id: h.status for h in new.hops}
+    assert statuses.pop("efi_reboot->efi.reset_system") == "unverifiable"
+    assert set(statuses.values()) == {"verified"}
+    assert len(new.hops) == 56 and new.ok
+
+
+def test_evidence_of_direct_and_indirect_hops(new):
+    h = hop(new, "reboot->kernel_restart")
+    assert (h.resolution, h.evidence[0].path, h.evidence[0].line, h.conditions) == (
+        "direct", "kernel/reboot.c", 153, ["case LINUX_REBOOT_CMD_RESTART"])
+    h = hop(new, "do_kernel_restart->psci_sys_reset")
+    assert h.resolution == "notifier"
+    assert [(e.path, e.line, e.what) for e in h.evidence] == [
+        ("kernel/reboot.c", 76, "call"), ("drivers/firmware/psci/psci.c", 108, "registration")]
+    h = hop(new, "handle_trap_exceptions->handle_hvc")
+    assert (h.resolution, h.steps[0].via, h.steps[0].store_line) == ("table", "exit_handle_fn", 72)
+    h = hop(new, "kvm_arm_gicv3_reset_hold->arm_gicv3_common_reset_hold")
+    assert (h.resolution, h.evidence[0].line, h.evidence[1].path, h.evidence[1].line) == (
+        "qom-parent", 73, "hw/intc/arm_gicv3_common.c", 64)
+
+
+def test_conditions_put_the_call_on_the_path(new):
+    h = hop(new, "kvm_cpu_exec->qemu_system_reset_request")
+    assert "case KVM_EXIT_SYSTEM_EVENT" in h.conditions and "case KVM_SYSTEM_EVENT_RESET" in h.conditions
+    h = hop(new, "psci_sys_reset->__invoke_psci_fn_hvc")
+    assert h.conditions == ["if ((reboot_mode == REBOOT_WARM || reboot_mode == REBOOT_SOFT) && "
+                            "psci_system_reset2_supported)"]
+
+
+def test_reach_hop_reports_the_path(new):
+    h = hop(new, "resettable_reset->arm_cpu_reset_hold")
+    assert [s.callee for s in h.steps] == ["resettable_assert_reset", "resettable_phase_hold", "arm_cpu_reset_hold"]
+    assert [s.kind for s in h.steps] == ["direct", "direct", "registration"]
+
+
+def test_handoffs_and_flags(new):
+    h = hop(new, "kvm-exit:SYSTEM_EVENT_RESET")
+    assert h.status == "verified"
+    got = {(e.role, e.function, e.what, e.text.split(": ", 1)[1]) for e in h.evidence}
+    assert ("host", "kvm_prepare_system_event", "assign", "KVM_EXIT_SYSTEM_EVENT (assign run.exit_reason)") in got
+    assert ("vmm", "kvm_cpu_exec", "case", "case KVM_SYSTEM_EVENT_RESET") in got
+    h = hop(new, "flag:reset_requested")
+    assert [(e.what, e.function) for e in h.evidence][0] == ("write", "qemu_system_reset_request")
+    assert h.evidence[-1].what == "read" and h.evidence[-1].function == "qemu_reset_requested"
+
+
+def test_registrations(new, old):
+    h = hop(new, "kvm_arm_gicv3_class_init:hold")
+    assert (h.status, h.api, h.matched_to, h.evidence[0].path, h.evidence[0].line) == (
+        "verified", "resettable_class_set_parent_phases", "kvm_arm_gicv3_reset_hold", "hw/intc/arm_gicv3_kvm.c", 116)
+    h = hop(old, "kvm_arm_gicv3_class_init:hold")
+    assert (h.status, h.api, h.matched_to, h.evidence[0].line) == (
+        "verified", "device_class_set_parent_reset", "kvm_arm_gicv3_reset", 113)
+
+
+def test_older_fixtures_miss_system_reset2_with_candidates(old):
+    missing = {h.id: h for h in old.hops if h.status in ("missing", "skipped-optional")}
+    assert sorted(missing) == ["handle_smc->kvm_smccc_call_handler", "kvm_psci_1_x_call->kvm_psci_system_reset2",
+                               "kvm_psci_system_reset2->kvm_prepare_system_event", "psci:SYSTEM_RESET2"]
+    assert missing["handle_smc->kvm_smccc_call_handler"].status == "skipped-optional"
+    h = missing["kvm_psci_1_x_call->kvm_psci_system_reset2"]
+    assert h.candidates[0] == "kvm_psci_system_reset (similar name)"
+    assert h.note == "kvm_psci_system_reset2 not called from kvm_psci_1_x_call"
+    h = missing["psci:SYSTEM_RESET2"]
+    assert "not consumed by kvm_psci_1_x_call" in h.note
+    assert h.candidates and h.candidates[0].startswith("kvm_psci_1_x_call tests: ")
+    assert not old.ok
+
+
+def test_renamed_callee_is_a_likely_rename_candidate(linux_new, qemu_new, tmp_path):
+    spec = tmp_path / "f.toml"
+    spec.write_text('name = "t"\n[[stage]]\nid = "h"\nrole = "host"\n'
+                    '[[stage.hop]]\nfrom = "handle_hvc"\nto = "kvm_hvc_call_handler"\n')
+    res = run_flow(spec, linux_new, qemu_new)
+    (h,) = res.hops
+    assert h.status == "missing"
+    assert h.candidates[0] == "kvm_smccc_call_handler (called by handle_hvc now: likely rename)"
+
+
+def test_user_flow_without_python(linux_new, qemu_new):
+    res = run_flow(ROOT / "docs" / "examples" / "arm64-shutdown.toml", linux_new, qemu_new)
+    assert [h.status for h in res.hops] == ["verified"] * len(res.hops)
+    assert hop(res, "kvm_cpu_exec->qemu_system_shutdown_request").evidence[0].line == 138
+
+
+@pytest.mark.parametrize("text,msg", [
+    ('name = "x"\n[[stage]]\nid = "s"\nrole = "guest"\n\n[[stage.hop]]\nfrom = "a"\n', r"f\.toml:6: .*'to' is a required property"),
+    ('name = "x"\n[[stage]]\nid = "s"\nrole = "moon"\n[[stage.hop]]\nfrom = "a"\nto = "b"\n', r"f\.toml:2: stage.0.role: 'moon' is not one of"),
+    ('name = "x"\n[[stage]]\nid = "s"\nrole = "guest"\n[[stage.hop]]\nkind = "reach"\nfrom = "a"\nto = "b"\n', r"f\.toml:5: a reach hop needs `within`"),
+    ('name = "x"\nstage = 3\n', r"f\.toml: stage: 3 is not of type 'array'"),
+    ('name = [', r"f\.toml: invalid TOML"),
+    ('name = "x"\n[[stage]]\nid = "s"\nrole = "guest"\n[[stage.hop]]\nfrom = "a"\nto = "b"\n[[stage.hop]]\nfrom = "a"\nto = "b"\n',
+     r"f\.toml:8: duplicate hop id 'a->b'"),
+])
+def test_spec_errors_name_file_line_and_problem(tmp_path, text, msg):
+    p = tmp_path / "f.toml"
+    p.write_text(text)
+    with pytest.raises(FlowscanError, match=msg):
+        load_flow(p)
+
+
+def test_unknown_role_source_is_unverifiable(linux_new):
+    spec = load_flow(find_flow("arm64-reboot"))
+    g = graph_of(linux_new)
+    res = verify(spec, {"guest": g, "host": g})
+    h = hop(res, "kvm_vcpu_thread_fn->kvm_cpu_exec")
+    assert (h.status, h.note) == ("unverifiable", "no source configured for role 'vmm'")
+
+
+def test_graph_type_is_shared(linux_new):
+    assert isinstance(graph_of(linux_new), Graph)
