@@ -136,8 +136,15 @@ def diff_results(old: FlowResult, new: FlowResult) -> DriftReport:
                 before = " -> ".join([o.matched_from] + [f"{c} [{k}]" for c, k in zip(
                     [s.callee for s in o.steps], old_kinds)])
                 after = " -> ".join([h.matched_from] + [f"{c} [{k}]" for c, k in zip(new_chain, new_kinds)])
+                i = next((k for k, (a, b) in enumerate(zip(o.steps, h.steps))
+                          if (renames.get(a.callee, a.callee), a.kind) != (b.callee, b.kind)),
+                         min(len(o.steps), len(h.steps)) - 1)
+                so, sn = o.steps[max(i, 0)], h.steps[max(i, 0)]
                 items.append(_item("path-changed", h, f"{h.frm} -> {h.to}", f"was: {before}; now: {after}",
-                                   _ev(o), _ev(h)))
+                                   Evidence(role=h.role, path=so.path, line=so.line, function=so.caller,
+                                            what="call", text=f"{so.caller} -> {so.callee} [{so.kind}]"),
+                                   Evidence(role=h.role, path=sn.path, line=sn.line, function=sn.caller,
+                                            what="call", text=f"{sn.caller} -> {sn.callee} [{sn.kind}]")))
         elif h.kind == "flag":
             note_path(o, h)
 
