@@ -30,7 +30,7 @@ from flowscan.errors import FlowscanError
 from flowscan.results import DRIFT_CLASSES, SEVERITIES, DriftItem, DriftReport, FlowResult, HopResult, StageInfo
 
 __all__ = ["flow_graph", "drift_graph", "write", "dot_available", "svg_text", "hop_elements", "node_id",
-           "handoff_node_id", "source_url", "STATUS_COLOURS", "DRIFT_COLOURS", "INSTALL_HINT"]
+           "handoff_node_id", "hop_class", "source_url", "STATUS_COLOURS", "DRIFT_COLOURS", "INSTALL_HINT"]
 
 INSTALL_HINT = ("Graphviz 'dot' was not found on PATH: install Graphviz (apt-get install graphviz / "
                 "brew install graphviz), or write a .dot file instead")
@@ -86,6 +86,12 @@ def node_id(role: str, name: str) -> str:
 
 def handoff_node_id(hop_id: str) -> str:
     return f"h_{_sanitize(hop_id)}"
+
+
+def hop_class(hop_id: str) -> str:
+    """CSS class carried by every SVG node and edge that belongs to a hop (`hop-<sanitized id>`); the HTML
+    page gives each hop's table row the same string as its id."""
+    return f"hop-{_sanitize(hop_id)}"
 
 
 def _esc(text: str) -> str:
@@ -212,6 +218,7 @@ class _Builder:
         self.nodes: dict[str, _Node] = {}
         self.edges: dict[tuple, _Edge] = {}
         self.stage_ids = [s.id for s in result.stages]
+        self.sites: dict[tuple, str] = {}
 
     def node(self, role: str, name: str, stage: str, weight: float, strong: bool, hop: str,
              kind: str = "function") -> _Node:
@@ -229,6 +236,12 @@ class _Builder:
 
     def edge(self, tail: _Node, head: _Node, style: str, label: list[str], hop: HopResult,
              tooltip: list[str], url: tuple[str, str, int]) -> _Edge:
+        # One call site resolving to several targets (a table, a notifier chain): label the first edge only.
+        site = (tail.id, style, tuple(label), url)
+        if label and url[1] and site in self.sites and self.sites[site] != head.id:
+            label = []
+        elif label and url[1]:
+            self.sites.setdefault(site, head.id)
         key = (tail.id, head.id, style, tuple(label))
         e = self.edges.get(key)
         if e is None:
@@ -481,8 +494,7 @@ class _Colours:
         items = self.drift.get(hop_id)
         if not items:
             return UNCHANGED
-        it = _top_item(items)
-        return DRIFT_COLOURS.get(it.kind) or SEVERITY_COLOURS.get(it.severity, UNCHANGED)
+        return drift_colour(_top_item(items))
 
     def worst(self, hop_ids: list[str]) -> tuple[str, str]:
         if not hop_ids:
@@ -495,6 +507,13 @@ class _Colours:
             return UNCHANGED
         best = max(with_items, key=lambda h: _item_rank(_top_item(self.drift[h])))
         return self.hop(best)
+
+
+def drift_colour(it: DriftItem) -> tuple[str, str]:
+    """Colour of a drift item: its class's, except that anything of severity broken is drawn as broken."""
+    if it.severity == "broken":
+        return DRIFT_COLOURS["broken"]
+    return DRIFT_COLOURS.get(it.kind) or SEVERITY_COLOURS.get(it.severity, UNCHANGED)
 
 
 def _item_rank(it: DriftItem) -> tuple[int, int]:
@@ -538,20 +557,24 @@ def _url(templates, role: str, path: str, line: int) -> str:
 
 
 def _node_label(n: _Node, model: _Model, extra: list[str]) -> str:
-    lines = [f'<b>{_h(n.name.replace("|", " | "))}</b>']
+    """Name in bold, then file:line (definition, else where it was seen), then drift notes; one cell each."""
+    small = '<font point-size="9" color="#455a64">{}</font>'
     if n.kind == "handoff":
-        lines = [f'<b>{_h(c)}</b>' for c in n.text] + [f'<font point-size="9">handoff {_h(n.note)}</font>']
+        cells = [f'<b>{_h(c)}</b>' for c in n.text] + [small.format(f"handoff {_h(n.note)}")]
     else:
-        loc = _loc(*n.defn) if n.defn[0] else (f"{_loc(*n.callsite)} (call site)" if n.callsite[0] else "")
+        cells = [f'<b>{_h(n.name.replace("|", " | "))}</b>']
+        seen = "registers" if n.kind == "class_init" else "call site"
+        loc = _loc(*n.defn) if n.defn[0] else (f"{_loc(*n.callsite)} ({seen})" if n.callsite[0] else "")
         if loc:
-            lines.append(f'<font point-size="9" color="#455a64">{_h(loc)}</font>')
+            cells.append(small.format(_h(loc)))
         elif n.target_of:
             statuses = {model.hops[h].status for h in n.target_of}
             why = ("outside the scanned trees" if statuses == {"unverifiable"} else
                    "not found" if statuses & {"missing", "skipped-optional"} else "no definition in scope")
-            lines.append(f'<font point-size="9" color="#455a64">{why}</font>')
-    lines += [f'<font point-size="9" color="#37474f"><i>{_h(x)}</i></font>' for x in extra]
-    return "<" + "<br/>".join(lines) + ">"
+            cells.append(small.format(why))
+    cells += [f'<font point-size="9" color="#37474f"><i>{_h(x)}</i></font>' for x in extra]
+    rows = "".join(f'<tr><td cellpadding="{1 if i else 0}">{c}</td></tr>' for i, c in enumerate(cells))
+    return f'<<table border="0" cellborder="0" cellspacing="0" cellpadding="0">{rows}</table>>'
 
 
 def _node_tooltip(n: _Node, model: _Model, extra: list[str]) -> str:
@@ -644,8 +667,9 @@ def _render(result: FlowResult, collapse: bool, url_templates: dict[str, str] | 
     model = _model(result, collapse)
     colours = _Colours(model, drift)
     templates = _templates(result, url_templates)
-    kinds = sorted({it.kind for items in (drift or {}).values() for it in items} |
-                   {it.kind for it in (others or [])},
+    all_items = [it for items in (drift or {}).values() for it in items] + list(others or [])
+    node_items, others = _attach_to_nodes(model, others or [])
+    kinds = sorted({"broken" if it.severity == "broken" else it.kind for it in all_items},
                    key=lambda k: (DRIFT_CLASSES.index(k) if k in DRIFT_CLASSES else 99, k))
     g = graphviz.Digraph(name=_sanitize(result.flow) or "flow")
     g.attr("graph", rankdir="TB", newrank="true", fontname=FONT, fontsize="12", nodesep="0.3",
@@ -678,7 +702,7 @@ def _render(result: FlowResult, collapse: bool, url_templates: dict[str, str] | 
                    tooltip=_esc(f"stage {st.id}: {st.title} (role {st.role})"))
             c.node(anchor, label="", shape="point", style="invis", width="0", height="0")
             for n in by_stage[st.id]:
-                c.node(n.id, **_node_attrs(n, model, colours, templates, drift, old_hops))
+                c.node(n.id, **_node_attrs(n, model, colours, templates, drift, old_hops, node_items))
             fed = {e.head for e in model.edges
                    if e.tail != e.head and (stage_of.get(e.tail) == st.id
                                             or stage_index[stage_of[e.tail]] < stage_index[st.id]
@@ -699,6 +723,7 @@ def _render(result: FlowResult, collapse: bool, url_templates: dict[str, str] | 
         hop_line, _fill = colours.worst(e.hops)
         attrs = dict(_EDGE_STYLE[e.style])
         attrs.update(id=_edge_id(e, i), color=hop_line)
+        attrs["class"] = " ".join(["flow-edge"] + [hop_class(h) for h in e.hops])
         if e.style == "folded":
             attrs["color"] = f"{hop_line}:invis:{hop_line}"
         label = _edge_label(e)
@@ -724,29 +749,40 @@ def _render(result: FlowResult, collapse: bool, url_templates: dict[str, str] | 
     return g
 
 
-def _node_attrs(n: _Node, model: _Model, colours: "_Colours", templates, drift, old_hops) -> dict[str, str]:
-    line, fill = colours.worst(n.target_of)
+def _node_attrs(n: _Node, model: _Model, colours: "_Colours", templates, drift, old_hops,
+                node_items: dict[str, list[DriftItem]]) -> dict[str, str]:
     extra: list[str] = []
     tip_extra: list[str] = []
-    if drift is not None:
-        for hid in n.target_of:
-            for it in drift.get(hid, ()):
-                tip_extra.append(_item_line(it))
-                if it.kind == "renamed":
-                    was = _old_name(it, old_hops.get(hid), n.name)
-                    if was:
-                        extra.append(f"was {was}")
-                elif it.kind == "moved" and it.old and it.old.path and it.old.path != n.defn[0]:
-                    extra.append(f"moved from {it.old.path}")
+    if drift is None:
+        line, fill = colours.worst(n.target_of)
+    else:
+        items = [(hid, it) for hid in n.target_of for it in drift.get(hid, ())]
+        items += [("", it) for it in node_items.get(n.id, ())]
+        line, fill = drift_colour(_top_item([it for _h, it in items])) if items else \
+            (UNCHANGED if n.target_of or n.kind != "function" else PLAIN)
+        for hid, it in items:
+            tip_extra.append(_item_line(it))
+            pair = [x.strip() for x in it.subject.split(" -> ", 1)] if " -> " in it.subject else []
+            if it.kind == "renamed":
+                was = _old_name(it, old_hops.get(hid), n.name)
+                if was:
+                    extra.append(f"was {was}")
+                elif pair and pair[0] == n.name:
+                    extra.append(f"now {pair[1]}?")
+            elif it.kind == "moved":
+                before = pair[0] if pair and pair[1] == n.defn[0] else (it.old.path if it.old else "")
+                if before and before != n.defn[0]:
+                    extra.append(f"moved from {before}")
         extra = list(dict.fromkeys(extra))
     attrs = {"id": n.id, "label": _node_label(n, model, extra), "color": line, "fillcolor": fill,
-             "tooltip": _node_tooltip(n, model, tip_extra)}
+             "tooltip": _node_tooltip(n, model, tip_extra),
+             "class": " ".join(["flow-node"] + [hop_class(h) for h in dict.fromkeys(n.target_of + n.mentioned_by)])}
     if n.target_of:
         attrs["penwidth"] = "1.6"
     if n.kind == "class_init":
         attrs.update(shape="note", style="filled")
     elif n.kind == "handoff":
-        attrs.update(shape="cds", style="filled", margin="0.2,0.06", penwidth="2")
+        attrs.update(shape="cds", style="filled", margin="0.3,0.1", penwidth="2")
     elif n.target_of and all(model.hops[h].status == "unverifiable" for h in n.target_of):
         attrs["style"] = "rounded,filled,dashed"
     path, line_no = n.defn if n.defn[0] else n.callsite
@@ -755,6 +791,26 @@ def _node_attrs(n: _Node, model: _Model, colours: "_Colours", templates, drift, 
         attrs["URL"] = url
         attrs["target"] = "_blank"
     return attrs
+
+
+def _attach_to_nodes(model: _Model, items: list[DriftItem]) -> tuple[dict[str, list[DriftItem]], list[DriftItem]]:
+    """Drift items on no hop, attached to the nodes they name: a file move ("a.c -> b.c") to the functions
+    defined in b.c, a neighbourhood item whose subject is a function to that function. The rest stays loose."""
+    attached: dict[str, list[DriftItem]] = {}
+    loose: list[DriftItem] = []
+    for it in items:
+        pair = [x.strip() for x in it.subject.split(" -> ", 1)] if " -> " in it.subject else []
+        hits = []
+        for n in model.nodes.values():
+            if n.kind == "handoff" or (it.role and n.role != it.role):
+                continue
+            if (it.kind == "moved" and pair and n.defn[0] == pair[1]) or (not pair and n.name == it.subject):
+                hits.append(n.id)
+        for nid in hits:
+            attached.setdefault(nid, []).append(it)
+        if not hits:
+            loose.append(it)
+    return attached, loose
 
 
 def _item_line(it: DriftItem) -> str:
@@ -786,12 +842,13 @@ def _old_name(it: DriftItem, old_hop: HopResult | None, new_name: str) -> str:
 
 
 def _others_table(items: list[DriftItem]) -> str:
-    rows = ['<tr><td colspan="3" align="left"><b>drift outside the flow\'s hops</b></td></tr>']
+    rows = ['<tr><td align="left"><b>drift outside the flow\'s hops</b></td></tr>']
     for it in items:
-        line, _fill = DRIFT_COLOURS.get(it.kind) or SEVERITY_COLOURS.get(it.severity, UNCHANGED)
-        rows.append(f'<tr><td align="left"><font color="{line}">{_h(it.kind)}</font></td>'
-                    f'<td align="left">{_h(it.severity)}</td><td align="left">{_h(_short(it.subject, 60))}</td></tr>')
-    return '<table border="0" cellborder="0" cellspacing="1" cellpadding="2">' + "".join(rows) + "</table>"
+        line, _fill = drift_colour(it)
+        text = f"{it.subject}" + (f" ({it.detail})" if it.detail else "")
+        rows.append(f'<tr><td align="left"><font color="{line}">{_h(it.kind)} [{_h(it.severity)}]</font> '
+                    f'{_h(_short(text, 110))}</td></tr>')
+    return '<table border="0" cellborder="0" cellspacing="1" cellpadding="1">' + "".join(rows) + "</table>"
 
 
 def _repo_name(repo: str) -> str:
