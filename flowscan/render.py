@@ -739,8 +739,6 @@ def _render(result: FlowResult, collapse: bool, url_templates: dict[str, str] | 
         st_t, st_h = stage_index[stage_of[e.tail]], stage_index[stage_of[e.head]]
         if st_t > st_h and e.style != "registration" and kind_of[e.head] != "handoff":
             attrs["constraint"] = "false"
-        if st_t != st_h:
-            attrs["weight"] = "3"
         url = _url(templates, *e.url) if e.url[1] else ""
         if url:
             attrs["URL"] = url

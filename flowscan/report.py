@@ -457,6 +457,32 @@ def _physical(ev: Evidence, old: bool = False) -> dict:
     return loc
 
 
+def _function_location(result: FlowResult, role: str, name: str) -> Evidence | None:
+    """Where `name` is defined in a result (a hop's matched target), else one of its call sites."""
+    for h in result.hops:
+        if h.matched_to == name and h.to_path and (h.to_role or h.role) == role:
+            return Evidence(role, h.to_path, h.to_line, name, "definition")
+    sites = sorted((st.path, st.line) for h in result.hops if h.role == role for st in h.steps
+                   if st.caller == name and st.path)
+    return Evidence(role, sites[0][0], sites[0][1], name, "call") if sites else None
+
+
+def _new_location(result: FlowResult, hop: HopResult) -> Evidence | None:
+    """A location in the new tree for a drift item that has none: the hop's own evidence, its target's
+    definition, else the definition of the function it starts from (a broken hop: where the call was)."""
+    ev = primary_evidence(hop)
+    if ev is not None:
+        return ev
+    if hop.to_path:
+        return Evidence(hop.to_role or hop.role, hop.to_path, hop.to_line, hop.matched_to, "definition")
+    for name in [hop.matched_from] + hop.frm.split("|"):
+        if name:
+            ev = _function_location(result, hop.role, name)
+            if ev is not None:
+                return ev
+    return None
+
+
 def _rule_name(kind: str) -> str:
     return "".join(p.capitalize() for p in kind.split("-"))
 
@@ -482,10 +508,7 @@ def sarif(report: DriftReport, new: FlowResult | None = None) -> dict:
                      "message": {"text": message}}
         where = it.new
         if where is None and it.hop in hops:
-            where = primary_evidence(hops[it.hop])
-            if where is None and hops[it.hop].to_path:
-                h = hops[it.hop]
-                where = Evidence(h.to_role or h.role, h.to_path, h.to_line, h.matched_to, "definition")
+            where = _new_location(new, hops[it.hop])
         if where is not None and where.path:
             res["locations"] = [{"physicalLocation": _physical(where)}]
         if it.old is not None and it.old.path:
