@@ -29,7 +29,7 @@ import graphviz
 from flowscan.errors import FlowscanError
 from flowscan.results import DRIFT_CLASSES, SEVERITIES, DriftItem, DriftReport, FlowResult, HopResult, StageInfo
 
-__all__ = ["flow_graph", "drift_graph", "write", "dot_available", "svg_text", "hop_elements", "node_id",
+__all__ = ["flow_graph", "drift_graph", "write", "dot_available", "svg_text", "node_id",
            "handoff_node_id", "hop_class", "source_url", "STATUS_COLOURS", "DRIFT_COLOURS", "INSTALL_HINT"]
 
 INSTALL_HINT = ("Graphviz 'dot' was not found on PATH: install Graphviz (apt-get install graphviz / "
@@ -463,17 +463,6 @@ class _Builder:
 
 def _model(result: FlowResult, collapse: bool) -> _Model:
     return _Builder(result, collapse).build()
-
-
-def hop_elements(result: FlowResult, collapse: bool = False) -> dict[str, list[str]]:
-    """SVG element id (node or edge) -> the hop ids it stands for (for the HTML page's click handler)."""
-    m = _model(result, collapse)
-    out: dict[str, list[str]] = {}
-    for n in m.nodes.values():
-        out[n.id] = list(n.target_of or n.mentioned_by)
-    for i, e in enumerate(m.edges):
-        out[_edge_id(e, i)] = list(e.hops)
-    return dict(sorted(out.items()))
 
 
 def _edge_id(e: _Edge, index: int) -> str:
