@@ -210,9 +210,10 @@ def _count_errors(root: Node) -> int:
 class _Collector:
     """Collects facts from one parse tree; `keep(byte)` decides which positions this parse owns."""
 
-    def __init__(self, path: str, data: bytes, root: Node, conds: ConditionMap, keep):
+    def __init__(self, path: str, data: bytes, root: Node, conds: ConditionMap, keep, orig: bytes):
         self.path = path
         self.data = data
+        self.orig = orig  # the file as written: argument texts and conditions are shown from it
         self.root = root
         self.conds = conds
         self.keep = keep
@@ -288,8 +289,8 @@ class _Collector:
             kind, callee, base, base_type, var_type = self._classify(fn, fidx)
             if not callee:
                 continue
-            args = tuple(_norm(_text(a), _ARG_MAX) for a in caps["args"][0].named_children
-                         if a.type != "comment")
+            args = tuple(_norm(self.orig[a.start_byte:a.end_byte].decode("utf-8", "replace"), _ARG_MAX)
+                         for a in caps["args"][0].named_children if a.type != "comment")
             constants = tuple(a for a in args if a not in _NOT_STORED and _UPPER.match(a) or
                               (a[:1].isupper() and "(" in a and _UPPER.match(a.split("(", 1)[0])))
             line = call.start_point.row + 1
@@ -496,7 +497,7 @@ def extract_file(data: bytes, path: str) -> FileFacts:
     root = _parser().parse(clean).root_node
     errors = _top_level_errors(root)
     if not errors or b"#if" not in data:
-        facts = _Collector(path, clean, root, conds, lambda b: True).run()
+        facts = _Collector(path, clean, root, conds, lambda b: True, data).run()
         facts.parse_errors = _count_errors(root)
         return facts
     # Broken top-level structure, usually #if around alternative headers or braces: re-parse with each
@@ -510,8 +511,8 @@ def extract_file(data: bytes, path: str) -> FileFacts:
         i = bisect.bisect_right(starts, byte) - 1
         return i >= 0 and byte < spans[i][1]
 
-    first = _Collector(path, clean, root, conds, lambda b: not inside(b)).run()
-    second = _Collector(path, flat, root2, conds, inside).run()
+    first = _Collector(path, clean, root, conds, lambda b: not inside(b), data).run()
+    second = _Collector(path, flat, root2, conds, inside, data).run()
     merged = FileFacts(path=path)
     for name in ("functions", "calls", "stores", "types", "constants", "globals", "macros"):
         rows = getattr(first, name) + getattr(second, name)

@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 
 # Bump whenever extraction output changes: it is part of every cache key.
-EXTRACTOR_VERSION = "fx-2"
+EXTRACTOR_VERSION = "fx-3"
 
 
 @dataclass(frozen=True, slots=True)
