@@ -23,9 +23,10 @@ original file.  All replacements are spaces (or, for rewrites, shorter text padd
 The macro tables are data: ``queries/c/macros.toml``, extended by the TOML files named in the
 environment variable ``FLOWSCAN_MACROS`` (``os.pathsep``-separated).
 
-Speed: one compiled alternation (directives | comments | strings | chars) walks each file; the
-macro names are then searched with regexes grouped by literal prefix, so the regex engine can
-skip ahead at C speed; Python code runs only per comment/literal/directive and per candidate.
+Speed: one compiled regex walks each file, skipping ordinary code at C speed (identifiers are
+checked against a trie of all macro names in a negative lookahead) and stopping only at
+directives, comments, literals and macro names; Python code runs per such token and per
+rewrite candidate.  Iterator globs and `...` are found by separate literal searches.
 """
 
 from __future__ import annotations
@@ -55,38 +56,44 @@ _LINE = rb"//(?:[^\n\\]++|" + _ESC + rb")*+"
 # A directive body runs to the first newline that is not escaped and not inside a block comment.
 _DIR_BODY = (rb"(?:[^\n\\/\"']++|" + _ESC + rb"|" + _BLOCK + rb"|" + _LINE + rb"|" + _STR
              + rb"|" + _CHR + rb"|/)*+")
-# A directive starts after a newline (the newline is part of the match; the file start is
-# handled by _DIR_AT_START).  The match is never empty.
-_LEX = re.compile(rb"\n[ \t\f\v]*+\#" + _DIR_BODY + rb"|" + _BLOCK + rb"|" + _LINE + rb"|"
-                  + _STR + rb"|" + _CHR)
-_DIR_AT_START = re.compile(rb"[ \t\f\v]*+\#" + _DIR_BODY)
+# Lexical tokens: a directive ('#' to the end of its logical line; the caller checks that the
+# '#' starts its line), a comment, a string or a char literal.  A match is never empty.
+_DIRECTIVE = rb"\#" + _DIR_BODY
+_LEX = re.compile(_DIRECTIVE + rb"|" + _BLOCK + rb"|" + _LINE + rb"|" + _STR + rb"|" + _CHR)
 _COMMENT_IN_DIR = re.compile(_BLOCK + rb"|" + _LINE + rb"|" + _STR + rb"|" + _CHR)
 
-_SLASH, _NL = 47, 10
+_SLASH = 47
 
 _IDCHARS = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_$")
 _WS = b" \t\r\n\f\v"
 _ID_TAIL = re.compile(rb"[\w$]*")
 _IDENT = re.compile(rb"[A-Za-z_$][\w$]*")
 _OPEN_PAREN = re.compile(rb"[ \t\r\n\f\v]*\(")
-_PAREN_TOK = re.compile(rb"[(),;{}]")
+# Tokens for bracket matching in `masked` (where string and char literals are still present).
+_LITERALS = re.compile(_STR + rb"|" + _CHR)
+_PAREN_TOK = re.compile(rb"[(),;{}:]|" + _STR + rb"|" + _CHR)
 _MAX_ARGS = 8192  # bytes searched for a closing parenthesis
 
 # Candidate kinds.
-_OBJ, _FUNC, _ITER, _SYS, _TARGS, _TYPEKW, _RANGE, _OFFSETOF, _ASM = range(9)
+(_OBJ, _FUNC, _ITER, _SYS, _TARGS, _TYPEKW, _RANGE, _OFFSETOF, _ASM, _CLOSER, _STATIC,
+ _NUMBER) = range(1, 13)  # all truthy
 
-# Built-in scanners for C-grammar gaps (not macro data): `case A ... B:`, `struct foo` used as a
-# macro argument, `offsetof(T, a.b[i])`, and `asm volatile(MACRO(...) : ...)`.
-_C_WORD = r"[A-Za-z_$][\w$]*"
-_BUILTIN_SCANNERS: list[tuple[bytes | None, re.Pattern[bytes], int]] = [
-    (b"...", re.compile(rb"\.\.\."), _RANGE),
-    (b"offsetof", re.compile(rb"offsetof(?![\w$])"), _OFFSETOF),
-    (b"asm", re.compile(rb"(?:__asm__|__asm|asm)(?![\w$])"), _ASM),
-] + [
-    (kw, re.compile(kw + rb"[ \t\r\n]+" + _C_WORD.encode() + rb"(?:[ \t\r\n]*\*)*[ \t\r\n]*[,)]"),
-     _TYPEKW)
-    for kw in (b"struct", b"union", b"enum")
-]
+# Words handled by built-in rules for C-grammar gaps (not macro data): `struct foo` used as a
+# macro argument, `offsetof(T, a.b[i])`, `asm volatile(MACRO(...) : ...)`; `case A ... B:` is found
+# by a separate literal search.
+_C_WORD = rb"[A-Za-z_$][\w$]*+"
+_TYPEKW_TAIL = rb"(?=[ \t\r\n]++" + _C_WORD + rb"(?:[ \t\r\n]*+\*)*+[ \t\r\n]*+[,)])"
+_BUILTIN_WORDS: dict[bytes, tuple[int, bytes]] = {
+    b"struct": (_TYPEKW, _TYPEKW_TAIL), b"union": (_TYPEKW, _TYPEKW_TAIL),
+    b"enum": (_TYPEKW, _TYPEKW_TAIL),
+    b"offsetof": (_OFFSETOF, rb"(?![\w$])"), b"__builtin_offsetof": (_OFFSETOF, rb"(?![\w$])"),
+    b"asm": (_ASM, rb"(?![\w$])"), b"__asm__": (_ASM, rb"(?![\w$])"), b"__asm": (_ASM, rb"(?![\w$])"),
+    # `case A ... B:` (only when a `...` follows before the end of the label)
+    b"case": (_RANGE, rb"(?![\w$])(?=(?:[^;:{}\n.]++|\.(?!\.\.))*+\.\.\.)"),
+    # `static DECLARE_WORK(w, fn);` (only before an upper-case macro call)
+    b"static": (_STATIC, rb"(?![\w$])(?=[ \t]++[A-Z][A-Z0-9_]*+[ \t]*+\()"),
+}
+_TYPEKW_END = re.compile(_TYPEKW_TAIL[3:-1])
 
 _PRIM_WORDS = frozenset((b"signed", b"unsigned", b"short", b"long", b"int", b"char", b"void",
                          b"float", b"double", b"_Bool", b"__int128"))
@@ -116,21 +123,26 @@ _DIGITS = frozenset(b"0123456789")
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class MacroTables:
-    """The merged macro tables plus the scanners compiled from them."""
+    """The merged macro tables plus the scanner compiled from them."""
 
     annotations: frozenset[str]
     annotations_with_args: frozenset[str]
     iterator_patterns: tuple[str, ...]
     type_arg_macros: frozenset[str]
     syscall_defines: tuple[str, ...]
-    # (gate literal or None, compiled regex, kind; None = look the kind up by matched name)
-    scanners: tuple[tuple[bytes | None, re.Pattern[bytes], int | None], ...]
-    kinds: dict[bytes, int]
-    iterator_re: re.Pattern[bytes] | None
+    scan_re: re.Pattern[bytes]  # one pass: code skipped in C, stops at interesting tokens
+    scan_nodir_re: re.Pattern[bytes]  # the same for a span where '#' starts no directive
+    kinds: dict[bytes, int]  # exact word -> candidate kind
+    iterator_anchors: tuple[tuple[bytes, re.Pattern[bytes]], ...]  # literal -> its search regex
+    iterator_re: re.Pattern[bytes] | None  # full-identifier matcher for the iterator globs
+    closer_re: re.Pattern[bytes] | None  # full-identifier matcher for loop-closer globs
+    syscall_re: re.Pattern[bytes] | None  # full-identifier matcher for SYSCALL_DEFINEn & co
+    iterator_any: re.Pattern[bytes] | None  # identifiers for globs without a usable literal
 
 
 _SECTIONS = (("annotations", "names"), ("annotations_with_args", "names"),
-             ("iterators", "patterns"), ("type_arg_macros", "names"), ("syscall_defines", "names"))
+             ("iterators", "patterns"), ("iterators", "closers"), ("type_arg_macros", "names"),
+             ("syscall_defines", "names"))
 
 
 def _default_toml() -> Path:
@@ -151,21 +163,24 @@ def _section(doc: dict, name: str, key: str, path: str) -> tuple[list[str], list
     return list(add), list(rem)
 
 
-def _trie_regex(words: list[str]) -> str:
-    """An alternation of the words as a prefix trie (fast in the `re` engine)."""
+def _trie_regex(words: dict[str, str] | list[str]) -> str:
+    """An alternation of the words as a prefix trie (fast in the `re` engine).  `words` may map
+    each word to a regex tail emitted right after it."""
+    tails = words if isinstance(words, dict) else dict.fromkeys(words, "")
     trie: dict = {}
-    for w in words:
+    for w, tail in tails.items():
         node = trie
         for ch in w:
             node = node.setdefault(ch, {})
-        node[""] = {}
+        node[""] = tail
 
     def emit(node: dict) -> str:
         alts = [re.escape(ch) + emit(sub) for ch, sub in sorted(node.items()) if ch]
-        if not alts:
-            return ""
         if "" in node:
-            return "(?:" + "|".join(alts) + ")?"
+            if not alts:
+                return node[""]
+            alts.append(node[""])
+            return "(?:" + "|".join(alts) + ")"
         return alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
 
     return emit(trie)
@@ -187,48 +202,70 @@ def _glob_anchor(pat: str) -> str | None:
 
 
 def _build(annotations: list[str], with_args: list[str], iterators: list[str],
-           type_args: list[str], syscalls: list[str]) -> MacroTables:
-    kinds: dict[bytes, int] = {}
+           closers: list[str], type_args: list[str], syscalls: list[str]) -> MacroTables:
+    kinds: dict[bytes, int] = {w: k for w, (k, _) in _BUILTIN_WORDS.items()}
     for kind, names in ((_TARGS, type_args), (_OBJ, annotations), (_FUNC, with_args)):
         for n in names:
-            kinds[n.encode()] = kind  # later tables win: annotations beat type-arg macros
-    scanners: list[tuple[bytes | None, re.Pattern[bytes], int | None]] = []
-    # Exact names, grouped by their first two characters: each group is a regex with a literal
-    # prefix, which the `re` engine searches for at C speed.
-    groups: dict[str, list[str]] = {}
-    for n in sorted(kinds):
-        s = n.decode()
-        if _IDENT.fullmatch(n):
-            groups.setdefault(s[:2], []).append(s)
-    for pre, names in sorted(groups.items()):
-        rx = re.escape(pre) + "(?:" + _trie_regex([n[len(pre):] for n in names]) + r")(?![\w$])"
-        scanners.append((pre.encode(), re.compile(rx.encode()), None))
+            if _IDENT.fullmatch(n.encode()):
+                kinds[n.encode()] = kind  # later tables win: annotations beat type-arg macros
+    end = r"(?![\w$])"
+    tails: dict[str, list[str]] = {}
+    for w, k in kinds.items():
+        builtin = _BUILTIN_WORDS.get(w)
+        tails[w.decode()] = [builtin[1].decode() if builtin and builtin[0] == k else end]
+    # Iterator globs with a literal prefix (`scoped_*`, `WITH_*GUARD`) go into the same trie, as
+    # the prefix followed by the rest of the glob; infix globs (`*for_each*`) are searched later.
+    iterator_re = iterator_any = syscall_re = closer_re = None
+    anchors: set[str] = set()
+    unanchored = []
+    for pat in closers:
+        lit = re.match(r"[A-Za-z_$][\w$]*", pat) if not pat.startswith("re:") else None
+        if not lit:
+            raise ValueError(f"[iterators] closers must start with a literal prefix: {pat!r}")
+        tails.setdefault(lit.group(), []).append(_glob_to_regex(pat[lit.end():]) + end)
+    if closers:
+        closer_re = re.compile("|".join(_glob_to_regex(p) for p in closers).encode())
+    for pat in iterators:
+        lit = re.match(r"[A-Za-z_$][\w$]*", pat) if not pat.startswith("re:") else None
+        if lit:
+            tails.setdefault(lit.group(), []).append(_glob_to_regex(pat[lit.end():]) + end)
+            continue
+        a_ = _glob_anchor(pat)
+        if a_ is None or len(a_) < 3:
+            unanchored.append(pat)
+        else:
+            anchors.add(a_)
+    names_rx = _trie_regex({w: t[0] if len(t) == 1 else "(?:" + "|".join(t) + ")"
+                            for w, t in tails.items()})
     if syscalls:
-        rx = "(?:" + _trie_regex(sorted(set(syscalls))) + r")[0-9]+(?![\w$])"
-        common = _common_substring(syscalls)
-        scanners.append((common.encode() if len(common) >= 3 else None, re.compile(rx.encode()),
-                         _SYS))
-    iterator_re = None
+        sys_rx = "(?:" + _trie_regex(sorted(set(syscalls))) + r")[0-9]++(?![\w$])"
+        names_rx += "|" + sys_rx
+        syscall_re = re.compile(sys_rx.encode())
+    names_rx = "(?:" + names_rx + ")"
+    # One pass: skip uninteresting code (punctuation runs, identifiers that are no macro name,
+    # '/' that starts no comment) at C speed and stop at a directive, comment, string, char
+    # literal or macro name.  Every byte is covered, so a search never fails and rescans.
+    code = (r"[^\"'/\#A-Za-z_$0-9]++|(?!" + names_rx + r")[A-Za-z_$][\w$]*+"
+            r"|[0-9][0-9A-Za-z.$]*+(?!_)|/(?![/*])|"
+            + _STR.decode("latin-1") + "|" + _CHR.decode("latin-1"))
+    # A number running into '_' (`52_BIT`, `1_1`: halves of a ## paste) is a token too.
+    names_rx = "(?:" + names_rx + r"|[0-9][\w$.]*+)"
+    lexed = b"|".join((_BLOCK, _LINE)).decode("latin-1")
+    scan_re = re.compile(("(?:" + code + ")*+(" + _DIRECTIVE.decode("latin-1") + "|" + lexed
+                          + "|" + names_rx + r"|\Z)").encode("latin-1"))
+    scan_nodir_re = re.compile(("(?:" + code + r"|\#)*+(" + lexed + "|" + names_rx
+                                + r"|\Z)").encode("latin-1"))
     if iterators:
         iterator_re = re.compile("|".join(_glob_to_regex(p) for p in iterators).encode())
-        anchors: set[str] = set()
-        unanchored = []
-        for p in iterators:
-            a = _glob_anchor(p)
-            if a is None or len(a) < 3:
-                unanchored.append(p)
-            else:
-                anchors.add(a)
         # Drop anchors that contain another anchor (the shorter one finds them too).
         anchors = {a for a in anchors if not any(b != a and b in a for b in anchors)}
-        for a in sorted(anchors):
-            scanners.append((a.encode(), re.compile(re.escape(a).encode()), _ITER))
         if unanchored:
-            rx = r"(?<![\w$])(?:" + "|".join(_glob_to_regex(p) for p in unanchored) + r")(?![\w$])"
-            scanners.append((None, re.compile(rx.encode()), _ITER))
-    scanners.extend(_BUILTIN_SCANNERS)
+            iterator_any = re.compile((r"(?<![\w$])(?:" + "|".join(_glob_to_regex(p) for p in unanchored)
+                                       + r")(?![\w$])").encode())
     return MacroTables(frozenset(annotations), frozenset(with_args), tuple(iterators),
-                       frozenset(type_args), tuple(syscalls), tuple(scanners), kinds, iterator_re)
+                       frozenset(type_args), tuple(syscalls), scan_re, scan_nodir_re, kinds,
+                       tuple((a.encode(), re.compile(re.escape(a.encode()))) for a in sorted(anchors)),
+                       iterator_re, closer_re, syscall_re, iterator_any)
 
 
 def _common_substring(words: list[str]) -> str:
@@ -266,15 +303,20 @@ def _load(default_path: str, extra: str) -> MacroTables:
             if rem:
                 drop = set(rem)
                 target[:] = [x for x in target if x not in drop]
-    ann, fun, its, targs, sys_ = lists
+    ann, fun, its, closers, targs, sys_ = lists
     fun_set = set(fun)
     ann = [a for a in ann if a not in fun_set]  # a name listed in both is function-like
-    return _build(ann, fun, its, targs, sys_)
+    return _build(ann, fun, its, closers, targs, sys_)
+
+
+_DEFAULT_TOML: list[str] = []
 
 
 def macro_tables() -> MacroTables:
     """The merged macro tables (cached; the cache key includes $FLOWSCAN_MACROS)."""
-    return _load(str(_default_toml()), os.environ.get(ENV_VAR, ""))
+    if not _DEFAULT_TOML:
+        _DEFAULT_TOML.append(str(_default_toml()))
+    return _load(_DEFAULT_TOML[0], os.environ.get(ENV_VAR, ""))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -285,9 +327,9 @@ def _blank(buf: bytearray, s: int, e: int) -> None:
 
 
 def _close_paren(masked: bytearray, open_pos: int, commas: list[int] | None = None) -> int:
-    """Index of the ')' matching masked[open_pos] == '(' (comments and literals are blank in
-    `masked`), or -1.  Gives up at ';', '{', '}' or after _MAX_ARGS bytes.  Top-level commas are
-    appended to `commas` when given."""
+    """Index of the ')' matching masked[open_pos] == '(' (comments are blank in `masked`; string
+    and char literals are skipped), or -1.  Gives up at ';', '{', '}' or after _MAX_ARGS bytes.
+    Top-level commas are appended to `commas` when given."""
     depth = 0
     for m in _PAREN_TOK.finditer(masked, open_pos, open_pos + _MAX_ARGS):
         c = masked[m.start()]
@@ -300,7 +342,7 @@ def _close_paren(masked: bytearray, open_pos: int, commas: list[int] | None = No
         elif c == 44:  # ,
             if depth == 1 and commas is not None:
                 commas.append(m.start())
-        else:
+        elif c in (59, 123, 125):  # ; { }
             return -1
     return -1
 
@@ -509,25 +551,60 @@ def _layout(tokens: list[bytes], span: bytes) -> bytes | None:
     return b"\n".join(out_segs)
 
 
-def _directive(data: bytes, out: bytearray, masked: bytearray, s: int, e: int) -> None:
-    """A directive: blank the comments inside it in `out`, all of it in `masked`."""
-    chunk = data[s:e]
-    if b"/" in chunk:
-        for cm in _COMMENT_IN_DIR.finditer(chunk):
-            if chunk[cm.start()] == _SLASH:
-                out[s + cm.start():s + cm.end()] = cm.group().translate(_BLANK)
-    masked[s:e] = chunk.translate(_BLANK)
+def _directive_comments(chunk: bytes, out: bytearray, s: int) -> None:
+    """Blank the comments inside a directive (chunk == data[s:...]) in `out`."""
+    for cm in _COMMENT_IN_DIR.finditer(chunk):
+        if chunk[cm.start()] == _SLASH:
+            out[s + cm.start():s + cm.end()] = cm.group().translate(_BLANK)
 
 
-def _lex(data: bytes):
-    """Yield (start, end) of each directive, comment, string and char literal in order."""
-    m0 = _DIR_AT_START.match(data)
-    pos = 0
-    if m0:
-        yield m0.start(), m0.end()
-        pos = m0.end()
-    for m in _LEX.finditer(data, pos):
-        yield m.span()
+def _at_line_start(data: bytes, s: int) -> bool:
+    """Is data[s] the first non-blank byte of its line?"""
+    return not data[data.rfind(b"\n", 0, s) + 1:s].strip()
+
+
+def _operator_args(out: bytearray, masked: bytearray, mview: bytes) -> None:
+    """`__vcpu_rmw_sys_reg(vcpu, reg, |=, val)`: an operator passed as a macro argument becomes
+    an identifier (`__`)."""
+    k = mview.find(b"=,")
+    while k >= 0:
+        a = k
+        while a > 0 and mview[a - 1] in b"+-*/%&|^<>":
+            a -= 1
+        j = _prev_nonspace(masked, a)
+        if j >= 0 and mview[j] in b",(" and k - a <= 2:
+            out[a:k + 1] = b"_" * (k + 1 - a)
+            masked[a:k + 1] = b"_" * (k + 1 - a)
+        k = mview.find(b"=,", k + 2)
+
+
+def _classify(tables: MacroTables, tok: bytes) -> int:
+    """Kind of a scanned word that is not an exact name: a syscall definer, a loop closer, a
+    pasted number (`52_BIT`) or an iterator."""
+    if tok[0] in _DIGITS:
+        return _NUMBER
+    if tables.syscall_re is not None and tables.syscall_re.fullmatch(tok):
+        return _SYS
+    if tables.closer_re is not None and tables.closer_re.fullmatch(tok):
+        return _CLOSER
+    return _ITER
+
+
+def _scan_nodir(tables: MacroTables, data: bytes, out: bytearray, masked: bytearray,
+                cands: list, pos: int, endpos: int) -> None:
+    """prepass()'s main loop over data[pos:endpos], where a '#' starts no directive."""
+    for m in tables.scan_nodir_re.finditer(data, pos, endpos):
+        s, e = m.span(1)
+        if s == e:
+            break
+        c = data[s]
+        if c == _SLASH:
+            chunk = data[s:e].translate(_BLANK)
+            out[s:e] = chunk
+            masked[s:e] = chunk
+        else:
+            tok = data[s:e]
+            cands.append((s, e, tables.kinds.get(tok) or _classify(tables, tok)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -623,7 +700,10 @@ def _do_typekw(data, out, masked, s, e):
         return 0
     if not _is_call_paren(masked, op):
         return 0
-    end = e - 1  # the ',' or ')' that ended the match
+    m = _TYPEKW_END.match(masked, e)
+    if not m:
+        return 0
+    end = m.end() - 1  # the ',' or ')' after the type
     if masked[end] == 41:  # ')': a compound literal `(struct foo){...}` is no argument
         k = _next_nonspace(masked, end + 1)
         if k < len(masked) and masked[k] == 123:
@@ -634,16 +714,11 @@ def _do_typekw(data, out, masked, s, e):
 
 def _do_range(data, out, masked, s, e):
     """`case A ... B:` -> `case A ?: B:` (GNU case ranges are not in tree-sitter-c's grammar)."""
-    lo = max(0, s - 512)
-    seg = masked[lo:s]
-    k = max(seg.rfind(b";"), seg.rfind(b"{"), seg.rfind(b"}"), seg.rfind(b":"))
-    if k < 0 and lo > 0:
+    k = masked.find(b"...", e, e + 512)
+    if k < 0 or any(c in masked[e:k] for c in b";{}:"):
         return 0
-    head = seg[k + 1:].lstrip()
-    if not (head.startswith(b"case") and len(head) > 4 and head[4] not in _IDCHARS):
-        return 0
-    out[s:e] = b"?: "
-    masked[s:e] = b"?: "
+    out[k:k + 3] = b"?: "
+    masked[k:k + 3] = b"?: "
     return 0
 
 
@@ -672,11 +747,38 @@ def _do_offsetof(data, out, masked, s, e):
     return 0
 
 
+def _asm_label(masked: bytearray, s: int) -> bool:
+    """Does the `asm` at s follow a declarator (an asm label) rather than start a statement?"""
+    j = _prev_nonspace(masked, s)
+    if j < 0:
+        return False
+    c = masked[j]
+    if c in _IDCHARS:
+        return _word_ending_at(masked, j) not in (b"else", b"do", b"return", b"case", b"default")
+    if c == 93:  # ]
+        return True
+    if c == 41:  # )
+        o = _open_paren_before(masked, j)
+        return o >= 0 and _word_ending_at(masked, _prev_nonspace(masked, o)) not in _STMT_KEYWORDS_PAREN
+    return False
+
+
 def _do_asm(data, out, masked, s, e):
     """`asm volatile(MACRO(...) : ...)`: the template must be a string literal for the grammar;
     replace a macro-built template by blank string literals, one per line."""
     if s and masked[s - 1] in _IDCHARS:
         return 0
+    if _asm_label(masked, s):
+        # `register int x asm("r0") = 0;`, `int f(void) asm("g");`: blank the label.
+        m = _OPEN_PAREN.match(masked, e)
+        if not m:
+            return 0
+        cp = _close_paren(masked, m.end() - 1)
+        if cp < 0:
+            return 0
+        _blank(out, s, cp + 1)
+        _blank(masked, s, cp + 1)
+        return cp + 1
     i = _next_nonspace(masked, e)
     while True:
         m = _IDENT.match(masked, i)
@@ -686,28 +788,31 @@ def _do_asm(data, out, masked, s, e):
     if i >= len(masked) or masked[i] != 40:
         return 0
     t = _next_nonspace(masked, i + 1)
-    if t >= len(masked) or data[t] == 34 or masked[t] not in _IDCHARS:  # a string: fine already
+    if t >= len(masked):
         return 0
     # The template runs to the first top-level ':' or the closing ')'.
     depth = 0
     end = -1
-    for k in range(t, min(len(masked), t + _MAX_ARGS)):
-        c = masked[k]
+    for tm in _PAREN_TOK.finditer(masked, t, t + _MAX_ARGS):
+        c = masked[tm.start()]
         if c == 40:
             depth += 1
         elif c == 41:
             if depth == 0:
-                end = k
+                end = tm.start()
                 break
             depth -= 1
         elif c == 58 and depth == 0:
-            end = k
+            end = tm.start()
             break
         elif c in (59, 123, 125):
             return 0
     if end < 0:
         return 0
     end = _prev_nonspace(masked, end) + 1
+    # Only a template built with macros needs help: `"..." MACRO(...) "..."`.
+    if not any(c in _IDCHARS for c in _LITERALS.sub(b"", masked[t:end])):
+        return 0
     segs = bytes(masked[t:end]).split(b"\n")
     new_segs = [b'"' + b" " * (len(g) - 2) + b'"' if len(g) >= 2 else b" " * len(g) for g in segs]
     if not any(len(g) >= 2 for g in segs):
@@ -718,8 +823,64 @@ def _do_asm(data, out, masked, s, e):
     return end
 
 
+def _do_closer(data, out, masked, s, e):
+    """`} while_each_thread(g, t);` -> `} while (g, t);` (the end of a do_each_* loop)."""
+    if e - s < 5:
+        return 0
+    j = _prev_nonspace(masked, s)
+    if j < 0 or masked[j] != 125:  # }
+        return 0
+    m = _OPEN_PAREN.match(masked, e)
+    if not m:
+        return 0
+    op = m.end() - 1
+    cp = _close_paren(masked, op)
+    if cp < 0:
+        return 0
+    k = _next_nonspace(masked, cp + 1)
+    if k >= len(masked) or masked[k] != 59:  # ;
+        return 0
+    if not masked[op + 1:cp].strip():
+        new = b"while(1)"
+        if b"\n" in masked[s:cp + 1] or cp + 1 - s < len(new):
+            return 0
+        new += b" " * (cp + 1 - s - len(new))
+        out[s:cp + 1] = new
+        masked[s:cp + 1] = new
+        return cp + 1
+    new = b"while" + b" " * (e - s - 5)
+    out[s:e] = new
+    masked[s:e] = new
+    return 0
+
+
+def _do_static(data, out, masked, s, e):
+    """`static DECLARE_WORK(w, fn);` -> `       DECLARE_WORK(w, fn);` (a declaration the grammar
+    cannot read becomes a call; one-argument forms already parse and are left alone)."""
+    m = _OPEN_PAREN.match(masked, _IDENT.match(masked, _next_nonspace(masked, e)).end())
+    if not m:
+        return 0
+    commas: list[int] = []
+    if _close_paren(masked, m.end() - 1, commas) < 0 or not commas:
+        return 0
+    out[s:e] = b" " * (e - s)
+    masked[s:e] = b" " * (e - s)
+    return 0
+
+
+def _do_number(data, out, masked, s, e):
+    """`52_BIT` / `1_1` (halves of a ## paste) -> `_2_BIT` / `__1`: an identifier."""
+    if b"_" not in masked[s:e] or (s and masked[s - 1] in _IDCHARS) or masked[s + 1:s + 2] in (
+            b"x", b"X", b"b", b"B") and masked[s] == 48:
+        return 0
+    out[s] = 95
+    masked[s] = 95
+    return 0
+
+
 _HANDLERS = {_OBJ: _do_obj, _FUNC: _do_func, _ITER: _do_iter, _SYS: _do_sys, _TARGS: _do_targs,
-             _TYPEKW: _do_typekw, _RANGE: _do_range, _OFFSETOF: _do_offsetof, _ASM: _do_asm}
+             _TYPEKW: _do_typekw, _RANGE: _do_range, _OFFSETOF: _do_offsetof, _ASM: _do_asm,
+             _CLOSER: _do_closer, _STATIC: _do_static, _NUMBER: _do_number}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -734,52 +895,55 @@ def prepass(data: bytes) -> bytes:
     out = bytearray(data)
     masked = bytearray(data)  # comments, literals and directive lines blank: code only
     translate = bytes.translate
-    m0 = _DIR_AT_START.match(data)
-    if m0:
-        _directive(data, out, masked, 0, m0.end())
-    for m in _LEX.finditer(data, m0.end() if m0 else 0):
-        s, e = m.span()
+    kinds = tables.kinds
+    cands: list[tuple[int, int, int]] = []
+    for m in tables.scan_re.finditer(data):
+        s, e = m.span(1)
+        if s == e:
+            break  # end of data
         c = data[s]
         if c == _SLASH:  # comment
             chunk = translate(data[s:e], _BLANK)
             out[s:e] = chunk
             masked[s:e] = chunk
-        elif c == _NL:  # directive line(s)
-            _directive(data, out, masked, s, e)
-        else:  # string or char literal
-            masked[s:e] = translate(data[s:e], _BLANK)
+        elif c == 35:  # directive
+            if _at_line_start(data, s):
+                chunk = data[s:e]
+                if b"/" in chunk:
+                    _directive_comments(chunk, out, s)
+                masked[s:e] = translate(chunk, _BLANK)
+            else:  # a stray '#': the rest of the line is code after all
+                _scan_nodir(tables, data, out, masked, cands, s + 1, e)
+        else:  # a macro name or a built-in word
+            tok = data[s:e]
+            cands.append((s, e, kinds.get(tok) or _classify(tables, tok)))
 
     mview = bytes(masked)
-    cands: list[tuple[int, int, int]] = []
-    kinds = tables.kinds
-    iter_re = tables.iterator_re
-    seen_iter: set[int] = set()
-    for gate, rx, kind in tables.scanners:
-        if gate is not None and gate not in mview:
-            continue
-        if kind is None:
-            for m in rx.finditer(mview):
-                s = m.start()
-                if s and mview[s - 1] in _IDCHARS:
-                    continue
-                cands.append((s, m.end(), kinds[m.group()]))
-        elif kind == _ITER:
+    if b"=," in mview:
+        _operator_args(out, masked, mview)
+    if tables.iterator_re is not None:
+        seen: set[int] = set()
+        iter_re = tables.iterator_re
+        for lit, rx in tables.iterator_anchors:
+            if lit not in mview:
+                continue
             for m in rx.finditer(mview):
                 s, e = m.span()
                 while s and mview[s - 1] in _IDCHARS:
                     s -= 1
                 e = _ID_TAIL.match(mview, e).end()
-                if s in seen_iter:
+                if s in seen or mview[s] in _DIGITS:
                     continue
-                seen_iter.add(s)
-                if iter_re.fullmatch(mview, s, e) and mview[s:e] not in kinds:
+                seen.add(s)
+                if iter_re.fullmatch(mview, s, e) and mview[s:e] not in kinds and not (
+                        tables.closer_re is not None and tables.closer_re.fullmatch(mview, s, e)):
                     cands.append((s, e, _ITER))
-        else:
-            for m in rx.finditer(mview):
-                s = m.start()
-                if s and mview[s - 1] in _IDCHARS and kind != _RANGE:
-                    continue
-                cands.append((s, m.end(), kind))
+        if tables.iterator_any is not None:
+            for m in tables.iterator_any.finditer(mview):
+                if m.start() not in seen and mview[m.start()] not in _DIGITS \
+                        and m.group() not in kinds:
+                    seen.add(m.start())
+                    cands.append((m.start(), m.end(), _ITER))
     if not cands:
         return bytes(out)
     cands.sort()
@@ -791,7 +955,7 @@ def prepass(data: bytes) -> bytes:
     return bytes(out)
 
 
-_COND_KW = re.compile(rb"[ \t\f\v]*\#[ \t\f\v]*([A-Za-z_]\w*)")
+_COND_KW = re.compile(rb"\#[ \t\f\v]*([A-Za-z_]\w*)")
 _OPENERS = frozenset((b"if", b"ifdef", b"ifndef"))
 _MIDDLES = frozenset((b"elif", b"else", b"elifdef", b"elifndef"))
 
@@ -812,14 +976,11 @@ def flatten_conditionals(data: bytes) -> bytes:
     active = True
     cur = 0
     translate = bytes.translate
-    for s, e in _lex(data):
-        c = data[s]
-        if c == _NL:
-            ds = s + 1
-        elif s == 0 and c in (32, 9, 12, 11, 35):  # directive at the start of the file
-            ds = s
-        else:
+    for lm in _LEX.finditer(data):
+        s, e = lm.span()
+        if data[s] != 35 or not _at_line_start(data, s):
             continue
+        ds = s
         m = _COND_KW.match(data, ds, e)
         kw = m.group(1) if m else b""
         if kw in _OPENERS:
