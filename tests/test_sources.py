@@ -1,0 +1,487 @@
+"""sources.py on small tagged repositories built in tmp_path: cloning, fetching, listing, reading, refusing."""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from flowscan import sources
+from flowscan.errors import FlowscanError
+from flowscan.sources import (DirTree, FileEntry, Source, clone_dir, git_blob_id, open_tree, validate_ref,
+                              validate_repo)
+
+GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@localhost", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@localhost", "GIT_CONFIG_NOSYSTEM": "1",
+           "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+
+
+def git(repo: Path, *args: str, input: bytes | None = None) -> str:
+    env = dict(GIT_ENV, HOME=str(repo))
+    out = subprocess.run(["git", *args], cwd=repo, env=env, input=input, capture_output=True, check=True)
+    return out.stdout.decode()
+
+
+def write(root: Path, files: dict[str, str | bytes | None]) -> None:
+    for rel, content in files.items():
+        path = root / rel
+        if content is None:
+            path.unlink()
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+
+
+V1 = {
+    "arch/arm64/kernel/psci.c": "int psci_sys_reset(void) { return 0; }\n",
+    "arch/arm64/kernel/setup.c": "void setup_arch(void) {}\n",
+    "arch/x86/kernel/reboot.c": "void native_machine_restart(void) {}\n",
+    "kernel/reboot.c": "void kernel_restart(char *cmd) { machine_restart(cmd); }\n",
+    "include/linux/reboot.h": "extern void kernel_restart(char *cmd);\n",
+    "drivers/firmware/psci/psci.c": "static int psci_probe(void) { return 0; }\n",
+    "Documentation/reboot.rst": "Rebooting\n",
+    "README": "a tiny tree\n",
+}
+V2 = {  # changes two .c files, adds one, removes one, leaves the rest alone
+    "arch/arm64/kernel/psci.c": "int psci_sys_reset(void) { return 1; }\n",
+    "kernel/reboot.c": "void kernel_restart(char *cmd) { do_kernel_restart(cmd); }\n",
+    "kernel/reboot_new.c": "void do_kernel_restart(char *cmd) {}\n",
+    "arch/x86/kernel/reboot.c": None,
+}
+
+
+def make_repo(path: Path) -> Path:
+    """v1 (lightweight tag) and v2 (annotated tag), then one untagged commit on master."""
+    path.mkdir(parents=True)
+    git(path, "init", "-q", "-b", "master")
+    write(path, V1)
+    git(path, "add", "-A")
+    git(path, "commit", "-q", "-m", "v1")
+    git(path, "tag", "v1")
+    write(path, V2)
+    git(path, "add", "-A")
+    git(path, "commit", "-q", "-m", "v2")
+    git(path, "tag", "-a", "v2", "-m", "release v2")
+    write(path, {"kernel/extra.c": "int extra;\n"})
+    git(path, "add", "-A")
+    git(path, "commit", "-q", "-m", "after v2")
+    return path
+
+
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    return make_repo(tmp_path / "linux")
+
+
+@pytest.fixture
+def cache(tmp_path) -> Path:
+    return tmp_path / "cache"
+
+
+def ls_tree_c(repo: Path, ref: str) -> list[FileEntry]:
+    """The .c/.h files of ref according to git itself."""
+    rows = []
+    for line in git(repo, "ls-tree", "-r", "-l", ref).splitlines():
+        meta, path = line.split("\t", 1)
+        mode, kind, oid, size = meta.split()
+        if path.endswith((".c", ".h")):
+            rows.append(FileEntry(path, oid, int(size)))
+    return sorted(rows, key=lambda e: e.path)
+
+
+def present_objects(gitdir: Path) -> set[str]:
+    out = git(gitdir, "cat-file", "--batch-all-objects", "--batch-check=%(objectname)")
+    return set(out.split())
+
+
+def repos_in(cache: Path) -> list[str]:
+    base = cache / "repos"
+    return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+
+
+# ---------------------------------------------------------------------------------------------- git
+
+def test_listing_at_a_tag_equals_git_ls_tree(repo, cache):
+    with open_tree(Source("guest", str(repo), "v1"), cache, progress=False) as tree:
+        assert tree.files() == ls_tree_c(repo, "v1")
+        assert tree.commit == git(repo, "rev-parse", "v1^{commit}").strip()
+        assert tree.label == "linux@v1"
+
+
+def test_read_returns_exact_bytes(repo, cache):
+    with open_tree(Source("guest", str(repo), "v2"), cache, progress=False) as tree:
+        entries = tree.files()
+        got = list(tree.read(entries))
+        assert [e for e, _ in got] == entries
+        for entry, data in got:
+            assert data == subprocess.run(["git", "show", f"v2:{entry.path}"], cwd=repo,
+                                          capture_output=True, check=True).stdout
+            assert git_blob_id(data) == entry.blob and len(data) == entry.size
+        assert tree.read_one("README") == b"a tiny tree\n"  # not a C file: fetched on demand
+        with pytest.raises(FlowscanError, match="no file 'nope.c'"):
+            tree.read_one("nope.c")
+
+
+def test_read_can_stop_early_and_continue(repo, cache):
+    with open_tree(Source("guest", str(repo), "v1"), cache, progress=False) as tree:
+        entries = tree.files()
+        it = tree.read(entries)
+        first = next(it)
+        it.close()  # leaves the cat-file stream in step
+        assert first[0] == entries[0]
+        assert [d for _, d in tree.read(entries[1:2])] == [list(tree.read(entries))[1][1]]
+
+
+def test_clone_is_shallow_partial_and_fetches_only_the_scope(repo, cache):
+    with open_tree(Source("guest", str(repo), "v1"), cache, progress=False) as tree:
+        gitdir = clone_dir(cache, str(repo))
+        assert (gitdir / "shallow").is_file()
+        files = tree.files(["kernel"])
+        have = present_objects(gitdir)
+        assert {e.blob for e in files} <= have
+        outside = ls_tree_c(repo, "v1")
+        assert {e.blob for e in outside if not e.path.startswith("kernel/")}.isdisjoint(have)
+
+
+def test_second_tag_reuses_the_clone(repo, cache):
+    t1 = open_tree(Source("guest", str(repo), "v1"), cache, progress=False)
+    gitdir = clone_dir(cache, str(repo))
+    inode = gitdir.stat().st_ino
+    (gitdir / "flowscan-test-marker").write_text("first clone")
+    t1.close()
+    with open_tree(Source("guest", str(repo), "v2"), cache, progress=False) as t2:
+        assert t2.files() == ls_tree_c(repo, "v2")
+        assert t2.commit == git(repo, "rev-parse", "v2^{commit}").strip()
+    assert gitdir.stat().st_ino == inode
+    assert (gitdir / "flowscan-test-marker").read_text() == "first clone"
+    assert repos_in(cache) == [gitdir.name]
+
+
+def test_refs_already_fetched_need_no_remote(repo, cache, tmp_path):
+    for ref in ("v1", "v2"):
+        with open_tree(Source("guest", str(repo), ref), cache, progress=False) as tree:
+            tree.files()  # the refs and the blobs in scope are now in the cache clone
+    away = tmp_path / "moved-away"
+    repo.rename(away)  # the "remote" is gone: v1 and v2 must still open, without the network
+    repo.mkdir()
+    try:
+        for ref in ("v1", "v2"):
+            with open_tree(Source("guest", str(repo), ref), cache, progress=False) as tree:
+                assert tree.files() == ls_tree_c(away, ref)
+        with pytest.raises(FlowscanError, match="not a git repository"):
+            open_tree(Source("guest", str(repo), "v3"), cache, progress=False)
+    finally:
+        repo.rmdir()
+        away.rename(repo)
+
+
+def test_second_tag_fetches_only_changed_blobs(repo, cache):
+    open_tree(Source("guest", str(repo), "v1"), cache, progress=False).files()
+    gitdir = clone_dir(cache, str(repo))
+    before = present_objects(gitdir)
+    with open_tree(Source("guest", str(repo), "v2"), cache, progress=False) as tree:
+        files = tree.files()
+    new_blobs = {e.blob for e in files} - {e.blob for e in ls_tree_c(repo, "v1")}
+    assert len(new_blobs) == 3  # psci.c, reboot.c changed; reboot_new.c added
+    assert new_blobs <= present_objects(gitdir) - before
+
+
+def test_branch_head_and_commit_refs(repo, cache):
+    head = git(repo, "rev-parse", "master").strip()
+    with open_tree(Source("guest", str(repo), "master"), cache, progress=False) as tree:
+        assert tree.commit == head
+        assert "kernel/extra.c" in [e.path for e in tree.files()]
+    with open_tree(Source("guest", str(repo), ""), cache, progress=False) as tree:
+        assert tree.commit == head and tree.label == "linux@HEAD"
+    v1 = git(repo, "rev-parse", "v1^{commit}").strip()
+    with open_tree(Source("guest", str(repo), v1), cache, progress=False) as tree:
+        assert tree.commit == v1
+        assert tree.files() == ls_tree_c(repo, "v1")
+    with pytest.raises(FlowscanError, match="full commit id"):
+        open_tree(Source("guest", str(repo), "deadbeef"), cache, progress=False)
+
+
+def test_file_url_and_bare_repo(repo, cache, tmp_path):
+    bare = tmp_path / "bare.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(bare)], check=True, env=GIT_ENV)
+    with open_tree(Source("vmm", f"file://{bare}", "v2"), cache, progress=False) as tree:
+        assert tree.files() == ls_tree_c(repo, "v2")
+        assert (clone_dir(cache, f"file://{bare}") / "shallow").is_file()
+    with open_tree(Source("vmm", str(bare), "v1"), cache, progress=False) as tree:
+        assert tree.files() == ls_tree_c(repo, "v1")
+    assert len(repos_in(cache)) == 2  # one clone per distinct URL
+
+
+def _open_in_child(repo: str, cache: str, ref: str, q) -> None:
+    try:
+        with open_tree(Source("guest", repo, ref), Path(cache), progress=False) as tree:
+            q.put([(e.path, e.blob) for e in tree.files()])
+    except Exception as exc:  # pragma: no cover - reported to the parent
+        q.put(repr(exc))
+
+
+def test_two_processes_cloning_at_once(repo, cache):
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_open_in_child, args=(str(repo), str(cache), ref, q)) for ref in ("v1", "v2")]
+    for p in procs:
+        p.start()
+    results = [q.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(60)
+    assert all(isinstance(r, list) for r in results), results
+    expected = [[(e.path, e.blob) for e in ls_tree_c(repo, ref)] for ref in ("v1", "v2")]
+    assert sorted(results) == sorted(expected)
+    assert len(repos_in(cache)) == 1
+
+
+# ---------------------------------------------------------------------------------------------- scopes
+
+def test_scopes_dirs_files_and_globs(repo, cache):
+    with open_tree(Source("guest", str(repo), "v1"), cache, progress=False) as tree:
+        paths = lambda scopes: [e.path for e in tree.files(scopes)]  # noqa: E731
+        assert paths(["arch/arm64", "kernel"]) == ["arch/arm64/kernel/psci.c", "arch/arm64/kernel/setup.c",
+                                                    "kernel/reboot.c"]
+        assert paths(["./kernel/reboot.c"]) == ["kernel/reboot.c"]
+        assert paths(["arch/*/kernel"]) == ["arch/arm64/kernel/psci.c", "arch/arm64/kernel/setup.c",
+                                            "arch/x86/kernel/reboot.c"]
+        assert paths(["*/psci.c"]) == ["arch/arm64/kernel/psci.c", "drivers/firmware/psci/psci.c"]
+        assert paths(["Documentation"]) == []  # exists, but holds no C
+        assert paths(["."]) == paths([]) == [e.path for e in ls_tree_c(repo, "v1")]
+
+
+@pytest.mark.parametrize("scope, message", [
+    ("arch/arm", "scope 'arch/arm' matches nothing in linux@v1"),
+    ("virt", "scope 'virt' matches nothing"),
+    ("../etc", "points outside the tree"),
+    ("kernel/../../x", "points outside the tree"),
+    ("/etc", "absolute"),
+    ("arch/*/nothing", "matches nothing"),
+])
+def test_bad_scopes(repo, cache, scope, message):
+    with open_tree(Source("guest", str(repo), "v1"), cache, progress=False) as tree:
+        with pytest.raises(FlowscanError, match=message.replace("(", r"\(").replace("*", r"\*")):
+            tree.files([scope])
+
+
+# ---------------------------------------------------------------------------------------------- plain dirs
+
+def test_plain_directory(tmp_path):
+    root = tmp_path / "src"
+    write(root, V1)
+    write(root, {"big.c": b"x" * 70000, "bin.c": b"\0\1\2", ".git/HEAD.c": "ignored\n"})
+    (root / "link.c").symlink_to(root / "kernel" / "reboot.c")
+    outside = tmp_path / "outside"
+    write(outside, {"secret.c": "int secret;\n"})
+    (root / "out").symlink_to(outside)
+    tree = DirTree(root)
+    entries = tree.files()
+    paths = [e.path for e in entries]
+    assert paths == sorted(p for p in [*V1, "big.c", "bin.c"] if p.endswith((".c", ".h")))
+    for entry in entries:
+        expected = subprocess.run(["git", "hash-object", str(root / entry.path)], capture_output=True,
+                                  check=True, text=True).stdout.strip()
+        assert entry.blob == expected
+        assert entry.size == (root / entry.path).stat().st_size
+    assert dict((e.path, d) for e, d in tree.read(entries))["kernel/reboot.c"] == V1["kernel/reboot.c"].encode()
+    assert [e.path for e in tree.files(["kernel", str(root / "arch" / "arm64")])] == [
+        "arch/arm64/kernel/psci.c", "arch/arm64/kernel/setup.c", "kernel/reboot.c"]
+    assert tree.read_one("README") == b"a tiny tree\n"
+    with pytest.raises(FlowscanError, match="outside"):
+        tree.files([str(outside)])
+    with pytest.raises(FlowscanError, match="outside"):
+        tree.read_one("../outside/secret.c")
+    with pytest.raises(FlowscanError, match="outside"):
+        tree.read_one("out/secret.c")
+    with pytest.raises(FlowscanError, match="matches nothing"):
+        tree.files(["out"])
+
+
+def test_plain_directory_edited_after_listing(tmp_path):
+    root = tmp_path / "src"
+    write(root, {"a.c": "int a;\n"})
+    tree = DirTree(root)
+    [entry] = tree.files()
+    write(root, {"a.c": "int a2;\n"})
+    [(got, data)] = list(tree.read([entry]))
+    assert data == b"int a2;\n" and got.blob == git_blob_id(data) != entry.blob
+
+
+def test_plain_directory_via_open_tree(tmp_path, cache):
+    write(tmp_path / "src", {"a.c": "int a;\n"})
+    tree = open_tree(Source("", src=str(tmp_path / "src")), cache)
+    assert tree.commit == "" and [e.path for e in tree.files()] == ["a.c"]
+    with pytest.raises(FlowscanError, match="no such directory"):
+        open_tree(Source("", src=str(tmp_path / "missing")), cache)
+    with pytest.raises(FlowscanError, match="excludes"):
+        open_tree(Source("guest", repo="x", src=str(tmp_path / "src")), cache)
+    assert not (cache / "repos").exists()
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize("ref, reason", [
+    ("-x", "must not begin with '-'"),
+    ("--upload-pack=touch", "must not begin with '-'"),
+    ("a..b", r"contains '\.\.'"),
+    ("a b", "contains a space"),
+    ("v1\n", "control characters"),
+    ("v1\x1b[31m", "control characters"),
+    ("v1\x00", "control characters"),
+    ("", "empty"),
+    ("a~1", "contains '~'"),
+    ("a^", r"contains '\^'"),
+    ("a:b", "contains ':'"),
+    ("a*", r"contains '\*'"),
+    ("a[", r"contains '\['"),
+    ("a\\b", "contains"),
+    ("a?", r"contains '\?'"),
+    ("a@{1}", "contains '@{'"),
+    ("@", "alone"),
+    ("a/", "empty path component"),
+    ("a//b", "empty path component"),
+    ("a.", "end with '.'"),
+    ("a/.b", "begins with '.'"),
+    ("a.lock", ".lock"),
+])
+def test_invalid_refs(ref, reason):
+    with pytest.raises(FlowscanError, match=f"invalid ref .*{reason}") as info:
+        validate_ref(ref)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("ref", ["v6.12.8", "master", "refs/tags/v1", "feature/x-1", "a" * 40, "v1.0-rc1"])
+def test_valid_refs(ref):
+    assert validate_ref(ref) == ref
+
+
+@pytest.mark.parametrize("url, reason", [
+    ("ext::sh -c touch% /tmp/pwned", "transport 'ext::'"),
+    ("fd::17", "transport 'fd::'"),
+    ("foo::https://example.com/x", "transport 'foo::'"),
+    ("-uploadpack=touch", "must not begin with '-'"),
+    ("--upload-pack=touch x", "must not begin with '-'"),
+    ("ssh://-oProxyCommand=touch%20x/repo", "must not begin with '-'"),
+    ("ssh://-u@host/repo", "must not begin with '-'"),
+    ("-oProxyCommand=x:repo", "must not begin with '-'"),
+    ("host-@-oProxyCommand=x:repo", "must not begin with '-'"),
+    ("javascript://x/y", "scheme 'javascript'"),
+    ("https://host/a\nb", "control characters"),
+    ("", "empty"),
+])
+def test_invalid_repos(url, reason):
+    with pytest.raises(FlowscanError, match=f"invalid repository .*{reason}") as info:
+        validate_repo(url)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("url", [
+    "https://git.kernel.org/pub/scm/linux/kernel/git/torvalds/linux.git", "http://h/x.git", "git://h/x",
+    "ssh://git@h:22/x.git", "git@gitlab.com:qemu-project/qemu.git", "file:///srv/git/x.git", "/srv/x",
+    "../linux", "./a:b",
+])
+def test_valid_repos(url):
+    assert validate_repo(url) == url
+
+
+def test_ext_transport_never_runs(tmp_path, cache):
+    flag = tmp_path / "pwned"
+    with pytest.raises(FlowscanError, match="transport 'ext::'"):
+        open_tree(Source("guest", f"ext::sh -c touch% {flag}", "v1"), cache, progress=False)
+    assert not flag.exists()
+    # and git itself is fenced too, should a helper URL ever slip past validation
+    proc = subprocess.run(["git", "ls-remote", f"ext::sh -c touch% {flag}"], env=sources._git_env(),
+                          capture_output=True)
+    assert proc.returncode != 0 and not flag.exists()
+
+
+def no_partial_clone(cache: Path) -> bool:
+    base = cache / "repos"
+    return not base.exists() or not [p for p in base.iterdir() if p.is_dir()]
+
+
+def test_unknown_tag(repo, cache):
+    with pytest.raises(FlowscanError, match=f"^ref 'v9.9' not found in {repo}$"):
+        open_tree(Source("guest", str(repo), "v9.9"), cache, progress=False)
+    assert no_partial_clone(cache)
+    open_tree(Source("guest", str(repo), "v1"), cache, progress=False).close()
+    with pytest.raises(FlowscanError, match="ref 'v9.9' not found"):  # also on an existing clone
+        open_tree(Source("guest", str(repo), "v9.9"), cache, progress=False)
+
+
+def test_not_a_repository(tmp_path, cache):
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    with pytest.raises(FlowscanError, match=f"^not a git repository: {plain}$"):
+        open_tree(Source("guest", str(plain), "v1"), cache, progress=False)
+    with pytest.raises(FlowscanError, match="no such repository"):
+        open_tree(Source("guest", str(tmp_path / "missing"), "v1"), cache, progress=False)
+    with pytest.raises(FlowscanError, match=f"^not a git repository: file://{plain}$"):
+        open_tree(Source("guest", f"file://{plain}", "v1"), cache, progress=False)
+    with pytest.raises(FlowscanError, match="no repository or directory"):
+        open_tree(Source("guest"), cache, progress=False)
+    assert no_partial_clone(cache)
+
+
+def test_unreachable_url_fails_fast(cache):
+    with pytest.raises(FlowscanError, match="cannot reach repository http://127.0.0.1:9/x.git"):
+        open_tree(Source("guest", "http://127.0.0.1:9/x.git", "v1"), cache, progress=False)
+    assert no_partial_clone(cache)
+
+
+def test_interrupted_clone_leaves_nothing(repo, cache, monkeypatch):
+    real = sources._fetch_ref
+
+    def interrupted(gitdir, *args, **kw):
+        real(gitdir, *args, **kw)  # the objects arrived, then Ctrl-C before the clone is in place
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sources, "_fetch_ref", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        open_tree(Source("guest", str(repo), "v1"), cache, progress=False)
+    assert no_partial_clone(cache)
+    assert not [p for p in (cache / "repos").iterdir() if p.name.startswith(".tmp-")]
+    monkeypatch.setattr(sources, "_fetch_ref", real)
+    with open_tree(Source("guest", str(repo), "v1"), cache, progress=False) as tree:
+        assert tree.files() == ls_tree_c(repo, "v1")
+
+
+def test_stale_temporary_clone_is_swept(repo, cache):
+    target = clone_dir(cache, str(repo))
+    stale = target.parent / f".tmp-{target.name}-killed"
+    stale.mkdir(parents=True)
+    open_tree(Source("guest", str(repo), "v1"), cache, progress=False).close()
+    assert not stale.exists() and target.is_dir()
+
+
+def test_clone_dir_naming(cache, repo):
+    url = "https://git.kernel.org/pub/scm/linux/kernel/git/torvalds/linux.git"
+    d = clone_dir(cache, url)
+    assert d.parent == cache / "repos"
+    assert d.name == f"linux-{hashlib.sha256(url.encode()).hexdigest()[:12]}.git"
+    assert clone_dir(cache, url + "/") == d
+    assert clone_dir(cache, str(repo)) == clone_dir(cache, str(repo / "kernel" / ".."))
+    assert clone_dir(cache, "git@gitlab.com:qemu-project/qemu.git").name.startswith("qemu-")
+
+
+def test_progress_goes_to_stderr(repo, cache, capsys):
+    with open_tree(Source("guest", str(repo), "v1"), cache, progress=True) as tree:
+        tree.files()
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert "cloning linux@v1" in out.err
+    with open_tree(Source("guest", str(repo), "v2"), cache, progress=False) as tree:
+        tree.files()
+    assert capsys.readouterr().err == ""
+
+
+def test_cached_repos(repo, cache):
+    open_tree(Source("guest", str(repo), "v1"), cache, progress=False).close()
+    open_tree(Source("guest", str(repo), "v2"), cache, progress=False).close()
+    [info] = sources.cached_repos(cache)
+    assert info["url"] == str(repo.resolve()) and info["tags"] == ["v1", "v2"]
