@@ -455,10 +455,9 @@ class _Collector:
                                                   line=name.start_point.row + 1))
 
     def _globals(self) -> None:
-        names = [n for n in self.scopes.file_vars if len(n) > 2]
+        names = {n for n in self.scopes.file_vars if len(n) > 2}
         if not names or not self.scopes.functions:
             return
-        pattern = re.compile(rb"\b(?:" + b"|".join(re.escape(n.encode()) for n in sorted(names)) + rb")\b")
         data = self.data
         last_pos, last_line = 0, 1
         for fidx, (start, end, fname, node) in enumerate(self.scopes.functions):
@@ -466,9 +465,10 @@ class _Collector:
             if body is None:
                 continue
             seen = set()
-            for m in pattern.finditer(data, body.start_byte, body.end_byte):
+            local = self.scopes.locals[fidx]
+            for m in _IDENT.finditer(data, body.start_byte, body.end_byte):
                 name = m.group().decode()
-                if self.scopes.is_local(fidx, name):
+                if name not in names or name in local:
                     continue
                 write = bool(_WRITE_AFTER.match(data, m.end()) or _INCDEC_BEFORE.search(data, max(0, m.start() - 4),
                                                                                           m.start()))
@@ -477,11 +477,11 @@ class _Collector:
                 seen.add((name, write))
                 last_line += data.count(b"\n", last_pos, m.start())
                 last_pos = m.start()
-                line = last_line
                 self.facts.globals.append(GlobalRef(name=name, function=fname, write=write,
-                                                    path=self.path, line=line))
+                                                    path=self.path, line=last_line))
 
 
+_IDENT = re.compile(rb"(?<![\w.>])[A-Za-z_]\w{2,}\b")  # not a field after `.` or `->`
 _WRITE_AFTER = re.compile(rb"[ \t]*(?:[-+*/|&^]?=(?!=)|\+\+|--)")
 _INCDEC_BEFORE = re.compile(rb"(?:\+\+|--)[ \t]*\Z")
 

@@ -49,7 +49,7 @@ def fs(capsys, cache):
 
 
 LINUX_SCOPE = ("--scope", "arch/arm64", "--scope", "kernel", "--scope", "virt", "--scope", "drivers/firmware")
-QEMU_SCOPE = ("--scope", "accel", "--scope", "system", "--scope", "softmmu", "--scope", "hw/core",
+QEMU_SCOPE = ("--scope", "accel", "--scope", "system", "--scope", "hw/core",
               "--scope", "hw/intc", "--scope", "target/arm", "--scope", "include/hw")
 
 
