@@ -12,7 +12,7 @@ import operator
 from dataclasses import dataclass, field, fields
 
 # Bump whenever extraction output changes: it is part of every cache key.
-EXTRACTOR_VERSION = "fx-4"
+EXTRACTOR_VERSION = "fx-5"
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +126,14 @@ class FileFacts:
         out: dict = {"path": self.path, "blob": self.blob, "parse_errors": self.parse_errors,
                      "skipped": self.skipped}
         for name, getter in _GETTERS.items():
-            out[name] = [getter(r) for r in getattr(self, name)]
+            at = _PATH_AT[_LISTS[name]]
+            rows = []
+            for r in getattr(self, name):
+                row = list(getter(r))
+                if row[at] == self.path:
+                    row[at] = None  # the file's own path: restored on load, so one blob serves any path
+                rows.append(row)
+            out[name] = rows
         return out
 
     @classmethod
@@ -136,9 +143,12 @@ class FileFacts:
         for name, klass in _LISTS.items():
             tuple_at = _TUPLE_AT[klass]
             rows = getattr(out, name)
+            at = _PATH_AT[klass]
             for row in data.get(name, ()):
                 for i in tuple_at:
                     row[i] = tuple(row[i])
+                if row[at] is None:
+                    row[at] = out.path
                 rows.append(klass(*row))
         return out
 
@@ -161,5 +171,6 @@ _LISTS = {
 }
 
 _GETTERS = {name: operator.attrgetter(*(f.name for f in fields(klass))) for name, klass in _LISTS.items()}
+_PATH_AT = {klass: [f.name for f in fields(klass)].index("path") for klass in _LISTS.values()}
 _TUPLE_AT = {klass: tuple(i for i, f in enumerate(fields(klass)) if str(f.type).startswith("tuple"))
              for klass in _LISTS.values()}
