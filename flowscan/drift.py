@@ -171,7 +171,8 @@ def _neighbourhood(old: FlowResult, new: FlowResult, renames: dict[str, str]) ->
         before = {renames.get(c, c) for c in oc[okey]}
         after = set(nc[key])
         added, removed = sorted(after - before), sorted(before - after)
-        stage = next((h.stage for h in new.hops if h.role == role and fn in (h.matched_from, h.matched_to)), "")
+        stage = next((h.stage for h in new.hops if h.role == role and
+                      (fn in (h.matched_from, h.matched_to) or any(st.callee == fn for st in h.steps))), "")
         if added:
             out.append(DriftItem(kind="calls-added", severity="info", hop="", stage=stage, role=role,
                                  subject=fn, detail="now also calls " + ", ".join(added)))
