@@ -1,32 +1,44 @@
 """Byte-preserving pre-pass that makes kernel/QEMU C parse with tree-sitter-c.
 
-Every function here returns bytes of the same length as its input with every ``b"\\n"`` at the
-same offset, so line numbers, columns and byte offsets of the rewritten text are those of the
-original file.  All replacements are spaces (or, for rewrites, shorter text padded with spaces).
+Both public functions return bytes of the same length as their input, with every ``b"\\n"`` at
+the same offset, so line numbers, columns and byte offsets in the rewritten text are those of
+the original file.  Replacements are spaces, or shorter text padded with spaces; the names of
+functions, callees and arguments stay at their original offsets (a ``SYSCALL_DEFINE0`` name is
+the one exception: it moves left within its line).  Neither function raises on any bytes.
 
-``prepass(data)``
-    1. blanks comments (not inside string/char literals);
-    2. blanks annotation macros (``__init``, ``__user``, ``G_NORETURN``, ...) and function-like
-       ones with their balanced parentheses (``__printf(1, 2)``, ``G_GNUC_PRINTF(1, 2)``);
-    3. turns iterator macros that start a statement (``list_for_each_entry(...) {``,
-       ``QTAILQ_FOREACH(...) {``, ``for_each_possible_cpu(c) stmt;``) into ``while``;
-    4. rewrites ``SYSCALL_DEFINEn(name, t1, a1, ...)`` in place into ``long name(t1 a1, ...)``.
-    Identifiers inside comments, literals and preprocessor directive lines are never touched
-    (comments inside directives are blanked, though).
+``prepass(data)`` -- everything outside comments, literals and preprocessor directive lines:
 
-``flatten_conditionals(data)``
-    keeps one branch of every ``#if``/``#ifdef``/``#ifndef`` group (the first one, except that a
-    literal ``#if 0`` branch is skipped in favour of the next branch) and blanks the other branches
-    and the conditional directive lines themselves.  Meant for a second parse of files whose first
-    parse has top-level ERROR nodes.
+1. comments are blanked (also inside directives; never inside string or char literals);
+2. annotation macros are blanked as whole identifiers: object-like ones (``__init``, ``__user``,
+   ``notrace``, ``G_NORETURN``, ``coroutine_fn``, ...) and function-like ones together with their
+   balanced parentheses (``__printf(1, 2)``, ``__must_hold(&l)``, ``G_GNUC_PRINTF(1, 2)``);
+3. iterator macros that start a statement and are followed by a loop body
+   (``list_for_each_entry(p, h, m) {``, ``for_each_possible_cpu(c) stmt;``,
+   ``QTAILQ_FOREACH(...) {``, ``scoped_guard(...) {``) get ``while`` in place of their name
+   (``for(;;)`` when the argument list is empty); ``} while_each_thread(g, t);`` closers too;
+4. ``SYSCALL_DEFINEn(name, t1, a1, ...)`` (and ``COMPAT_SYSCALL_DEFINEn`` & co) becomes
+   ``long name(t1 a1, ...)`` in place; ``SYSCALL_DEFINE0(name)`` becomes ``long name(void)``;
+5. C-grammar gaps: a type passed to a macro (``container_of(p, struct foo, m)``,
+   ``min_t(unsigned long, a, b)``, ``va_arg(ap, char *)``) is turned into an identifier-like
+   argument; ``case A ... B:`` becomes ``case A ?: B:``; ``offsetof(T, a.b[i])`` gets a one-word
+   member; an ``asm`` template built with macros becomes blank string literals; asm labels
+   (``register long x0 asm("x0")``) are blanked; ``static DECLARE_WORK(w, fn);`` loses ``static``;
+   pasted tokens ``52_BIT`` / ``1_1`` and operator arguments ``|=,`` become identifiers.
 
-The macro tables are data: ``queries/c/macros.toml``, extended by the TOML files named in the
-environment variable ``FLOWSCAN_MACROS`` (``os.pathsep``-separated).
+``flatten_conditionals(data)`` keeps one branch of every ``#if``/``#ifdef``/``#ifndef`` group
+(the first one, except that a literal ``#if 0``/``#elif 0`` branch is passed over for the next)
+and blanks the other branches and every conditional directive line (nesting and backslash
+continuations handled).  Meant for a second parse of files whose first parse has top-level
+ERROR nodes; apply it to the output of ``prepass``.
 
-Speed: one compiled regex walks each file, skipping ordinary code at C speed (identifiers are
+The macro tables are data: ``queries/c/macros.toml``, merged with the TOML files named in the
+environment variable ``FLOWSCAN_MACROS`` (``os.pathsep``-separated; same sections, lists are
+added, ``remove`` lists take names out).  They are loaded and compiled once per process.
+
+Speed: one compiled regex walks each file, skipping ordinary code at C speed (each identifier is
 checked against a trie of all macro names in a negative lookahead) and stopping only at
-directives, comments, literals and macro names; Python code runs per such token and per
-rewrite candidate.  Iterator globs and `...` are found by separate literal searches.
+directives, comments, macro names and the few built-in words; Python runs per such token and
+per rewrite candidate.  Infix iterator globs (``*for_each*``) are found by literal searches.
 """
 
 from __future__ import annotations
@@ -72,15 +84,16 @@ _OPEN_PAREN = re.compile(rb"[ \t\r\n\f\v]*\(")
 # Tokens for bracket matching in `masked` (where string and char literals are still present).
 _LITERALS = re.compile(_STR + rb"|" + _CHR)
 _PAREN_TOK = re.compile(rb"[(),;{}:]|" + _STR + rb"|" + _CHR)
+_ASM_TOK = re.compile(_STR + rb"|" + _CHR + rb"|[A-Za-z_$][\w$]*|[^ \t\r\n\f\v]")
 _MAX_ARGS = 8192  # bytes searched for a closing parenthesis
+_MAX_BACK = 2048  # bytes searched backwards for an opening parenthesis
 
 # Candidate kinds.
 (_OBJ, _FUNC, _ITER, _SYS, _TARGS, _TYPEKW, _RANGE, _OFFSETOF, _ASM, _CLOSER, _STATIC,
- _NUMBER) = range(1, 13)  # all truthy
+ _NUMBER, _KEYWORD, _PASTE) = range(1, 15)  # all truthy
 
-# Words handled by built-in rules for C-grammar gaps (not macro data): `struct foo` used as a
-# macro argument, `offsetof(T, a.b[i])`, `asm volatile(MACRO(...) : ...)`; `case A ... B:` is found
-# by a separate literal search.
+# Words handled by built-in rules for C-grammar gaps (not macro data), each with a regex tail
+# that must follow for the word to be a candidate at all.
 _C_WORD = rb"[A-Za-z_$][\w$]*+"
 _TYPEKW_TAIL = rb"(?=[ \t\r\n]++" + _C_WORD + rb"(?:[ \t\r\n]*+\*)*+[ \t\r\n]*+[,)])"
 _BUILTIN_WORDS: dict[bytes, tuple[int, bytes]] = {
@@ -89,7 +102,7 @@ _BUILTIN_WORDS: dict[bytes, tuple[int, bytes]] = {
     b"offsetof": (_OFFSETOF, rb"(?![\w$])"), b"__builtin_offsetof": (_OFFSETOF, rb"(?![\w$])"),
     b"asm": (_ASM, rb"(?![\w$])"), b"__asm__": (_ASM, rb"(?![\w$])"), b"__asm": (_ASM, rb"(?![\w$])"),
     # `case A ... B:` (only when a `...` follows before the end of the label)
-    b"case": (_RANGE, rb"(?![\w$])(?=(?:[^;:{}\n.]++|\.(?!\.\.))*+\.\.\.)"),
+    b"case": (_RANGE, rb"(?![\w$])(?=(?:[^;:{}.]++|\.(?!\.\.))*+\.\.\.)"),
     # `static DECLARE_WORK(w, fn);` (only before an upper-case macro call)
     b"static": (_STATIC, rb"(?![\w$])(?=[ \t]++[A-Z][A-Z0-9_]*+[ \t]*+\()"),
 }
@@ -130,6 +143,9 @@ class MacroTables:
     iterator_patterns: tuple[str, ...]
     type_arg_macros: frozenset[str]
     syscall_defines: tuple[str, ...]
+    keyword_macros: dict[str, str]  # STATIC -> static
+    name_macros: dict[str, str]  # HELPER -> helper_ (HELPER(x) -> helper_x)
+    replacements: dict[bytes, bytes]  # both of the above, as bytes
     scan_re: re.Pattern[bytes]  # one pass: code skipped in C, stops at interesting tokens
     scan_nodir_re: re.Pattern[bytes]  # the same for a span where '#' starts no directive
     kinds: dict[bytes, int]  # exact word -> candidate kind
@@ -161,6 +177,20 @@ def _section(doc: dict, name: str, key: str, path: str) -> tuple[list[str], list
             or not all(isinstance(x, str) and x for x in [*add, *rem]):
         raise ValueError(f"{path}: [{name}] {key} and remove must be lists of non-empty strings")
     return list(add), list(rem)
+
+
+def _map_section(doc: dict, name: str, path: str) -> tuple[dict[str, str], list[str]]:
+    sec = doc.get(name) or {}
+    if not isinstance(sec, dict):
+        raise ValueError(f"{path}: [{name}] must be a table")
+    table = sec.get("map") or {}
+    rem = sec.get("remove") or []
+    if not isinstance(table, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                              for k, v in table.items()):
+        raise ValueError(f"{path}: [{name}.map] must map names to strings")
+    if not isinstance(rem, list) or not all(isinstance(x, str) for x in rem):
+        raise ValueError(f"{path}: [{name}] remove must be a list of strings")
+    return dict(table), list(rem)
 
 
 def _trie_regex(words: dict[str, str] | list[str]) -> str:
@@ -202,9 +232,11 @@ def _glob_anchor(pat: str) -> str | None:
 
 
 def _build(annotations: list[str], with_args: list[str], iterators: list[str],
-           closers: list[str], type_args: list[str], syscalls: list[str]) -> MacroTables:
+           closers: list[str], type_args: list[str], syscalls: list[str],
+           keyword_macros: dict[str, str], name_macros: dict[str, str]) -> MacroTables:
     kinds: dict[bytes, int] = {w: k for w, (k, _) in _BUILTIN_WORDS.items()}
-    for kind, names in ((_TARGS, type_args), (_OBJ, annotations), (_FUNC, with_args)):
+    for kind, names in ((_TARGS, type_args), (_PASTE, name_macros), (_KEYWORD, keyword_macros),
+                        (_OBJ, annotations), (_FUNC, with_args)):
         for n in names:
             if _IDENT.fullmatch(n.encode()):
                 kinds[n.encode()] = kind  # later tables win: annotations beat type-arg macros
@@ -262,8 +294,11 @@ def _build(annotations: list[str], with_args: list[str], iterators: list[str],
         if unanchored:
             iterator_any = re.compile((r"(?<![\w$])(?:" + "|".join(_glob_to_regex(p) for p in unanchored)
                                        + r")(?![\w$])").encode())
+    replacements = {n.encode(): v.encode() for n, v in keyword_macros.items()}
+    replacements.update((n.encode(), v.encode()) for n, v in name_macros.items())
     return MacroTables(frozenset(annotations), frozenset(with_args), tuple(iterators),
-                       frozenset(type_args), tuple(syscalls), scan_re, scan_nodir_re, kinds,
+                       frozenset(type_args), tuple(syscalls), dict(keyword_macros),
+                       dict(name_macros), replacements, scan_re, scan_nodir_re, kinds,
                        tuple((a.encode(), re.compile(re.escape(a.encode()))) for a in sorted(anchors)),
                        iterator_re, closer_re, syscall_re, iterator_any)
 
@@ -285,6 +320,7 @@ def _common_substring(words: list[str]) -> str:
 def _load(default_path: str, extra: str) -> MacroTables:
     paths = [default_path] + [p for p in extra.split(os.pathsep) if p.strip()]
     lists: list[list[str]] = [[] for _ in _SECTIONS]
+    maps: dict[str, dict[str, str]] = {"keyword_macros": {}, "name_macros": {}}
     for i, path in enumerate(paths):
         try:
             with open(path, "rb") as fh:
@@ -303,10 +339,15 @@ def _load(default_path: str, extra: str) -> MacroTables:
             if rem:
                 drop = set(rem)
                 target[:] = [x for x in target if x not in drop]
+        for sec, table in maps.items():
+            add_map, rem = _map_section(doc, sec, path)
+            table.update(add_map)
+            for x in rem:
+                table.pop(x, None)
     ann, fun, its, closers, targs, sys_ = lists
     fun_set = set(fun)
     ann = [a for a in ann if a not in fun_set]  # a name listed in both is function-like
-    return _build(ann, fun, its, closers, targs, sys_)
+    return _build(ann, fun, its, closers, targs, sys_, maps["keyword_macros"], maps["name_macros"])
 
 
 _DEFAULT_TOML: list[str] = []
@@ -373,7 +414,7 @@ def _word_ending_at(buf: bytearray, j: int) -> bytes:
 def _open_paren_before(buf: bytearray, close: int) -> int:
     """Index of the '(' matching the ')' at `close`, searching backwards a bounded distance."""
     depth = 0
-    for i in range(close, max(-1, close - _MAX_ARGS), -1):
+    for i in range(close, max(-1, close - _MAX_BACK), -1):
         c = buf[i]
         if c == 41:  # )
             depth += 1
@@ -389,7 +430,7 @@ def _open_paren_before(buf: bytearray, close: int) -> int:
 def _enclosing_open_paren(buf: bytearray, i: int) -> int:
     """Index of the unmatched '(' before position i (i is inside an argument list), or -1."""
     depth = 0
-    for k in range(i - 1, max(-1, i - _MAX_ARGS), -1):
+    for k in range(i - 1, max(-1, i - _MAX_BACK), -1):
         c = buf[k]
         if c == 41:
             depth += 1
@@ -612,6 +653,14 @@ def _scan_nodir(tables: MacroTables, data: bytes, out: bytearray, masked: bytear
 # later candidates must be skipped (0 = none).
 # ---------------------------------------------------------------------------------------------
 def _do_obj(data, out, masked, s, e):
+    j = _next_nonspace(masked, e)
+    if j < len(masked) and masked[j] == 40:
+        # `void __noreturn (*fn)(void)` is an annotation, but `__malloc(n, loc)` in a project that
+        # names a function so is a call: only blank when a parameter list follows the (...).
+        cp = _close_paren(masked, j)
+        k = _next_nonspace(masked, cp + 1) if cp >= 0 else -1
+        if k < 0 or k >= len(masked) or masked[k] != 40:
+            return 0
     out[s:e] = b" " * (e - s)
     masked[s:e] = b" " * (e - s)
     return 0
@@ -764,8 +813,9 @@ def _asm_label(masked: bytearray, s: int) -> bool:
 
 
 def _do_asm(data, out, masked, s, e):
-    """`asm volatile(MACRO(...) : ...)`: the template must be a string literal for the grammar;
-    replace a macro-built template by blank string literals, one per line."""
+    """`asm volatile(MACRO(...) : ...)`: the grammar wants string literals for the template,
+    constraints and clobbers.  A template built with macros becomes blank string literals (one
+    per line); if operands or clobbers use macros, the whole asm body does."""
     if s and masked[s - 1] in _IDCHARS:
         return 0
     if _asm_label(masked, s):
@@ -780,47 +830,61 @@ def _do_asm(data, out, masked, s, e):
         _blank(masked, s, cp + 1)
         return cp + 1
     i = _next_nonspace(masked, e)
+    goto = False
     while True:
         m = _IDENT.match(masked, i)
         if not m or m.group() not in _ASM_QUALS:
             break
+        goto = goto or m.group() == b"goto"
         i = _next_nonspace(masked, m.end())
     if i >= len(masked) or masked[i] != 40:
         return 0
-    t = _next_nonspace(masked, i + 1)
-    if t >= len(masked):
+    cp = _close_paren(masked, i)
+    if cp < 0:
         return 0
-    # The template runs to the first top-level ':' or the closing ')'.
+    # Sections: template : outputs : inputs : clobbers : goto labels.  The grammar wants string
+    # literals for the template, constraints and clobbers; macros there need help.
     depth = 0
-    end = -1
-    for tm in _PAREN_TOK.finditer(masked, t, t + _MAX_ARGS):
+    section = 0
+    template_end = cp
+    dirty_template = dirty_operands = False
+    for tm in _ASM_TOK.finditer(masked, i + 1, cp):
         c = masked[tm.start()]
-        if c == 40:
+        if c in (40, 91):  # ( [
             depth += 1
-        elif c == 41:
-            if depth == 0:
-                end = tm.start()
-                break
+        elif c in (41, 93):  # ) ]
             depth -= 1
-        elif c == 58 and depth == 0:
-            end = tm.start()
-            break
-        elif c in (59, 123, 125):
-            return 0
-    if end < 0:
-        return 0
-    end = _prev_nonspace(masked, end) + 1
-    # Only a template built with macros needs help: `"..." MACRO(...) "..."`.
-    if not any(c in _IDCHARS for c in _LITERALS.sub(b"", masked[t:end])):
-        return 0
-    segs = bytes(masked[t:end]).split(b"\n")
-    new_segs = [b'"' + b" " * (len(g) - 2) + b'"' if len(g) >= 2 else b" " * len(g) for g in segs]
-    if not any(len(g) >= 2 for g in segs):
-        return 0
-    new = b"\n".join(new_segs)
-    out[t:end] = new
-    masked[t:end] = new.translate(_BLANK)
-    return end
+        elif depth:
+            continue
+        elif c == 58:  # :
+            if section == 0:
+                template_end = tm.start()
+            section += 1
+        elif c in (34, 39, 44) or c in _WS:  # literals and commas are fine
+            continue
+        elif section == 0:
+            dirty_template = True
+        elif not (goto and section == 4 and c in _IDCHARS):
+            dirty_operands = True
+    if dirty_operands:
+        _blank_strings(out, masked, _next_nonspace(masked, i + 1), _prev_nonspace(masked, cp) + 1)
+        return cp + 1
+    if dirty_template:
+        t = _next_nonspace(masked, i + 1)
+        _blank_strings(out, masked, t, _prev_nonspace(masked, template_end) + 1)
+        return template_end
+    return 0
+
+
+def _blank_strings(out: bytearray, masked: bytearray, a: int, b: int) -> None:
+    """Replace out[a:b] by blank string literals, one per line (adjacent literals concatenate)."""
+    segs = bytes(masked[a:b]).split(b"\n")
+    if a >= b or not any(len(g) >= 2 for g in segs):
+        return
+    new = b"\n".join(b'"' + b" " * (len(g) - 2) + b'"' if len(g) >= 2 else b" " * len(g)
+                     for g in segs)
+    out[a:b] = new
+    masked[a:b] = new.translate(_BLANK)
 
 
 def _do_closer(data, out, masked, s, e):
@@ -857,7 +921,8 @@ def _do_closer(data, out, masked, s, e):
 def _do_static(data, out, masked, s, e):
     """`static DECLARE_WORK(w, fn);` -> `       DECLARE_WORK(w, fn);` (a declaration the grammar
     cannot read becomes a call; one-argument forms already parse and are left alone)."""
-    m = _OPEN_PAREN.match(masked, _IDENT.match(masked, _next_nonspace(masked, e)).end())
+    name = _IDENT.match(masked, _next_nonspace(masked, e))
+    m = _OPEN_PAREN.match(masked, name.end()) if name else None
     if not m:
         return 0
     commas: list[int] = []
@@ -878,9 +943,41 @@ def _do_number(data, out, masked, s, e):
     return 0
 
 
+def _do_keyword(data, out, masked, s, e):
+    """`STATIC` -> `static`, `MEM_STATIC` -> `static    `: a macro standing for keywords."""
+    new = macro_tables().replacements.get(bytes(masked[s:e]), b"")
+    if len(new) > e - s:
+        new = b""
+    new += b" " * (e - s - len(new))
+    out[s:e] = new
+    masked[s:e] = new
+    return 0
+
+
+def _do_paste(data, out, masked, s, e):
+    """`HELPER(foo)` -> `helper_foo ` (a macro that pastes a prefix onto its one argument)."""
+    m = _OPEN_PAREN.match(masked, e)
+    if not m:
+        return 0
+    cp = _close_paren(masked, m.end() - 1)
+    if cp < 0:
+        return 0
+    arg = bytes(masked[m.end():cp]).strip()
+    if not _IDENT.fullmatch(arg) or b"\n" in masked[s:cp]:
+        return 0
+    new = macro_tables().replacements.get(bytes(masked[s:e]), b"") + arg
+    if len(new) > cp + 1 - s:
+        return 0
+    new += b" " * (cp + 1 - s - len(new))
+    out[s:cp + 1] = new
+    masked[s:cp + 1] = new
+    return cp + 1
+
+
 _HANDLERS = {_OBJ: _do_obj, _FUNC: _do_func, _ITER: _do_iter, _SYS: _do_sys, _TARGS: _do_targs,
              _TYPEKW: _do_typekw, _RANGE: _do_range, _OFFSETOF: _do_offsetof, _ASM: _do_asm,
-             _CLOSER: _do_closer, _STATIC: _do_static, _NUMBER: _do_number}
+             _CLOSER: _do_closer, _STATIC: _do_static, _NUMBER: _do_number,
+             _KEYWORD: _do_keyword, _PASTE: _do_paste}
 
 
 # ---------------------------------------------------------------------------------------------

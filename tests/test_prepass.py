@@ -428,3 +428,36 @@ def test_missing_extra_table_is_an_error(tmp_path, monkeypatch):
     monkeypatch.setenv(pp.ENV_VAR, str(tmp_path / "nope.toml"))
     with pytest.raises(FileNotFoundError):
         prepass(b"int x;")
+
+
+def test_keyword_and_name_macros():
+    src = (b"STATIC int\nxfs_thing(int a)\n{\n\treturn a;\n}\n"
+           b"uint32_t HELPER(vfp_adds)(uint32_t a, void *fpst)\n{\n\treturn a;\n}\n"
+           b"BPF_CALL_2(bpf_map_lookup_elem, struct bpf_map *, map, void *, key)\n{\n"
+           b"\treturn lookup(map, key);\n}\n"
+           b'SEC("tc")\nint prog(struct __sk_buff *skb)\n{\n\treturn 0;\n}\n')
+    out = prepass(src)
+    assert clean_defs(src) == {"xfs_thing": 1, "helper_vfp_adds": 6, "bpf_map_lookup_elem": 10,
+                               "prog": 15}
+    assert out.startswith(b"static int\n")
+    fd = next(n for n in walk(parse(out).root_node) if n.type == "function_definition")
+    assert any(c.type == "storage_class_specifier" for c in fd.children)
+    assert calls_in(out, "bpf_map_lookup_elem") == ["lookup"]
+
+
+def test_more_grammar_gaps():
+    src = (b"static DECLARE_WORK(work, work_fn);\n"
+           b"static DEFINE_MUTEX(lock);\n"
+           b"int f(struct kvm_vcpu *vcpu, u64 val)\n{\n"
+           b"\t__vcpu_rmw_sys_reg(vcpu, PMCR_EL0, |=, val);\n"
+           b"\tif (kvm_has_feat(vcpu->kvm, ID_AA64MMFR0_EL1, TGRAN16, 52_BIT))\n"
+           b"\t\tinvoke_psci_fn(PSCI_FN_NATIVE(1_1, SYSTEM_RESET2), 0, 0, 0);\n"
+           b"\tswitch (val) {\n\tcase IRQBASE\n\t\t... IRQBASE + 3:\n\t\tbreak;\n\t}\n"
+           b"\tdo {\n\t\tg();\n\t} while_each_thread(a, b);\n"
+           b"\tasm volatile(\"ldr %0, %1\" : __imm(x) : \"r\"(val) : __clobber_all);\n"
+           b"\treturn 0;\n}\n")
+    out = prepass(src)
+    assert clean_defs(src) == {"f": 3}
+    assert out.startswith(b"       DECLARE_WORK(work, work_fn);\nstatic DEFINE_MUTEX(lock);\n")
+    assert calls_in(out, "f") == ["__vcpu_rmw_sys_reg", "kvm_has_feat", "invoke_psci_fn",
+                                  "PSCI_FN_NATIVE", "g"]
