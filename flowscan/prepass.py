@@ -248,7 +248,7 @@ def _build(annotations: list[str], with_args: list[str], iterators: list[str],
     # Iterator globs with a literal prefix (`scoped_*`, `WITH_*GUARD`) go into the same trie, as
     # the prefix followed by the rest of the glob; infix globs (`*for_each*`) are searched later.
     iterator_re = iterator_any = syscall_re = closer_re = None
-    anchors: set[str] = set()
+    infix: list[str] = []
     unanchored = []
     for pat in closers:
         lit = re.match(r"[A-Za-z_$][\w$]*", pat) if not pat.startswith("re:") else None
@@ -266,7 +266,8 @@ def _build(annotations: list[str], with_args: list[str], iterators: list[str],
         if a_ is None or len(a_) < 3:
             unanchored.append(pat)
         else:
-            anchors.add(a_)
+            infix.append(pat)
+    anchors = _choose_anchors(infix)
     names_rx = _trie_regex({w: t[0] if len(t) == 1 else "(?:" + "|".join(t) + ")"
                             for w, t in tails.items()})
     if syscalls:
@@ -289,8 +290,6 @@ def _build(annotations: list[str], with_args: list[str], iterators: list[str],
                                 + r"|\Z)").encode("latin-1"))
     if iterators:
         iterator_re = re.compile("|".join(_glob_to_regex(p) for p in iterators).encode())
-        # Drop anchors that contain another anchor (the shorter one finds them too).
-        anchors = {a for a in anchors if not any(b != a and b in a for b in anchors)}
         if unanchored:
             iterator_any = re.compile((r"(?<![\w$])(?:" + "|".join(_glob_to_regex(p) for p in unanchored)
                                        + r")(?![\w$])").encode())
@@ -303,17 +302,24 @@ def _build(annotations: list[str], with_args: list[str], iterators: list[str],
                        iterator_re, closer_re, syscall_re, iterator_any)
 
 
-def _common_substring(words: list[str]) -> str:
-    """Longest substring of the first word contained in all words ('' if none)."""
-    if not words:
-        return ""
-    w0 = min(words, key=len)
-    for ln in range(len(w0), 0, -1):
-        for i in range(len(w0) - ln + 1):
-            sub = w0[i:i + ln]
-            if all(sub in w for w in words):
-                return sub
-    return ""
+def _choose_anchors(globs: list[str]) -> list[str]:
+    """Few literal strings such that every glob's literal text contains one (each is searched
+    once per file): greedy set cover over substrings of 4+ characters, longer ones first."""
+    pieces = {g: [p for p in re.split(r"[*?]", g) if p] for g in globs}
+    todo = set(globs)
+    chosen: list[str] = []
+    while todo:
+        cands: dict[str, set[str]] = {}
+        for g in todo:
+            for piece in pieces[g]:
+                n = len(piece)
+                for ln in range(min(4, n), n + 1):
+                    for i in range(n - ln + 1):
+                        cands.setdefault(piece[i:i + ln], set()).add(g)
+        best = max(cands, key=lambda c: (len(cands[c]), len(c), c))
+        chosen.append(best)
+        todo -= cands[best]
+    return sorted(chosen)
 
 
 @lru_cache(maxsize=8)
@@ -1004,9 +1010,9 @@ def prepass(data: bytes) -> bytes:
             out[s:e] = chunk
             masked[s:e] = chunk
         elif c == 35:  # directive
-            if _at_line_start(data, s):
+            if s == 0 or data[s - 1] == 10 or _at_line_start(data, s):
                 chunk = data[s:e]
-                if b"/" in chunk:
+                if b"/*" in chunk or b"//" in chunk:
                     _directive_comments(chunk, out, s)
                 masked[s:e] = translate(chunk, _BLANK)
             else:  # a stray '#': the rest of the line is code after all
