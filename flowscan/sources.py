@@ -1,13 +1,19 @@
 """Source trees: a role + a git repository at a ref (or a plain directory), listed and read by blob id.
 
 Git sources are always fetched into flowscan's cache (``cache_dir/repos/<slug>-<hash>.git``), whether the
-user named a URL or a local repository, so that a local path behaves exactly like its upstream remote.
-The clone is bare, shallow (``--depth 1``: one commit per ref) and partial (``--filter=blob:none``): a ref
-costs its commit and trees; the blobs of the files in scope are fetched afterwards in one bulk request.
-Where a server refuses the blob filter, git itself falls back to sending the whole (still shallow)
-snapshot. A second ref on an existing clone is fetched into it; a tag or commit already there is used
-without touching the network. Files are listed with ``git ls-tree`` and read through one long-lived
-``git cat-file --batch`` process; no worktree is ever checked out.
+user named a URL or a local repository, so that a local path behaves exactly like its upstream remote
+(and the user's repository is only ever read). The clone is bare, shallow (``--depth 1``: one commit per
+ref) and partial (``--filter=blob:none``): a ref costs its commit and trees; the blobs of the .c/.h files
+in scope are fetched afterwards in ONE request (``git fetch --stdin`` with their ids, the request git's
+own lazy fetch makes, but in bulk). What the server can do is read from the packet trace of the
+``ls-remote`` that resolves the ref: no filter -> a shallow full snapshot, no depth either (dumb HTTP) ->
+a full clone; a promisor clone is never made against a server that cannot serve one. Local servers are
+told to allow the filter through ``remote.origin.uploadpack``. A second ref on an existing clone is
+fetched into it; a tag or commit already there is used without touching the network.
+
+Listing uses ``git ls-tree -r`` (never ``-l``: in a partial clone that fetches every blob one by one to
+learn its size; sizes come from ``cat-file --batch-check`` once the blobs are here). Reading goes through
+one long-lived ``git cat-file --batch`` process; no worktree is ever checked out.
 
 Refs and URLs from users are validated before they reach git, and every git call runs with
 ``GIT_ALLOW_PROTOCOL`` restricted to file/git/http(s)/ssh as a second fence.
@@ -208,14 +214,20 @@ class _GitFailed(Exception):
 
 
 def _git(args: Sequence[str], cwd: Path | None = None, input: bytes | None = None,
-         show_progress: bool = False) -> bytes:
-    """Run git, return stdout. With show_progress, git's stderr is copied to ours as it comes."""
+         show_progress: bool = False, trace: bool = False):
+    """Run git, return stdout. With show_progress, git's stderr is copied to ours as it comes.
+    With trace, return (stdout, stderr text) of a run with GIT_TRACE_PACKET on."""
     cmd = ["git", *args]
     try:
         if not show_progress:
-            proc = subprocess.run(cmd, cwd=cwd, input=input, capture_output=True, env=_git_env())
+            env = _git_env()
+            if trace:
+                env["GIT_TRACE_PACKET"] = "1"
+            proc = subprocess.run(cmd, cwd=cwd, input=input, capture_output=True, env=env)
             if proc.returncode:
                 raise _GitFailed(args, proc.returncode, proc.stderr.decode("utf-8", "replace"))
+            if trace:
+                return proc.stdout, proc.stderr.decode("utf-8", "replace")
             return proc.stdout
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as inp:
             if input is not None:
@@ -352,6 +364,7 @@ class DirTree(Tree):
         self.root = root.resolve()
         self.label = str(root)
         self.commit = ""
+        self._ids: dict[str, tuple[tuple[int, int, int], str]] = {}  # path -> (stat key, blob id)
 
     def _walk(self) -> list[str]:
         out: list[str] = []
@@ -378,8 +391,14 @@ class DirTree(Tree):
         chosen = _select(self._walk(), norm, self.label)
         entries = []
         for path in sorted(p for p in chosen if _is_c(p)):
-            data = (self.root / path).read_bytes()
-            entries.append(FileEntry(path, git_blob_id(data), len(data)))
+            full = self.root / path
+            st = full.stat()
+            key = (st.st_ino, st.st_size, st.st_mtime_ns)
+            known = self._ids.get(path)
+            if known is None or known[0] != key:  # hash once per file version, not per listing
+                known = (key, git_blob_id(full.read_bytes()))
+                self._ids[path] = known
+            entries.append(FileEntry(path, known[1], st.st_size))
         return entries
 
     def _resolve(self, path: str) -> Path:
@@ -526,7 +545,7 @@ class GitTree(Tree):
             return {o: self._known[o] for o in wanted}
         sizes = self._present()
         missing = [o for o in wanted if o not in sizes]
-        if missing:
+        if missing and _config_bool(self.gitdir, "flowscan.partial"):
             with _locked(self._lock_path):
                 sizes = self._present()  # another process may have fetched them meanwhile
                 missing = [o for o in wanted if o not in sizes]
@@ -630,24 +649,51 @@ def _progress_flag(progress: bool) -> list[str]:
     return ["--progress"] if _tty_progress(progress) else ["-q"]
 
 
-def _ls_remote(url: str, ref: str, local: bool) -> dict[str, str]:
-    """Refs the remote has for ``ref`` (refname -> object id); FlowscanError when unreachable."""
+@dataclass
+class _Remote:
+    url: str  # what git is given (local paths made absolute)
+    shown: str  # what the user gave, for messages
+    local: bool  # git runs upload-pack on this machine (local path, file://)
+    refs: dict[str, str]  # refname -> object id, for the ref asked about
+    partial: bool  # the server honours --filter=blob:none
+    shallow: bool  # the server serves --depth
+
+
+_TRACE_RECEIVED = re.compile(r"packet:\s+\S+< (.*)$")
+
+
+def _ls_remote(url: str, shown: str, ref: str, local: bool) -> _Remote:
+    """Ask the remote about ``ref``; the packet trace also tells what the server can do.
+
+    Protocol v2 servers list their fetch features ("fetch=shallow wait-for-done filter"), v0 servers
+    append capabilities to the first ref; a dumb HTTP server lists nothing and gets neither a filter nor a
+    depth (asking a dumb server for a filter leaves a promisor clone that recurses into lazy fetches).
+    """
     args = ["ls-remote"]
     if local:
         args.append(f"--upload-pack={_LOCAL_UPLOAD_PACK}")
     args += ["--", url, ref or "HEAD"]
     try:
-        out = _git(args)
+        out, err = _git(args, trace=True)
     except _GitFailed as exc:
-        msg = exc.message
         if local and ("not a git repository" in exc.stderr or "does not appear" in exc.stderr):
-            raise FlowscanError(f"not a git repository: {url}") from None
-        raise FlowscanError(f"cannot reach repository {url}: {msg}") from None
+            raise FlowscanError(f"not a git repository: {shown}") from None
+        raise FlowscanError(f"cannot reach repository {shown}: {exc.message}") from None
+    caps: set[str] = set()
+    for line in err.splitlines():
+        m = _TRACE_RECEIVED.search(line)
+        if not m:
+            continue
+        text = m.group(1)
+        if text.startswith("fetch="):
+            caps.update(text[len("fetch="):].split())
+        elif "\\0" in text:
+            caps.update(text.split("\\0", 1)[1].split())
     refs = {}
     for line in out.decode("utf-8", "replace").splitlines():
         oid, _, name = line.partition("\t")
         refs[name] = oid
-    return refs
+    return _Remote(url, shown, local, refs, partial="filter" in caps, shallow="shallow" in caps)
 
 
 def _pick_remote_ref(ref: str, refs: dict[str, str]) -> str | None:
@@ -688,23 +734,34 @@ def _peel(gitdir: Path, name: str) -> str:
     return _git(["rev-parse", "--verify", "-q", f"{name}^{{commit}}"], cwd=gitdir).decode().strip()
 
 
-def _init_clone(tmp: Path, url: str, local: bool) -> None:
+def _config_bool(gitdir: Path, key: str) -> bool:
+    try:
+        return _git(["config", "--bool", key], cwd=gitdir).decode().strip() == "true"
+    except _GitFailed:
+        return False
+
+
+def _init_clone(tmp: Path, remote: _Remote) -> None:
     _git(["init", "-q", "--bare", str(tmp)])
-    for key, value in (("remote.origin.url", url),
-                       ("remote.origin.promisor", "true"),
-                       ("remote.origin.partialclonefilter", "blob:none"),
-                       ("extensions.partialClone", "origin"),
-                       ("core.repositoryformatversion", "1"),
-                       ("gc.auto", "0"),  # no background gc racing other flowscan processes
-                       ("fetch.writeCommitGraph", "false")):
+    settings = [("remote.origin.url", remote.url),
+                ("gc.auto", "0"),  # no background gc racing other flowscan processes
+                ("fetch.writeCommitGraph", "false"),
+                ("flowscan.partial", str(remote.partial).lower()),
+                ("flowscan.shallow", str(remote.shallow).lower())]
+    if remote.partial:
+        settings += [("remote.origin.promisor", "true"),
+                     ("remote.origin.partialclonefilter", "blob:none"),
+                     ("core.repositoryformatversion", "1"),
+                     ("extensions.partialClone", "origin")]
+    if remote.local:
+        settings.append(("remote.origin.uploadpack", _LOCAL_UPLOAD_PACK))
+    for key, value in settings:
         _git(["config", key, value], cwd=tmp)
-    if local:
-        _git(["config", "remote.origin.uploadpack", _LOCAL_UPLOAD_PACK], cwd=tmp)
 
 
-def _fetch_ref(gitdir: Path, url: str, ref: str, refs: dict[str, str], progress: bool, label: str) -> str:
-    """Fetch one ref, shallow and blob-less, into the clone; return its commit id."""
-    name = _pick_remote_ref(ref, refs)
+def _fetch_ref(gitdir: Path, remote: _Remote, ref: str, progress: bool, label: str) -> str:
+    """Fetch one ref (shallow and blob-less where the server allows) into the clone; return its commit."""
+    name = _pick_remote_ref(ref, remote.refs)
     if name is not None:
         if name.startswith("refs/tags/"):
             dest = name
@@ -718,25 +775,26 @@ def _fetch_ref(gitdir: Path, url: str, ref: str, refs: dict[str, str], progress:
         refspec = f"+{ref}:{dest}"
     else:
         hint = " (give a full commit id)" if _HEX.fullmatch(ref or "") else ""
-        raise FlowscanError(f"ref '{ref or 'HEAD'}' not found in {url}{hint}")
-    base = ["fetch", "--no-tags", "--no-write-fetch-head", "--filter=blob:none",
-            *_progress_flag(progress), "origin", refspec]
+        raise FlowscanError(f"ref '{ref or 'HEAD'}' not found in {remote.shown}{hint}")
+    partial = _config_bool(gitdir, "flowscan.partial")
+    shallow = _config_bool(gitdir, "flowscan.shallow")
+    args = ["fetch", "--no-tags", "--no-write-fetch-head", *_progress_flag(progress)]
+    if partial:
+        args.append("--filter=blob:none")
+    if shallow:
+        args.append("--depth=1")
+    elif progress:
+        _say(progress, f"{remote.shown} serves no shallow fetches: fetching the full history")
     try:
-        try:
-            _git([base[0], "--depth=1", *base[1:]], cwd=gitdir, show_progress=_tty_progress(progress))
-        except _GitFailed as exc:
-            if "shallow" not in exc.stderr:
-                raise
-            _say(progress, f"{url} does not serve shallow clones; fetching full history")
-            _git(base, cwd=gitdir, show_progress=_tty_progress(progress))
+        _git([*args, "origin", refspec], cwd=gitdir, show_progress=_tty_progress(progress))
     except _GitFailed as exc:
         if name is None:
-            raise FlowscanError(f"ref '{ref}' not found in {url}") from None
+            raise FlowscanError(f"ref '{ref}' not found in {remote.shown}") from None
         raise FlowscanError(f"cannot fetch {label}: {exc.message}") from None
     try:
         commit = _peel(gitdir, dest)
     except _GitFailed:
-        raise FlowscanError(f"ref '{ref}' in {url} does not name a commit") from None
+        raise FlowscanError(f"ref '{ref}' in {remote.shown} does not name a commit") from None
     if name is not None and not name.startswith("refs/tags/"):
         # branches and HEAD move: remember the commit so that this exact commit is found offline later
         _git(["update-ref", f"refs/flowscan/commits/{commit}", commit], cwd=gitdir)
@@ -748,6 +806,12 @@ def _label(repo: str, ref: str) -> str:
     if tail.endswith(".git"):
         tail = tail[:-4]
     return f"{tail}@{ref or 'HEAD'}"
+
+
+def _check_ref_known(remote: _Remote, ref: str) -> None:
+    if _pick_remote_ref(ref, remote.refs) is None and not _FULL_HEX.fullmatch(ref):
+        hint = " (give a full commit id)" if _HEX.fullmatch(ref) else ""
+        raise FlowscanError(f"ref '{ref or 'HEAD'}' not found in {remote.shown}{hint}")
 
 
 def open_tree(source: Source, cache_dir: Path, progress: bool = True) -> Tree:
@@ -774,15 +838,13 @@ def open_tree(source: Source, cache_dir: Path, progress: bool = True) -> Tree:
         if target.is_dir():
             commit = _local_ref(target, ref)
             if commit is None:
-                refs = _ls_remote(url, ref, local)
-                if _pick_remote_ref(ref, refs) is not None or _FULL_HEX.fullmatch(ref):
-                    _say(progress, f"fetching {label}")
-                commit = _fetch_ref(target, url, ref, refs, progress, label)
+                remote = _ls_remote(url, repo, ref, local)
+                _check_ref_known(remote, ref)
+                _say(progress, f"fetching {label}")
+                commit = _fetch_ref(target, remote, ref, progress, label)
         else:
-            refs = _ls_remote(url, ref, local)  # unknown ref or unreachable URL: fail before any clone
-            if _pick_remote_ref(ref, refs) is None and not _FULL_HEX.fullmatch(ref):
-                hint = " (give a full commit id)" if _HEX.fullmatch(ref) else ""
-                raise FlowscanError(f"ref '{ref or 'HEAD'}' not found in {repo}{hint}")
+            remote = _ls_remote(url, repo, ref, local)  # unknown ref, unreachable URL: fail before cloning
+            _check_ref_known(remote, ref)
             target.parent.mkdir(parents=True, exist_ok=True)
             for stale in target.parent.glob(f".tmp-{target.name}-*"):  # left by a killed run (we hold the lock)
                 shutil.rmtree(stale, ignore_errors=True)
@@ -791,9 +853,11 @@ def open_tree(source: Source, cache_dir: Path, progress: bool = True) -> Tree:
             os.umask(umask)
             os.chmod(tmp, 0o777 & ~umask)
             try:
-                _say(progress, f"cloning {label} (shallow, blob-less) into {target}")
-                _init_clone(tmp, url, local)
-                commit = _fetch_ref(tmp, url, ref, refs, progress, label)
+                how = ", ".join(w for w, on in (("shallow", remote.shallow), ("blob-less", remote.partial)) if on)
+                _say(progress, f"cloning {label} ({how or 'full: the server offers no filter or depth'}) "
+                               f"into {target}")
+                _init_clone(tmp, remote)
+                commit = _fetch_ref(tmp, remote, ref, progress, label)
                 os.rename(tmp, target)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)

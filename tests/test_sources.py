@@ -485,3 +485,72 @@ def test_cached_repos(repo, cache):
     open_tree(Source("guest", str(repo), "v2"), cache, progress=False).close()
     [info] = sources.cached_repos(cache)
     assert info["url"] == str(repo.resolve()) and info["tags"] == ["v1", "v2"]
+
+
+# ---------------------------------------------------------------------------------------------- servers
+
+def config_of(gitdir: Path, key: str) -> str:
+    return subprocess.run(["git", "config", key], cwd=gitdir, capture_output=True, text=True).stdout.strip()
+
+
+def test_local_server_gives_shallow_blobless_clone(repo, cache):
+    open_tree(Source("guest", str(repo), "v1"), cache, progress=False).close()
+    gitdir = clone_dir(cache, str(repo))
+    assert config_of(gitdir, "flowscan.partial") == "true" and config_of(gitdir, "flowscan.shallow") == "true"
+    assert config_of(gitdir, "remote.origin.promisor") == "true"
+
+
+def test_server_refusing_the_filter_gets_a_shallow_full_snapshot(repo, cache, monkeypatch):
+    monkeypatch.setattr(sources, "_LOCAL_UPLOAD_PACK", "git upload-pack")  # a server without allowFilter
+    with open_tree(Source("guest", str(repo), "v1"), cache, progress=False) as tree:
+        gitdir = clone_dir(cache, str(repo))
+        assert config_of(gitdir, "flowscan.partial") == "false"
+        assert config_of(gitdir, "remote.origin.promisor") == ""  # no promisor: git never lazy-fetches
+        assert (gitdir / "shallow").is_file()
+        assert {e.blob for e in ls_tree_c(repo, "v1")} <= present_objects(gitdir)  # all came at once
+        assert tree.files() == ls_tree_c(repo, "v1")
+        assert dict((e.path, d) for e, d in tree.read(tree.files()))["kernel/reboot.c"] == V1[
+            "kernel/reboot.c"].encode()
+    with open_tree(Source("guest", str(repo), "v2"), cache, progress=False) as tree:
+        assert tree.files() == ls_tree_c(repo, "v2")
+
+
+@pytest.fixture
+def dumb_http(tmp_path, repo):
+    """A dumb HTTP server (static files): no capabilities at all, neither filter nor depth."""
+    import functools
+    import http.server
+    import threading
+
+    root = tmp_path / "www"
+    root.mkdir()
+    subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(root / "linux.git")], check=True, env=GIT_ENV)
+    subprocess.run(["git", "update-server-info"], cwd=root / "linux.git", check=True, env=GIT_ENV)
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/linux.git"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_dumb_http_server_gets_a_full_clone(dumb_http, repo, cache):
+    with open_tree(Source("guest", dumb_http, "v2"), cache, progress=False) as tree:
+        assert tree.files() == ls_tree_c(repo, "v2")
+        gitdir = clone_dir(cache, dumb_http)
+        assert config_of(gitdir, "flowscan.partial") == "false"
+        assert config_of(gitdir, "flowscan.shallow") == "false"
+        assert [d for _, d in tree.read(tree.files(["kernel/reboot.c"]))] == [V2["kernel/reboot.c"].encode()]
+    with open_tree(Source("guest", dumb_http, "v1"), cache, progress=False) as tree:
+        assert tree.files() == ls_tree_c(repo, "v1")
+    with pytest.raises(FlowscanError, match="ref 'v9' not found in http://127.0.0.1"):
+        open_tree(Source("guest", dumb_http, "v9"), cache, progress=False)
+    with pytest.raises(FlowscanError, match="cannot reach repository .*nope.git"):
+        open_tree(Source("guest", dumb_http.replace("linux.git", "nope.git"), "v1"), cache, progress=False)
