@@ -461,3 +461,23 @@ def test_more_grammar_gaps():
     assert out.startswith(b"       DECLARE_WORK(work, work_fn);\nstatic DEFINE_MUTEX(lock);\n")
     assert calls_in(out, "f") == ["__vcpu_rmw_sys_reg", "kvm_has_feat", "invoke_psci_fn",
                                   "PSCI_FN_NATIVE", "g"]
+
+
+def test_object_annotation_name_used_as_a_function():
+    # skiboot names a function __malloc; the kernel uses __malloc as an attribute.
+    src = (b"void *__malloc(size_t n, const char *loc)\n{\n\treturn alloc(n);\n}\n"
+           b"void *f(void)\n{\n\treturn __malloc(1, \"x\");\n}\n"
+           b"void __noreturn (*exit_fn)(void);\n")
+    out = prepass(src)
+    assert clean_defs(src) == {"__malloc": 1, "f": 5}
+    assert calls_in(out, "f") == ["__malloc"]
+    assert b"void            (*exit_fn)(void);" in out
+
+
+def test_extra_tables_remove_map_entries(tmp_path, monkeypatch):
+    extra = tmp_path / "extra.toml"
+    extra.write_text('[keyword_macros]\nremove = ["STATIC"]\n'
+                     '[name_macros.map]\nMYHELPER = "my_"\n')
+    monkeypatch.setenv(pp.ENV_VAR, str(extra))
+    out = prepass(b"STATIC int x;\nint MYHELPER(f)(void) { return 0; }\n")
+    assert out == b"STATIC int x;\nint my_f       (void) { return 0; }\n"
