@@ -117,9 +117,9 @@ def _pool(jobs: int) -> cf.ProcessPoolExecutor:
 
 
 def scan(tree: Tree, scopes: Sequence[str], cache: FactsCache | None, jobs: int = 0,
-         progress: bool = True) -> tuple[list[FileFacts], ScanStats]:
+         progress: bool = True, strict: bool = True) -> tuple[list[FileFacts], ScanStats]:
     started = time.perf_counter()
-    entries = tree.files(scopes)
+    entries = tree.files(scopes, strict)
     stats = ScanStats(files=len(entries))
     results: dict[str, FileFacts] = {}
     todo: list[FileEntry] = []

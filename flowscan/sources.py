@@ -301,18 +301,37 @@ def _scope_matches(path: str, scope: str) -> bool:
     return False
 
 
-def _select(paths: Iterable[str], scopes: Sequence[str], label: str) -> set[str]:
-    """Paths in any scope; FlowscanError naming a scope that matches nothing."""
+def _select(paths: Iterable[str], scopes: Sequence[str], label: str, strict: bool = True) -> set[str]:
+    """Paths in any scope. strict: FlowscanError naming a scope that matches nothing; otherwise such
+    scopes are skipped (flow specs name directories of several releases) unless none matches at all."""
     paths = list(paths)
     if not scopes or "" in scopes:
         return set(paths)
     chosen: set[str] = set()
     for scope in scopes:
-        hit = [p for p in paths if _scope_matches(p, scope)]
-        if not hit:
+        if _is_glob(scope):
+            hit = [p for p in paths if _scope_matches(p, scope)]
+        else:
+            prefix = scope + "/"
+            hit = [p for p in paths if p == scope or p.startswith(prefix)]
+        if not hit and strict:
             raise FlowscanError(f"scope '{scope}' matches nothing in {label}")
         chosen.update(hit)
+    if not chosen:
+        raise FlowscanError(f"none of the scopes {', '.join(scopes)} matches anything in {label}")
     return chosen
+
+
+def _pathspec_of(scope: str) -> str:
+    """The literal directory part of a scope, so git can limit the listing even for globs."""
+    if not _is_glob(scope):
+        return scope
+    head = []
+    for part in scope.split("/"):
+        if _is_glob(part):
+            break
+        head.append(part)
+    return "/".join(head)
 
 
 def _is_c(path: str) -> bool:
@@ -327,7 +346,7 @@ class Tree:
     label: str = ""
     commit: str = ""
 
-    def files(self, scopes: Sequence[str] = ()) -> list[FileEntry]:
+    def files(self, scopes: Sequence[str] = (), strict: bool = True) -> list[FileEntry]:
         raise NotImplementedError
 
     def read(self, entries: Iterable[FileEntry]) -> Iterator[tuple[FileEntry, bytes]]:
@@ -386,9 +405,9 @@ class DirTree(Tree):
                 continue
         return out
 
-    def files(self, scopes: Sequence[str] = ()) -> list[FileEntry]:
+    def files(self, scopes: Sequence[str] = (), strict: bool = True) -> list[FileEntry]:
         norm = [_norm_scope(s, self.root) for s in scopes]
-        chosen = _select(self._walk(), norm, self.label)
+        chosen = _select(self._walk(), norm, self.label, strict)
         entries = []
         for path in sorted(p for p in chosen if _is_c(p)):
             full = self.root / path
@@ -504,8 +523,9 @@ class GitTree(Tree):
 
     def _ls_tree(self, scopes: Sequence[str]) -> list[tuple[str, str]]:
         args = ["--literal-pathspecs", "ls-tree", "-r", "-z", "--full-tree", self.commit]
-        if scopes and "" not in scopes and not any(_is_glob(s) for s in scopes):
-            args += ["--", *scopes]
+        specs = sorted({_pathspec_of(s) for s in scopes})
+        if scopes and "" not in specs:
+            args += ["--", *specs]
         out = _git(args, cwd=self.gitdir)
         rows = []
         for rec in out.split(b"\0"):
@@ -567,10 +587,10 @@ class GitTree(Tree):
         self._known.update(got)
         return got
 
-    def files(self, scopes: Sequence[str] = ()) -> list[FileEntry]:
+    def files(self, scopes: Sequence[str] = (), strict: bool = True) -> list[FileEntry]:
         norm = [_norm_scope(s) for s in scopes]
         rows = self._ls_tree(norm)
-        chosen = _select((p for p, _ in rows), norm, self.label)
+        chosen = _select((p for p, _ in rows), norm, self.label, strict)
         picked = sorted((p, o) for p, o in rows if p in chosen and _is_c(p))
         sizes = self.ensure_blobs(o for _, o in picked)
         return [FileEntry(p, o, sizes[o]) for p, o in picked]

@@ -38,28 +38,11 @@ def demo_source(role: str) -> Source:
     return Source(role=role, src=str(fixtures_dir() / project / version))
 
 
-def _files(tree: Tree, scopes: Sequence[str], strict: bool):
-    if strict or not scopes:
-        return scopes
-    # Flow scopes name directories of several releases (softmmu/ became system/): keep those present.
-    present = []
-    for s in scopes:
-        try:
-            if tree.files([s]):
-                present.append(s)
-        except FlowscanError:
-            continue
-    if not present:
-        raise FlowscanError(f"none of the scopes {', '.join(scopes)} exists in {tree.label}")
-    return present
-
-
 def load(source: Source, scopes: Sequence[str] = (), *, cache_dir: Path, jobs: int = 0, progress: bool = True,
          prefer: Sequence[str] = (), strict_scopes: bool = True, url_template: str = "") -> Loaded:
     tree = open_tree(source, cache_dir, progress=progress)
-    scopes = _files(tree, list(scopes), strict_scopes)
     cache = FactsCache(cache_dir / "facts")
-    facts, stats = scan(tree, scopes, cache, jobs=jobs, progress=progress)
+    facts, stats = scan(tree, list(scopes), cache, jobs=jobs, progress=progress, strict=strict_scopes)
     if not facts or all(f.skipped for f in facts):
         raise FlowscanError(f"no C files to analyse in {tree.label}" + (f" (scope: {', '.join(scopes)})"
                                                                          if scopes else ""))
