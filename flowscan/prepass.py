@@ -82,7 +82,6 @@ _ID_TAIL = re.compile(rb"[\w$]*")
 _IDENT = re.compile(rb"[A-Za-z_$][\w$]*")
 _OPEN_PAREN = re.compile(rb"[ \t\r\n\f\v]*\(")
 # Tokens for bracket matching in `masked` (where string and char literals are still present).
-_LITERALS = re.compile(_STR + rb"|" + _CHR)
 _PAREN_TOK = re.compile(rb"[(),;{}:]|" + _STR + rb"|" + _CHR)
 _ASM_TOK = re.compile(_STR + rb"|" + _CHR + rb"|[A-Za-z_$][\w$]*|[^ \t\r\n\f\v]")
 _MAX_ARGS = 8192  # bytes searched for a closing parenthesis
