@@ -270,7 +270,8 @@ def sources(ctx, fmt):
             "cache_dir": str(ctx.cache_dir),
             "sources": {r: {"repo": s.repo, "ref": s.ref, "src": str(s.src) if s.src else "",
                             "scope": list(s.scope)} for r, s in sorted(ctx.config.sources.items())},
-            "facts_cache": cache_info(ctx.cache_dir / "facts"), "repos": cached_repos(ctx.cache_dir)}
+            "facts_cache": cache_info(ctx.cache_dir / "facts"), "repos": cached_repos(ctx.cache_dir),
+            "scans": _scans(ctx.cache_dir)}
     if fmt == "json":
         click.echo(json.dumps(data, indent=2, sort_keys=True))
         return
@@ -283,8 +284,22 @@ def sources(ctx, fmt):
     fc = data["facts_cache"]
     click.echo(f"  facts: {fc.get('entries', 0)} entries, {fc.get('bytes', 0) / 1e6:.1f} MB")
     for repo in data["repos"]:
+        refs = [*repo.get("tags", []), *(c[:12] for c in repo.get("commits", []))]
         click.echo(f"  repo: {repo.get('url', '?')} ({repo.get('bytes', 0) / 1e6:.1f} MB) refs: "
-                   f"{', '.join(repo.get('refs', [])) or '-'}")
+                   f"{', '.join(refs) or '-'}")
+    for label, st in sorted(data["scans"].items()):
+        rate = st["reused"] / st["files"] if st.get("files") else 0.0
+        click.echo(f"  last scan of {label}: {st['files']} files, {st['parsed']} parsed, {st['reused']} reused "
+                   f"(hit rate {rate:.0%}), {st['seconds']} s")
+
+
+def _scans(cache_dir: Path) -> dict:
+    import json
+
+    try:
+        return json.loads((cache_dir / "scans.json").read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 # -- flows -----------------------------------------------------------------------------------------

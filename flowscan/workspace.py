@@ -9,7 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+import json
+
 from flowscan.cache import FactsCache
+from flowscan.fileio import atomic_write_text
 from flowscan.errors import FlowscanError
 from flowscan.facts import FileFacts
 from flowscan.graph import Graph
@@ -38,6 +41,21 @@ def demo_source(role: str) -> Source:
     return Source(role=role, src=str(fixtures_dir() / project / version))
 
 
+def record_scan(cache_dir: Path, label: str, stats: ScanStats) -> None:
+    """Keep the last scan's counts per tree, for `flowscan sources` (hit rates). Best effort."""
+    path = cache_dir / "scans.json"
+    try:
+        data = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        data = {}
+    data[label] = {"files": stats.files, "parsed": stats.parsed, "reused": stats.reused,
+                   "skipped": stats.skipped, "seconds": round(stats.seconds, 2)}
+    try:
+        atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+    except OSError:
+        pass
+
+
 def load(source: Source, scopes: Sequence[str] = (), *, cache_dir: Path, jobs: int = 0, progress: bool = True,
          prefer: Sequence[str] = (), strict_scopes: bool = True, url_template: str = "") -> Loaded:
     tree = open_tree(source, cache_dir, progress=progress)
@@ -46,6 +64,7 @@ def load(source: Source, scopes: Sequence[str] = (), *, cache_dir: Path, jobs: i
     if not facts or all(f.skipped for f in facts):
         raise FlowscanError(f"no C files to analyse in {tree.label}" + (f" (scope: {', '.join(scopes)})"
                                                                          if scopes else ""))
+    record_scan(cache_dir, tree.label + (f" ({', '.join(scopes)})" if scopes else " (whole tree)"), stats)
     info = SourceInfo(role=source.role, repo=source.repo, ref=source.ref, commit=tree.commit, src=source.src,
                       url_template=url_template)
     return Loaded(source=source, tree=tree, facts=facts, graph=Graph(facts, prefer=prefer), stats=stats,

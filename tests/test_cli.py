@@ -188,3 +188,20 @@ def test_console_script_has_no_traceback(tmp_path):
                            "--src", str(tmp_path / "nope")], capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr == f"flowscan: error: no such directory: {tmp_path / 'nope'}\n"
+
+
+def test_sources_shows_config_cache_and_hit_rates(capsys, tmp_path, fixture_repos, monkeypatch):
+    (tmp_path / "flowscan.toml").write_text(
+        f'flow = "arm64-reboot"\n[sources.guest]\nrepo = "{fixture_repos["linux"]}"\nref = "v6.12"\n'
+        f'[sources.host]\nrepo = "{fixture_repos["linux"]}"\nref = "v6.12"\n'
+        f'[sources.vmm]\nrepo = "{fixture_repos["qemu"]}"\nref = "v10.0.0"\n')
+    monkeypatch.chdir(tmp_path)
+    cache = str(tmp_path / "cache")
+    assert run(capsys, "-q", "--cache-dir", cache, "trace")[0] == 0  # the config names everything
+    assert run(capsys, "-q", "--cache-dir", cache, "trace")[0] == 0
+    code, out, _ = run(capsys, "--cache-dir", cache, "sources")
+    assert code == 0
+    assert f"config: {tmp_path / 'flowscan.toml'}" in out
+    assert f"  vmm: {fixture_repos['qemu']} @ v10.0.0" in out
+    assert "refs: v10.0.0" in out
+    assert re.search(r"last scan of qemu@v10.0.0 \(.*\): 29 files, 0 parsed, 29 reused \(hit rate 100%\)", out)
