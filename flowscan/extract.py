@@ -172,7 +172,9 @@ def _case_value(case: Node) -> str:
     return _norm(_text(value), 80) if value is not None else "default"
 
 
-def _top_level_errors(root: Node) -> list[tuple[int, int]]:
+def _top_level_errors(root: Node, data: bytes) -> list[tuple[int, int]]:
+    """Top-level ERROR nodes, and definitions with errors that contain `#if` groups (`#ifdef` around
+    `} else {` is the largest remaining category): the regions a flattened re-parse may repair."""
     spans = []
     stack = list(root.children)
     while stack:
@@ -181,6 +183,8 @@ def _top_level_errors(root: Node) -> list[tuple[int, int]]:
             spans.append((n.start_byte, n.end_byte))
         elif n.type.startswith("preproc_"):
             stack.extend(n.children)
+        elif n.type == "function_definition" and n.has_error and b"#if" in data[n.start_byte:n.end_byte]:
+            spans.append((n.start_byte, n.end_byte))
     return sorted(spans)
 
 
@@ -495,7 +499,7 @@ def extract_file(data: bytes, path: str) -> FileFacts:
     clean = prepass(data)
     conds = ConditionMap(data)
     root = _parser().parse(clean).root_node
-    errors = _top_level_errors(root)
+    errors = _top_level_errors(root, data) if root.has_error else []
     if not errors or b"#if" not in data:
         facts = _Collector(path, clean, root, conds, lambda b: True, data).run()
         facts.parse_errors = _count_errors(root)

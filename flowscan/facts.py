@@ -12,7 +12,7 @@ import operator
 from dataclasses import dataclass, field, fields
 
 # Bump whenever extraction output changes: it is part of every cache key.
-EXTRACTOR_VERSION = "fx-5"
+EXTRACTOR_VERSION = "fx-6"
 
 
 @dataclass(frozen=True, slots=True)
