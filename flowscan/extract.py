@@ -291,6 +291,7 @@ class _Collector:
             fidx = scopes.index(call.start_byte)
             caller = scopes.functions[fidx][2] if fidx >= 0 else ""
             kind, callee, base, base_type, var_type = self._classify(fn, fidx)
+            local = kind == "variable" and scopes.is_local(fidx, callee)
             if not callee:
                 continue
             args = tuple(_norm(self.orig[a.start_byte:a.end_byte].decode("utf-8", "replace"), _ARG_MAX)
@@ -302,7 +303,7 @@ class _Collector:
             self.facts.calls.append(CallSite(
                 caller=caller, callee=callee, kind=kind, path=self.path, line=line, args=args,
                 constants=constants, base=base, base_type=base_type, var_type=var_type, cases=cases,
-                ifs=ifs, conditions=self.conds.at(line)))
+                ifs=ifs, conditions=self.conds.at(line), local=local))
 
     def _classify(self, fn: Node, fidx: int) -> tuple[str, str, str, str, str]:
         while fn.type == "parenthesized_expression" and fn.named_child_count == 1:

@@ -12,7 +12,7 @@ import operator
 from dataclasses import dataclass, field, fields
 
 # Bump whenever extraction output changes: it is part of every cache key.
-EXTRACTOR_VERSION = "fx-6"
+EXTRACTOR_VERSION = "fx-7"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +42,7 @@ class CallSite:
     cases: tuple[str, ...] = ()  # enclosing switch case labels, outermost first
     ifs: tuple[str, ...] = ()  # enclosing if conditions, outermost first; "!(c)" on the else branch
     conditions: tuple[str, ...] = ()  # enclosing preprocessor conditions, outermost first
+    local: bool = False  # variable calls: through a local variable or parameter (not a file-scope one)
 
 
 @dataclass(frozen=True, slots=True)

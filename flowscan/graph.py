@@ -61,6 +61,13 @@ class Edge:
         return out
 
 
+# Types that say nothing about which function a pointer holds (`void (*fn)(void)` declares `fn` as
+# "void"): never resolve through them.
+_PRIMITIVE = frozenset("""void int char short long unsigned signed bool _Bool float double size_t ssize_t
+u8 u16 u32 u64 s8 s16 s32 s64 __u8 __u16 __u32 __u64 __s32 __s64 uint8_t uint16_t uint32_t uint64_t int8_t
+int16_t int32_t int64_t uintptr_t intptr_t gboolean gpointer hwaddr vaddr""".split())
+
+
 def _last(field: str) -> str:
     return field.rsplit(".", 1)[-1]
 
@@ -116,7 +123,7 @@ class Graph:
                 self.stores_by_field.setdefault(_last(s.field), []).append(s)
             elif s.variable:
                 self.stores_by_var.setdefault(s.variable, []).append(s)
-            if s.var_type and (not s.field or s.index):
+            if s.var_type and s.var_type not in _PRIMITIVE and (not s.field or s.index):
                 self.stores_by_type.setdefault(s.var_type, []).append(s)
         self.notifier_callbacks: dict[str, list[tuple[str, Registration]]] = {}
         self.regs_by_callback: dict[str, list[Registration]] = {}
@@ -242,15 +249,17 @@ class Graph:
     def _resolve_variable(self, call: CallSite) -> list[Edge]:
         name = call.callee
         stores = self.stores_by_var.get(name, ())
-        same_file = [s for s in stores if s.path == call.path]
-        chosen = same_file or [s for s in stores if s.kind != "return"]
+        if call.local:  # a local or parameter: only what this function assigns to it
+            chosen = [s for s in stores if s.path == call.path and s.in_function == call.caller]
+        else:  # file-scope: this file's assignments, else any file's (a global)
+            chosen = [s for s in stores if s.path == call.path] or [s for s in stores if s.kind != "return"]
         if chosen:
             return self._stores_to_edges(
                 call, chosen, lambda s: "table" if s.index else "variable", name)
         arg_edges = self._resolve_argument(call)
         if arg_edges:
             return arg_edges
-        if call.var_type:
+        if call.var_type and call.var_type not in _PRIMITIVE:
             typed = self.stores_by_type.get(call.var_type, ())
             return self._stores_to_edges(call, typed, lambda s: "table" if s.index else "type",
                                          call.var_type)
@@ -339,7 +348,7 @@ class Graph:
                         sites.extend(self.field_calls.get(_last(s.field), ()))
                 elif s.variable:
                     sites.extend(self.var_calls.get(s.variable, ()))
-                if s.var_type:
+                if s.var_type and s.var_type not in _PRIMITIVE:
                     sites.extend(self.var_calls_by_type.get(s.var_type, ()))
             for reg in self.regs_by_callback.get(name, ()):
                 if reg.kind == "notifier":
