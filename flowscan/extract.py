@@ -18,6 +18,7 @@ from tree_sitter import Language, Node, Parser, Query, QueryCursor
 from flowscan.facts import (
     CallSite,
     ConstantUse,
+    FieldDecl,
     FileFacts,
     FunctionDef,
     GlobalRef,
@@ -31,7 +32,7 @@ from flowscan.resources import query_text
 
 MAX_FILE_BYTES = 4 * 1024 * 1024
 QUERY_FILES = ("definitions", "declarations", "calls", "initializers", "assignments", "cases", "types",
-               "macros")
+               "macros", "structs")
 _UPPER = re.compile(r"[A-Z_][A-Z0-9_]*\Z")
 _NOT_STORED = frozenset({"NULL", "true", "false", "nullptr", "NOTIFY_DONE", "NOTIFY_OK"})
 _WS = re.compile(r"\s+")
@@ -236,6 +237,7 @@ class _Collector:
         self._cases(by_kind["cases"])
         self._types(by_kind["types"])
         self._macros(by_kind["macros"])
+        self._members(by_kind["structs"])
         self._globals()
         return self.facts
 
@@ -459,6 +461,14 @@ class _Collector:
                 self.facts.macros.append(MacroDef(name=_text(name), value=value, path=self.path,
                                                   line=name.start_point.row + 1))
 
+    def _members(self, matches) -> None:
+        for caps in matches:
+            fnode = caps["field"][0]
+            if self.keep(fnode.start_byte):
+                self.facts.members.append(FieldDecl(
+                    struct=_text(caps["struct"][0]), field=_text(fnode), type=type_name(_text(caps["type"][0])),
+                    path=self.path, line=fnode.start_point.row + 1))
+
     def _globals(self) -> None:
         names = {n for n in self.scopes.file_vars if len(n) > 2}
         if not names or not self.scopes.functions:
@@ -519,7 +529,7 @@ def extract_file(data: bytes, path: str) -> FileFacts:
     first = _Collector(path, clean, root, conds, lambda b: not inside(b), data).run()
     second = _Collector(path, flat, root2, conds, inside, data).run()
     merged = FileFacts(path=path)
-    for name in ("functions", "calls", "stores", "types", "constants", "globals", "macros"):
+    for name in ("functions", "calls", "stores", "types", "constants", "globals", "macros", "members"):
         rows = getattr(first, name) + getattr(second, name)
         rows.sort(key=lambda r: (r.line, repr(r)))
         getattr(merged, name).extend(rows)

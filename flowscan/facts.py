@@ -12,7 +12,7 @@ import operator
 from dataclasses import dataclass, field, fields
 
 # Bump whenever extraction output changes: it is part of every cache key.
-EXTRACTOR_VERSION = "fx-7"
+EXTRACTOR_VERSION = "fx-8"
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +98,17 @@ class GlobalRef:
 
 
 @dataclass(frozen=True, slots=True)
+class FieldDecl:
+    """A struct member and its type (`pmu` in `struct perf_event` is a `pmu`)."""
+
+    struct: str
+    field: str
+    type: str
+    path: str
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
 class MacroDef:
     """An object-like #define whose value is a string literal (QOM type names)."""
 
@@ -118,6 +129,7 @@ class FileFacts:
     constants: list[ConstantUse] = field(default_factory=list)
     globals: list[GlobalRef] = field(default_factory=list)
     macros: list[MacroDef] = field(default_factory=list)
+    members: list[FieldDecl] = field(default_factory=list)
     parse_errors: int = 0  # ERROR/MISSING nodes left after the pre-pass
     skipped: str = ""  # why the file was not parsed (binary, too large), '' when parsed
 
@@ -169,6 +181,7 @@ _LISTS = {
     "constants": ConstantUse,
     "globals": GlobalRef,
     "macros": MacroDef,
+    "members": FieldDecl,
 }
 
 _GETTERS = {name: operator.attrgetter(*(f.name for f in fields(klass))) for name, klass in _LISTS.items()}

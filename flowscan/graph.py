@@ -132,6 +132,10 @@ class Graph:
                 self.regs_by_callback.setdefault(fn, []).append(r)
                 if r.kind == "notifier":
                     self.notifier_callbacks.setdefault(r.chain, []).append((fn, r))
+        self.member_types: dict[tuple[str, str], str] = {}
+        for ff in self.facts:
+            for m in ff.members:
+                self.member_types.setdefault((m.struct, m.field), m.type)
         self.qom = QomIndex(self.facts)
         self._memo: dict[int, list[Edge]] = {}
 
@@ -236,15 +240,28 @@ class Graph:
         if parent:
             return parent
         candidates = []
+        call_owner = self.owner_type(call.base_type, call.callee)
         for s in self.stores_by_field.get(_last(call.callee), ()):
             if not _suffix_match(s.field, call.callee):
                 continue
-            if call.base_type and s.var_type and call.base_type != s.var_type and \
-                    s.field.count(".") == call.callee.count("."):
-                continue  # a field of the same name in an unrelated struct type
+            store_owner = self.owner_type(s.var_type, s.field)
+            if call_owner and store_owner and call_owner != store_owner:
+                continue  # a member of the same name in an unrelated struct type
             candidates.append(s)
         return self._stores_to_edges(
             call, candidates, lambda s: "registration" if s.kind == "registration" else "field", call.callee)
+
+    def owner_type(self, base_type: str, field_path: str) -> str:
+        """The struct that holds the last member of `base->a.b.c`: follow member types from the base's
+        type (`perf_event` + `pmu.read` -> `pmu`); '' when some step is unknown."""
+        if not base_type:
+            return ""
+        t = base_type
+        for comp in field_path.split(".")[:-1]:
+            t = self.member_types.get((t, comp), "")
+            if not t:
+                return ""
+        return t
 
     def _resolve_variable(self, call: CallSite) -> list[Edge]:
         name = call.callee
