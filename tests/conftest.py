@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -60,3 +61,25 @@ def qemu_new() -> Path:
 @pytest.fixture(scope="session")
 def qemu_old() -> Path:
     return FIXTURES / "qemu" / "v7.2.0"
+
+
+# Saved results (real pipeline output on the fixtures, see tests/data/make_samples.py) for render/report.
+DATA = Path(__file__).resolve().parent / "data"
+
+
+@pytest.fixture(scope="module")
+def sample():
+    from flowscan.results import FlowResult
+    return FlowResult.from_json(json.loads((DATA / "arm64-reboot.json").read_text()))
+
+
+@pytest.fixture(scope="module")
+def old_sample():
+    from flowscan.results import FlowResult
+    return FlowResult.from_json(json.loads((DATA / "arm64-reboot-old.json").read_text()))
+
+
+@pytest.fixture(scope="module")
+def drift_sample():
+    from flowscan.results import DriftReport
+    return DriftReport.from_json(json.loads((DATA / "arm64-reboot-drift.json").read_text()))

@@ -26,21 +26,6 @@ GREEN, RED, GREY, YELLOW = (render.STATUS_COLOURS[s][0] for s in
 
 
 # -- inputs ----------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def sample() -> FlowResult:
-    return FlowResult.from_json(json.loads((DATA / "arm64-reboot.json").read_text()))
-
-
-@pytest.fixture(scope="module")
-def old_sample() -> FlowResult:
-    return FlowResult.from_json(json.loads((DATA / "arm64-reboot-old.json").read_text()))
-
-
-@pytest.fixture(scope="module")
-def drift_sample() -> DriftReport:
-    return DriftReport.from_json(json.loads((DATA / "arm64-reboot-drift.json").read_text()))
-
-
 def small_flow() -> FlowResult:
     """Every hop kind and status, built by hand; names with characters Graphviz and HTML care about."""
     g, h, v = "guest", "host", "vmm"

@@ -25,21 +25,6 @@ DATA = Path(__file__).resolve().parent / "data"
 CHROMIUM = Path("/usr/bin/chromium")
 
 
-@pytest.fixture(scope="module")
-def sample() -> FlowResult:
-    return FlowResult.from_json(json.loads((DATA / "arm64-reboot.json").read_text()))
-
-
-@pytest.fixture(scope="module")
-def old_sample() -> FlowResult:
-    return FlowResult.from_json(json.loads((DATA / "arm64-reboot-old.json").read_text()))
-
-
-@pytest.fixture(scope="module")
-def drift_sample() -> DriftReport:
-    return DriftReport.from_json(json.loads((DATA / "arm64-reboot-drift.json").read_text()))
-
-
 def tiny() -> FlowResult:
     return FlowResult(
         flow="tiny", title="tiny",
