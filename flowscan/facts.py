@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import operator
+import sys
 from dataclasses import dataclass, field, fields
 
 # Bump whenever extraction output changes: it is part of every cache key.
@@ -157,9 +158,12 @@ class FileFacts:
             tuple_at = _TUPLE_AT[klass]
             rows = getattr(out, name)
             at = _PATH_AT[klass]
+            names_at = _INTERN_AT[klass]
             for row in data.get(name, ()):
                 for i in tuple_at:
                     row[i] = tuple(row[i])
+                for i in names_at:  # the same few names recur in millions of rows on a whole tree
+                    row[i] = _intern(row[i])
                 if row[at] is None:
                     row[at] = out.path
                 rows.append(klass(*row))
@@ -185,6 +189,11 @@ _LISTS = {
 }
 
 _GETTERS = {name: operator.attrgetter(*(f.name for f in fields(klass))) for name, klass in _LISTS.items()}
+_intern = sys.intern
+_INTERNED = {"name", "caller", "callee", "kind", "base_type", "var_type", "function", "field", "variable",
+             "in_function", "target", "struct", "type", "return_type"}
+_INTERN_AT = {klass: tuple(i for i, f in enumerate(fields(klass)) if f.name in _INTERNED)
+              for klass in _LISTS.values()}
 _PATH_AT = {klass: [f.name for f in fields(klass)].index("path") for klass in _LISTS.values()}
 _TUPLE_AT = {klass: tuple(i for i, f in enumerate(fields(klass)) if str(f.type).startswith("tuple"))
              for klass in _LISTS.values()}
