@@ -245,7 +245,9 @@ def fetch(ctx, **kw):
     """Clone or update the configured trees at their refs into the cache."""
     from flowscan.sources import open_tree
 
-    sources = _sources(ctx, ("guest", "host", "vmm"), kw, demo_ok=False)
+    given = [r for r in ("guest", "host", "vmm")
+             if kw.get(f"{r}_ref") or kw.get(f"{r}_src") or r in ctx.config.sources]
+    sources = _sources(ctx, given or ("guest", "host", "vmm"), kw, demo_ok=False)
     done = set()
     for role, src in sources.items():
         if (src.repo, src.ref, src.src) in done:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+import gc
 import json
 
 from flowscan.cache import FactsCache
@@ -60,15 +61,22 @@ def load(source: Source, scopes: Sequence[str] = (), *, cache_dir: Path, jobs: i
          prefer: Sequence[str] = (), strict_scopes: bool = True, url_template: str = "") -> Loaded:
     tree = open_tree(source, cache_dir, progress=progress)
     cache = FactsCache(cache_dir / "facts")
-    facts, stats = scan(tree, list(scopes), cache, jobs=jobs, progress=progress, strict=strict_scopes)
+    # Facts are millions of small acyclic objects: the cyclic collector only burns time on them
+    # (a quarter to 40% of a load), so it is off while they are made and they are frozen afterwards.
+    gc.disable()
+    try:
+        facts, stats = scan(tree, list(scopes), cache, jobs=jobs, progress=progress, strict=strict_scopes)
+        graph = Graph(facts, prefer=prefer)
+    finally:
+        gc.freeze()
+        gc.enable()
     if not facts or all(f.skipped for f in facts):
         raise FlowscanError(f"no C files to analyse in {tree.label}" + (f" (scope: {', '.join(scopes)})"
                                                                          if scopes else ""))
     record_scan(cache_dir, tree.label + (f" ({', '.join(scopes)})" if scopes else " (whole tree)"), stats)
     info = SourceInfo(role=source.role, repo=source.repo, ref=source.ref, commit=tree.commit, src=source.src,
                       url_template=url_template)
-    return Loaded(source=source, tree=tree, facts=facts, graph=Graph(facts, prefer=prefer), stats=stats,
-                  info=info)
+    return Loaded(source=source, tree=tree, facts=facts, graph=graph, stats=stats, info=info)
 
 
 def load_roles(spec: FlowSpec, sources: dict[str, Source], *, cache_dir: Path, jobs: int = 0,
