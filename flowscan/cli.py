@@ -375,18 +375,14 @@ def trace(ctx, flow, flow_file, fmt, output, render_to, collapse, **kw):
 
 def _render(result, drift, old, out: Path, collapse: bool) -> None:
     from flowscan import render, report
+    from flowscan.fileio import atomic_write_text
 
-    if out.suffix == ".html":
-        graph = render.drift_graph(drift, result, old, collapse=collapse) if drift else \
-            render.flow_graph(result, collapse=collapse)
-        svg = render.svg_text(graph)
-        from flowscan.fileio import atomic_write_text
-
-        atomic_write_text(out, report.html_page(result, svg, drift))
-        return
     graph = render.drift_graph(drift, result, old, collapse=collapse) if drift else \
         render.flow_graph(result, collapse=collapse)
-    render.write(graph, out)
+    if out.suffix == ".html":
+        atomic_write_text(out, report.html_page(result, render.svg_text(graph), drift))
+    else:
+        render.write(graph, out)
 
 
 @cli.command(name="render")

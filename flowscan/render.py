@@ -27,6 +27,7 @@ from pathlib import Path
 import graphviz
 
 from flowscan.errors import FlowscanError
+from flowscan.fileio import atomic_write_bytes
 from flowscan.results import DRIFT_CLASSES, SEVERITIES, DriftItem, DriftReport, FlowResult, HopResult, StageInfo
 
 __all__ = ["flow_graph", "drift_graph", "write", "dot_available", "svg_text", "node_id",
@@ -918,6 +919,6 @@ def write(graph: graphviz.Digraph, out: Path) -> None:
         raise FlowscanError(f"{out}: unknown output format '{out.suffix}' (use .dot, .svg, .png, .pdf or .html)")
     data = graph.source.encode("utf-8") if fmt == "dot" else _pipe(graph, fmt)
     try:
-        out.write_bytes(data)
+        atomic_write_bytes(out, data)
     except OSError as exc:
         raise FlowscanError(f"{out}: cannot write: {exc.strerror}") from None

@@ -115,3 +115,16 @@ def test_bad_refs_are_refused_before_git(fs, fixture_repos):
     code, _, err = fs("trace", "--guest-repo", str(fixture_repos["linux"]), "--guest", "v9.9",
                       "--vmm-repo", str(fixture_repos["qemu"]), "--vmm", "v10.0.0")
     assert code == 2 and "v9.9" in one_line_error(err)
+
+
+def test_failed_render_leaves_no_file(fs, tmp_path, monkeypatch, fixture_repos):
+    """A missing `dot` fails with one line and leaves neither a half-written nor an empty output file."""
+    import flowscan.render as render
+    monkeypatch.setattr(render, "dot_available", lambda: False)
+    out = tmp_path / "flow.svg"
+    code, _, err = fs("trace", *refs(fixture_repos, "v6.12", "v10.0.0"), "--render", str(out))
+    assert code == 2 and "graphviz" in one_line_error(err).lower()
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    code, _, _ = fs("trace", *refs(fixture_repos, "v6.12", "v10.0.0"), "--render", str(tmp_path / "flow.dot"))
+    assert code == 0 and (tmp_path / "flow.dot").read_text().startswith("digraph")
+    assert oct((tmp_path / "flow.dot").stat().st_mode & 0o777) != "0o600"
