@@ -8,7 +8,7 @@ install:
 	$(PIP_INSTALL) -e '.[test]'
 
 demo: install
-	flowscan trace arm64-reboot
+	$(PYTHON) -m flowscan trace arm64-reboot
 
 test: install
 	$(PYTHON) -m pytest -q
