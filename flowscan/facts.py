@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields
 EXTRACTOR_VERSION = "fx-8"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FunctionDef:
     name: str
     path: str
@@ -28,7 +28,7 @@ class FunctionDef:
     conditions: tuple[str, ...] = ()  # enclosing preprocessor conditions, outermost first
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CallSite:
     caller: str  # enclosing function ('' at file scope)
     callee: str  # direct: function name; field: field path ("phases.hold"); variable: the name; other: text
@@ -46,7 +46,7 @@ class CallSite:
     local: bool = False  # variable calls: through a local variable or parameter (not a file-scope one)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PointerStore:
     """A function name stored as data (a candidate target of an indirect call)."""
 
@@ -62,7 +62,7 @@ class PointerStore:
     conditions: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class QomType:
     """A TypeInfo initializer: the QOM type graph is built from these."""
 
@@ -75,7 +75,7 @@ class QomType:
     line: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ConstantUse:
     """A constant written to a field, passed to a call, or tested in a case label."""
 
@@ -87,7 +87,7 @@ class ConstantUse:
     line: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class GlobalRef:
     """A file-scope variable read or written inside a function (request flags polled across threads)."""
 
@@ -98,7 +98,7 @@ class GlobalRef:
     line: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FieldDecl:
     """A struct member and its type (`pmu` in `struct perf_event` is a `pmu`)."""
 
@@ -109,7 +109,7 @@ class FieldDecl:
     line: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MacroDef:
     """An object-like #define whose value is a string literal (QOM type names)."""
 
