@@ -388,8 +388,7 @@ class _Collector:
             if "return" in caps:
                 if fidx < 0 or _UPPER.match(value):
                     continue
-                rtype = next((f.return_type for f in self.facts.functions
-                              if f.name == caller and f.line <= line <= f.end_line), "")
+                rtype = self.facts.functions[fidx].return_type  # same order as scopes.functions
                 self.facts.stores.append(PointerStore(
                     function=value, kind="return", path=self.path, line=line, variable=caller,
                     var_type=type_name(rtype.rstrip("*")), in_function=caller,

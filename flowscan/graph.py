@@ -8,14 +8,14 @@ carries the location of the store (initializer, assignment, registration) that j
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable, Sequence
 
 import re
 
 from flowscan.facts import CallSite, ConstantUse, FileFacts, FunctionDef, GlobalRef, PointerStore
 from flowscan.qom import QomIndex, TypeNode
-from flowscan.registrations import Registration, find_registrations, synthetic_stores
+from flowscan.registrations import Registration, chain_name, find_registrations, synthetic_stores
 from flowscan.registry import Registry, default_registry
 
 DIRECT = "direct"
@@ -211,8 +211,7 @@ class Graph:
                     out.append(self._edge(call, d.name, d.path, "spawn", call.callee))
             chain_arg = self.registry.dispatch.get(call.callee)
             if chain_arg is not None and chain_arg < len(call.args):
-                chain = call.args[chain_arg].lstrip("&").strip()
-                chain = chain.replace("->", ".").rsplit(".", 1)[-1]
+                chain = chain_name(call.args[chain_arg])
                 targets = self.notifier_callbacks.get(chain, ())
                 for fn, reg in targets:
                     for d in self.lookup(fn, reg.path):
@@ -309,8 +308,8 @@ class Graph:
                 continue
             seen.add((d.name, d.path))
             e = self._edge(call, d.name, d.path, "argument", call.callee, None, 0)
-            out.append(Edge(**{**e.__dict__, "store_path": site.path, "store_line": site.line}))
-        return [Edge(**{**e.__dict__, "fanout": len(out)}) for e in out]
+            out.append(replace(e, store_path=site.path, store_line=site.line))
+        return [replace(e, fanout=len(out)) for e in out]
 
     # -- QOM parents -------------------------------------------------------------------------------
     def _resolve_qom_parent(self, call: CallSite) -> list[Edge]:
@@ -338,7 +337,7 @@ class Graph:
                 for d in self.lookup(store.function, store.path):
                     out.append(self._edge(call, d.name, d.path, "qom-parent", f"{owner.name}.{field}", store))
         uniq = {(e.callee, e.callee_path): e for e in out}
-        return [Edge(**{**e.__dict__, "fanout": len(uniq)}) for e in uniq.values()]
+        return [replace(e, fanout=len(uniq)) for e in uniq.values()]
 
     def class_setters(self, class_init: str, field: str) -> list[PointerStore]:
         return [s for s in self.stores_in_function.get(class_init, ())
@@ -358,19 +357,15 @@ class Graph:
         sites: list[CallSite] = list(self.direct_by_callee.get(name, ()))
         if not direct_only:
             for s in self.stores_by_function.get(name, ()):
-                if s.field:
+                if s.field:  # by last member: also finds parent-phase calls (`parent_phases.hold`)
                     sites.extend(self.field_calls.get(_last(s.field), ()))
-                    if s.kind in ("assignment", "registration"):
-                        # parent-phase calls (`parent_phases.hold`) can land on this class's setter
-                        sites.extend(self.field_calls.get(_last(s.field), ()))
                 elif s.variable:
                     sites.extend(self.var_calls.get(s.variable, ()))
                 if s.var_type and s.var_type not in _PRIMITIVE:
                     sites.extend(self.var_calls_by_type.get(s.var_type, ()))
-            for reg in self.regs_by_callback.get(name, ()):
-                if reg.kind == "notifier":
-                    for api, _arg in self.registry.dispatch.items():
-                        sites.extend(self.direct_by_callee.get(api, ()))
+            if any(reg.kind == "notifier" for reg in self.regs_by_callback.get(name, ())):
+                for api in self.registry.dispatch:
+                    sites.extend(self.direct_by_callee.get(api, ()))
             for api in self.registry.spawn:
                 sites.extend(self.direct_by_callee.get(api, ()))
             for calls in self.var_calls.values():

@@ -39,6 +39,12 @@ def _strip_ref(text: str) -> str:
     return text
 
 
+def chain_name(text: str) -> str:
+    """`&restart_handler_list` or `&priv->nh` -> the chain's name (last member), as registration and dispatch
+    sites both spell it."""
+    return _strip_ref(text).replace("->", ".").rsplit(".", 1)[-1]
+
+
 def _is_nothing(text: str) -> bool:
     return text in ("NULL", "0", "nullptr", "") or text.startswith("(void")
 
@@ -90,9 +96,7 @@ def _notifier_registration(call: CallSite, api, block_callbacks) -> Registration
     chain = api.chain
     if not chain and api.chain_arg >= 0:
         raw = _strip_ref(_arg(call, api.chain_arg))
-        chain = dict(api.chain_map).get(raw, raw) if api.chain_map else raw
-        if "->" in chain or "." in chain:
-            chain = chain.replace("->", ".").rsplit(".", 1)[-1]
+        chain = chain_name(dict(api.chain_map).get(raw, raw))
     callbacks = []
     if api.callback_arg >= 0:
         value = _strip_ref(_arg(call, api.callback_arg))

@@ -5,7 +5,7 @@ The one place where sources, scan and graph meet, so the CLI stays a thin layer 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -91,9 +91,7 @@ def load_roles(spec: FlowSpec, sources: dict[str, Source], *, cache_dir: Path, j
             by_key[key] = load(src, spec.scopes.get(role, ()), cache_dir=cache_dir, jobs=jobs,
                                progress=progress, prefer=spec.prefer.get(role, ()), strict_scopes=False,
                                url_template=(url_templates or {}).get(role, ""))
-        loaded = by_key[key]
-        out[role] = Loaded(source=src, tree=loaded.tree, facts=loaded.facts, graph=loaded.graph,
-                           stats=loaded.stats, info=SourceInfo(role=role, repo=src.repo, ref=src.ref,
-                                                               commit=loaded.tree.commit, src=src.src,
-                                                               url_template=(url_templates or {}).get(role, "")))
+        loaded = by_key[key]  # shared with another role: same tree, own role and URL template
+        out[role] = replace(loaded, source=src, info=replace(
+            loaded.info, role=role, url_template=(url_templates or {}).get(role, "")))
     return out
