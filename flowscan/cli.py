@@ -67,7 +67,7 @@ def _known(graph, name: str) -> list:
     if not found:
         import difflib
 
-        near = difflib.get_close_matches(name, sorted(graph.defs), n=3, cutoff=0.75)
+        near = difflib.get_close_matches(name, sorted(graph.def_names()), n=3, cutoff=0.75)
         hint = f" (did you mean {', '.join(near)}?)" if near else ""
         raise FlowscanError(f"function '{name}' is not defined in the scanned tree{hint}")
     return found

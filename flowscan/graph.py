@@ -15,7 +15,8 @@ import re
 
 from flowscan.facts import CallSite, ConstantUse, FileFacts, FunctionDef, GlobalRef, PointerStore
 from flowscan.qom import QomIndex, TypeNode
-from flowscan.registrations import Registration, chain_name, find_registrations, synthetic_stores
+from flowscan.index import Index, build_in_memory
+from flowscan.registrations import Registration, chain_name
 from flowscan.registry import Registry, default_registry
 
 DIRECT = "direct"
@@ -82,66 +83,32 @@ def _suffix_match(a: str, b: str) -> bool:
 
 
 class Graph:
-    def __init__(self, facts: Sequence[FileFacts], registry: Registry | None = None,
+    """The call graph of one tree and scope, read from its index (see flowscan.index)."""
+
+    def __init__(self, facts: Sequence[FileFacts] | Index, registry: Registry | None = None,
                  prefer: Sequence[str] = ()):
         self.registry = registry or default_registry()
         self.prefer = tuple(p.rstrip("/") + "/" for p in prefer)
-        self.facts = list(facts)
-        self.defs: dict[str, list[FunctionDef]] = {}
-        self.calls_by_caller: dict[tuple[str, str], list[CallSite]] = {}
-        self.direct_by_callee: dict[str, list[CallSite]] = {}
-        self.field_calls: dict[str, list[CallSite]] = {}
-        self.var_calls: dict[str, list[CallSite]] = {}
-        self.var_calls_by_type: dict[str, list[CallSite]] = {}
-        for ff in self.facts:
-            for fn in ff.functions:
-                self.defs.setdefault(fn.name, []).append(fn)
-            for c in ff.calls:
-                self.calls_by_caller.setdefault((c.caller, c.path), []).append(c)
-                if c.kind == DIRECT:
-                    self.direct_by_callee.setdefault(c.callee, []).append(c)
-                elif c.kind == "field":
-                    self.field_calls.setdefault(_last(c.callee), []).append(c)
-                elif c.kind == "variable":
-                    self.var_calls.setdefault(c.callee, []).append(c)
-                    if c.var_type:
-                        self.var_calls_by_type.setdefault(c.var_type, []).append(c)
-        self.registrations: list[Registration] = find_registrations(self.facts, self.registry)
-        stores = [s for ff in self.facts for s in ff.stores] + synthetic_stores(self.registrations)
-        self.stores_by_field: dict[str, list[PointerStore]] = {}
-        self.stores_by_var: dict[str, list[PointerStore]] = {}
-        self.stores_by_type: dict[str, list[PointerStore]] = {}
-        self.stores_by_function: dict[str, list[PointerStore]] = {}
-        self.stores_in_function: dict[str, list[PointerStore]] = {}
-        for s in stores:
-            if s.function not in self.defs:
-                continue  # not a function we know: a plain value
-            self.stores_by_function.setdefault(s.function, []).append(s)
-            if s.in_function:
-                self.stores_in_function.setdefault(s.in_function, []).append(s)
-            if s.field:
-                self.stores_by_field.setdefault(_last(s.field), []).append(s)
-            elif s.variable:
-                self.stores_by_var.setdefault(s.variable, []).append(s)
-            if s.var_type and s.var_type not in _PRIMITIVE and (not s.field or s.index):
-                self.stores_by_type.setdefault(s.var_type, []).append(s)
-        self.notifier_callbacks: dict[str, list[tuple[str, Registration]]] = {}
-        self.regs_by_callback: dict[str, list[Registration]] = {}
-        for r in self.registrations:
-            for _phase, _field, fn in r.callbacks:
-                self.regs_by_callback.setdefault(fn, []).append(r)
-                if r.kind == "notifier":
-                    self.notifier_callbacks.setdefault(r.chain, []).append((fn, r))
-        self.member_types: dict[tuple[str, str], str] = {}
-        for ff in self.facts:
-            for m in ff.members:
-                self.member_types.setdefault((m.struct, m.field), m.type)
-        self.qom = QomIndex(self.facts)
+        self.ix = facts if isinstance(facts, Index) else build_in_memory(facts, self.registry)
         self._memo: dict[int, list[Edge]] = {}
+        self._qom: QomIndex | None = None
+
+    @property
+    def qom(self) -> QomIndex:
+        if self._qom is None:
+            self._qom = QomIndex(*self.ix.qom_rows())
+        return self._qom
+
+    @property
+    def registrations(self) -> list[Registration]:
+        return self.ix.registrations()
+
+    def def_names(self) -> list[str]:
+        return self.ix.def_names()
 
     # -- symbols -----------------------------------------------------------------------------------
     def definitions(self, name: str) -> list[FunctionDef]:
-        return sorted(self.defs.get(name, ()), key=lambda d: (d.path, d.line))
+        return sorted(self.ix.defs(name), key=lambda d: (d.path, d.line))
 
     def preferred(self, defs: Sequence[FunctionDef]) -> list[FunctionDef]:
         """Narrow alternatives (one per architecture) to the preferred architecture when one matches."""
@@ -152,7 +119,7 @@ class Graph:
 
     def lookup(self, name: str, from_path: str) -> list[FunctionDef]:
         """Definitions a direct call from `from_path` can reach: same-file static first, then globals."""
-        defs = self.defs.get(name)
+        defs = self.ix.defs(name)
         if not defs:
             return []
         same = [d for d in defs if d.path == from_path]
@@ -165,14 +132,14 @@ class Graph:
         return self.preferred(sorted(headers, key=lambda d: (d.path, d.line)))
 
     def def_at(self, name: str, path: str) -> FunctionDef | None:
-        for d in self.defs.get(name, ()):
+        for d in self.ix.defs(name):
             if d.path == path:
                 return d
         return None
 
     # -- forward -----------------------------------------------------------------------------------
     def calls_of(self, fn: FunctionDef) -> list[CallSite]:
-        return [c for c in self.calls_by_caller.get((fn.name, fn.path), ())
+        return [c for c in self.ix.calls_by_caller(fn.name, fn.path)
                 if fn.line <= c.line <= fn.end_line]
 
     def callees(self, fn: FunctionDef, direct_only: bool = False) -> list[Edge]:
@@ -212,7 +179,7 @@ class Graph:
             chain_arg = self.registry.dispatch.get(call.callee)
             if chain_arg is not None and chain_arg < len(call.args):
                 chain = chain_name(call.args[chain_arg])
-                targets = self.notifier_callbacks.get(chain, ())
+                targets = self.ix.notifier_callbacks(chain)
                 for fn, reg in targets:
                     for d in self.lookup(fn, reg.path):
                         out.append(self._edge(call, d.name, d.path, "notifier", chain, reg, len(targets)))
@@ -240,7 +207,9 @@ class Graph:
             return parent
         candidates = []
         call_owner = self.owner_type(call.base_type, call.callee)
-        for s in self.stores_by_field.get(_last(call.callee), ()):
+        for s in self.ix.stores_where("last", _last(call.callee)):
+            if not s.field:
+                continue
             if not _suffix_match(s.field, call.callee):
                 continue
             store_owner = self.owner_type(s.var_type, s.field)
@@ -250,6 +219,10 @@ class Graph:
         return self._stores_to_edges(
             call, candidates, lambda s: "registration" if s.kind == "registration" else "field", call.callee)
 
+    def _typed_stores(self, var_type: str) -> list[PointerStore]:
+        """Stores into variables or table slots of a function-pointer type (`exit_handle_fn`)."""
+        return [s for s in self.ix.stores_where("var_type", var_type) if not s.field or s.index]
+
     def owner_type(self, base_type: str, field_path: str) -> str:
         """The struct that holds the last member of `base->a.b.c`: follow member types from the base's
         type (`perf_event` + `pmu.read` -> `pmu`); '' when some step is unknown."""
@@ -257,14 +230,14 @@ class Graph:
             return ""
         t = base_type
         for comp in field_path.split(".")[:-1]:
-            t = self.member_types.get((t, comp), "")
+            t = self.ix.member_type(t, comp)
             if not t:
                 return ""
         return t
 
     def _resolve_variable(self, call: CallSite) -> list[Edge]:
         name = call.callee
-        stores = self.stores_by_var.get(name, ())
+        stores = [s for s in self.ix.stores_where("variable", name) if not s.field]
         if call.local:  # a local or parameter: only what this function assigns to it
             chosen = [s for s in stores if s.path == call.path and s.in_function == call.caller]
         else:  # file-scope: this file's assignments, else any file's (a global)
@@ -276,7 +249,7 @@ class Graph:
         if arg_edges:
             return arg_edges
         if call.var_type and call.var_type not in _PRIMITIVE:
-            typed = self.stores_by_type.get(call.var_type, ())
+            typed = self._typed_stores(call.var_type)
             return self._stores_to_edges(call, typed, lambda s: "table" if s.index else "type",
                                          call.var_type)
         return []
@@ -293,7 +266,7 @@ class Graph:
         if index < 0:
             return []
         pairs = []
-        for site in self.direct_by_callee.get(fn.name, ()):
+        for site in self.ix.calls_to(fn.name, DIRECT):
             if index >= len(site.args):
                 continue
             arg = site.args[index].lstrip("&").strip()
@@ -315,9 +288,9 @@ class Graph:
     def _resolve_qom_parent(self, call: CallSite) -> list[Edge]:
         """`kgc->parent_phases.hold(obj, type)` -> the hold phase the parent type set, exactly."""
         path = call.callee
-        regs = [r for r in self.regs_by_callback.get(call.caller, ()) if r.kind == "field" and r.parent_path]
+        regs = [r for r in self.ix.regs_by_callback(call.caller) if r.kind == "field" and r.parent_path]
         if not regs:
-            regs = [r for r in self.registrations if r.kind == "field" and r.parent_path and r.path == call.path]
+            regs = [r for r in self.ix.regs_in_file(call.path) if r.kind == "field" and r.parent_path]
         out: list[Edge] = []
         for reg in regs:
             if path == reg.parent_path:
@@ -340,7 +313,7 @@ class Graph:
         return [replace(e, fanout=len(uniq)) for e in uniq.values()]
 
     def class_setters(self, class_init: str, field: str) -> list[PointerStore]:
-        return [s for s in self.stores_in_function.get(class_init, ())
+        return [s for s in self.ix.stores_where("in_function", class_init)
                 if s.field and _suffix_match(s.field, field) and s.field.count(".") == field.count(".")]
 
     def inherited_setter(self, node: TypeNode, field: str,
@@ -354,22 +327,23 @@ class Graph:
 
     # -- backward ----------------------------------------------------------------------------------
     def callers(self, name: str, direct_only: bool = False) -> list[Edge]:
-        sites: list[CallSite] = list(self.direct_by_callee.get(name, ()))
+        sites: list[CallSite] = list(self.ix.calls_to(name, DIRECT))
         if not direct_only:
-            for s in self.stores_by_function.get(name, ()):
+            for s in self.ix.stores_where("function", name):
                 if s.field:  # by last member: also finds parent-phase calls (`parent_phases.hold`)
-                    sites.extend(self.field_calls.get(_last(s.field), ()))
+                    sites.extend(self.ix.field_calls(_last(s.field)))
                 elif s.variable:
-                    sites.extend(self.var_calls.get(s.variable, ()))
+                    sites.extend(self.ix.calls_to(s.variable, "variable"))
                 if s.var_type and s.var_type not in _PRIMITIVE:
-                    sites.extend(self.var_calls_by_type.get(s.var_type, ()))
-            if any(reg.kind == "notifier" for reg in self.regs_by_callback.get(name, ())):
+                    sites.extend(self.ix.var_calls_typed(s.var_type))
+            if any(reg.kind == "notifier" for reg in self.ix.regs_by_callback(name)):
                 for api in self.registry.dispatch:
-                    sites.extend(self.direct_by_callee.get(api, ()))
+                    sites.extend(self.ix.calls_to(api, DIRECT))
             for api in self.registry.spawn:
-                sites.extend(self.direct_by_callee.get(api, ()))
-            for calls in self.var_calls.values():
-                sites.extend(calls)  # calls through parameters: checked by resolution below
+                sites.extend(self.ix.calls_to(api, DIRECT))
+            for fn_name in self.ix.arg_callees(name):  # calls through the parameters it is passed to
+                for fn in self.ix.defs(fn_name):
+                    sites.extend(c for c in self.calls_of(fn) if c.kind == "variable" and c.local)
         out = []
         seen = set()
         for site in sites:
@@ -416,42 +390,14 @@ class Graph:
         return None
 
     # -- constants and flags (handoffs across roles and threads) -----------------------------------
-    def _constant_index(self) -> None:
-        if hasattr(self, "_const_by_name"):
-            return
-        by_name: dict[str, list[ConstantUse]] = {}
-        by_fn: dict[str, list[ConstantUse]] = {}
-        rows = [u for ff in self.facts for u in ff.constants]
-        rows += [ConstantUse(name=a, kind="call-arg", target=c.callee, function=c.caller, path=c.path,
-                             line=c.line) for ff in self.facts for c in ff.calls for a in c.constants]
-        for u in rows:
-            for part in u.name.split("|"):
-                by_name.setdefault(_WS.sub(" ", part.strip()), []).append(u)
-            by_fn.setdefault(u.function, []).append(u)
-        self._const_by_name, self._const_by_fn = by_name, by_fn
-
     def constant_uses(self, name: str) -> list[ConstantUse]:
-        self._constant_index()
-        return self._const_by_name.get(_WS.sub(" ", name.strip()), [])
+        return self.ix.constant_uses(_WS.sub(" ", name.strip()))
 
     def constants_in(self, function: str) -> list[ConstantUse]:
-        self._constant_index()
-        return self._const_by_fn.get(function, [])
-
-    def _global_index(self) -> None:
-        if hasattr(self, "_glob_by_name"):
-            return
-        self._glob_by_name: dict[str, list[GlobalRef]] = {}
-        self._glob_by_fn: dict[str, list[GlobalRef]] = {}
-        for ff in self.facts:
-            for r in ff.globals:
-                self._glob_by_name.setdefault(r.name, []).append(r)
-                self._glob_by_fn.setdefault(r.function, []).append(r)
+        return self.ix.constant_uses(function, column="function")
 
     def global_refs(self, name: str) -> list[GlobalRef]:
-        self._global_index()
-        return self._glob_by_name.get(name, [])
+        return self.ix.global_refs("name", name)
 
     def globals_in(self, function: str) -> list[GlobalRef]:
-        self._global_index()
-        return self._glob_by_fn.get(function, [])
+        return self.ix.global_refs("function", function)

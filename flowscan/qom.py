@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flowscan.facts import FileFacts, QomType
+from flowscan.facts import MacroDef, QomType
 
 
 @dataclass(frozen=True)
@@ -26,17 +26,15 @@ def _unquote(text: str) -> str | None:
 
 
 class QomIndex:
-    def __init__(self, facts: list[FileFacts]):
+    def __init__(self, types: list[QomType], macros: list[MacroDef]):
         self.macros: dict[str, str] = {}
-        for ff in facts:
-            for m in ff.macros:
-                value = _unquote(m.value)
-                if value is not None:
-                    self.macros.setdefault(m.name, value)
+        for m in macros:
+            value = _unquote(m.value)
+            if value is not None:
+                self.macros.setdefault(m.name, value)
         self.types: dict[str, TypeNode] = {}
         self.by_class_init: dict[str, list[TypeNode]] = {}
-        raw: list[QomType] = [t for ff in facts for t in ff.types]
-        for t in sorted(raw, key=lambda t: (t.path, t.line)):
+        for t in sorted(types, key=lambda t: (t.path, t.line)):
             node = TypeNode(name=self.resolve(t.name), macro=t.name, parent=self.resolve(t.parent) if t.parent
                             else "", class_init=t.class_init, instance_init=t.instance_init, path=t.path,
                             line=t.line)

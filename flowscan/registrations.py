@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flowscan.extract import field_path_text
-from flowscan.facts import CallSite, FileFacts, PointerStore
+from typing import Iterable
+
+from flowscan.facts import CallSite, PointerStore
 from flowscan.registry import Registry
 
 
@@ -49,27 +51,27 @@ def _is_nothing(text: str) -> bool:
     return text in ("NULL", "0", "nullptr", "") or text.startswith("(void")
 
 
-def find_registrations(facts: list[FileFacts], registry: Registry) -> list[Registration]:
-    """Every registration call site in the facts, in path/line order."""
+def find_registrations(calls: Iterable[CallSite], stores: Iterable[PointerStore],
+                       registry: Registry) -> list[Registration]:
+    """Every registration among these call sites, in path/line order (`stores`: where notifier blocks
+    name their callbacks)."""
     block_callbacks: dict[tuple[str, str], list[PointerStore]] = {}
-    for ff in facts:
-        for s in ff.stores:
-            if s.kind == "initializer" and s.field == "notifier_call" and s.variable:
-                block_callbacks.setdefault((ff.path, s.variable), []).append(s)
+    for s in stores:
+        if s.kind == "initializer" and s.field == "notifier_call" and s.variable:
+            block_callbacks.setdefault((s.path, s.variable), []).append(s)
     out: list[Registration] = []
-    for ff in facts:
-        for call in ff.calls:
-            if call.kind != "direct":
-                continue
-            api = registry.fields.get(call.callee)
-            if api is not None:
-                out.append(_field_registration(call, api))
-                continue
-            napi = registry.notifiers.get(call.callee)
-            if napi is not None:
-                reg = _notifier_registration(call, napi, block_callbacks)
-                if reg is not None:
-                    out.append(reg)
+    for call in calls:
+        if call.kind != "direct":
+            continue
+        api = registry.fields.get(call.callee)
+        if api is not None:
+            out.append(_field_registration(call, api))
+            continue
+        napi = registry.notifiers.get(call.callee)
+        if napi is not None:
+            reg = _notifier_registration(call, napi, block_callbacks)
+            if reg is not None:
+                out.append(reg)
     out.sort(key=lambda r: (r.path, r.line, r.api))
     return out
 

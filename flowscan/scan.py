@@ -1,13 +1,12 @@
-"""Scan a tree: list the files in scope, reuse cached facts by blob id, extract the rest in workers.
+"""Scan a tree into its index: list the files in scope, reuse cached facts by blob id, extract the rest.
 
-The parent lists the files, looks every blob up in the facts cache, reads only the misses (one
-`git cat-file --batch` stream) and hands them in small batches to worker processes. Workers extract and
-write the cache entry themselves (the cache is the hand-off) and send back the JSON text, which the parent
-turns into FileFacts. At most a few batches per worker are in flight, so memory stays flat on a whole
-Linux tree. Results are sorted by path.
-
-Facts are cached by blob id alone, yet the same bytes can sit at several paths (a copied header, a file
-moved between tags): the path stamped into a cached entry is rewritten to the path being scanned.
+Everything heavy happens in worker processes: a worker takes a batch of files, gets each file's facts
+(from the facts cache when its blob is there, else by extracting the bytes the parent read from git and
+storing the result in the cache) and writes them into its own shard database. The parent only lists,
+reads missing blobs (one `git cat-file --batch` stream) and at the end merges the shards into the index
+(`INSERT ... SELECT`, in C): no facts travel between processes and the parent never holds a tree's facts,
+so memory stays flat on a whole Linux tree. Facts are keyed by blob alone; the same bytes at two paths
+(a copy, a move between tags) get the path of the file being scanned.
 """
 
 from __future__ import annotations
@@ -16,22 +15,28 @@ import concurrent.futures as cf
 import json
 import multiprocessing
 import os
+import shutil
+import sqlite3
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import click
 
+from flowscan import index as ixm
 from flowscan.cache import FactsCache
 from flowscan.facts import FileFacts
+from flowscan.registry import Registry, default_registry
 from flowscan.sources import MAX_FILE_SIZE, FileEntry, Tree
 
 BINARY_PROBE = 8192
-BATCH_FILES = 16  # files per task sent to a worker
+BATCH_FILES = 16  # files to extract per task sent to a worker
 BATCH_BYTES = 1 << 20  # ... or fewer when they are big
-IN_PROCESS_BELOW = 8  # so few misses are not worth starting a pool for
+BATCH_CACHED = 64  # files per task whose facts are in the cache
+IN_PROCESS_BELOW = 8  # so few files are not worth starting a pool for
 PROGRESS_ABOVE = 50
 
 # The extractor, resolved on first use (tests may set it to a stub; forked workers inherit it).
@@ -53,62 +58,96 @@ class ScanStats:
     reused: int = 0  # taken from the cache
     skipped: int = 0  # binary, too large, or the extractor failed on them
     seconds: float = 0.0
+    indexed: bool = False  # answered from an existing index: nothing was read at all
 
 
 # ------------------------------------------------------------------------------------------ worker side
 
-_WORKER_CACHE: FactsCache | None = None
+_SHARD: tuple[str, int, sqlite3.Connection] | None = None  # this process's shard (per scan directory)
+_CACHE: FactsCache | None = None
+
+# A task is (file id, path, blob, bytes or None: None = take the facts from the cache).
+Task = tuple[int, str, str, bytes | None]
 
 
-def _worker_cache(root: str | None, version: str | None) -> FactsCache | None:
-    global _WORKER_CACHE
-    if root is None:
+def _shard(shard_dir: str) -> sqlite3.Connection:
+    global _SHARD
+    if _SHARD is None or _SHARD[:2] != (shard_dir, os.getpid()):  # forked children open their own
+        path = os.path.join(shard_dir, f"shard-{os.getpid()}.sqlite")
+        _SHARD = (shard_dir, os.getpid(), ixm.connect_for_writing(path))
+    return _SHARD[2]
+
+
+def _cache(root: str | None, version: str | None) -> FactsCache | None:
+    global _CACHE
+    if root is None or version is None:
         return None
-    if _WORKER_CACHE is None or str(_WORKER_CACHE.root) != root or _WORKER_CACHE.version != version:
-        _WORKER_CACHE = FactsCache(Path(root), version) if version else FactsCache(Path(root))
-    return _WORKER_CACHE
+    if _CACHE is None or str(_CACHE.root) != root or _CACHE.version != version:
+        _CACHE = FactsCache(Path(root), version)
+    return _CACHE
 
 
-def _extract_batch(batch: list[tuple[str, str, bytes]], cache_root: str | None,
-                   cache_version: str | None) -> list[tuple[str, str, str | None, str]]:
-    """Extract each (path, blob, data); store in the cache; return (path, blob, json or None, error)."""
-    extract = _extractor()
-    cache = _worker_cache(cache_root, cache_version)
+def _cached_facts(cache: FactsCache | None, blob: str) -> dict | None:
+    text = cache.get(blob) if cache is not None else None
+    if text is None:
+        return None
+    try:
+        data = json.loads(text)
+        if isinstance(data, dict) and data.get("blob") == blob and isinstance(data.get("calls"), list):
+            return data
+    except ValueError:
+        pass
+    cache.corrupt += 1  # valid checksum but not FileFacts: rebuild
+    cache.drop(blob)
+    return None
+
+
+def _work(batch: list[Task], shard_dir: str, cache_root: str | None,
+          cache_version: str | None) -> tuple[str, list[tuple[str, str, str]], int]:
+    """Facts of each file into this worker's shard. Returns (shard path, [(path, status, detail)],
+    corrupt cache entries seen); status is parsed | reused | skipped | retry (cache entry gone or bad:
+    the parent sends the bytes)."""
+    db = _shard(shard_dir)
+    cache = _cache(cache_root, cache_version)
+    corrupt_before = cache.corrupt if cache is not None else 0
     out = []
-    for path, blob, data in batch:
+    for file_id, path, blob, data in batch:
+        if data is None:
+            facts = _cached_facts(cache, blob)
+            if facts is None:
+                out.append((path, "retry", ""))
+                continue
+            ixm.write_file(db, file_id, path, facts, blob)
+            out.append((path, "reused", ""))
+            continue
+        if b"\0" in data[:BINARY_PROBE]:
+            ixm.write_file(db, file_id, path, None, blob, "binary")
+            out.append((path, "skipped", "binary"))
+            continue
         try:
-            facts = extract(data, path)
-            facts.blob = blob
-            text = facts.dumps()
+            ff = _extractor()(data, path)
+            ff.blob = blob
+            facts = ff.to_json()
+            text = json.dumps(facts, separators=(",", ":"))
         except Exception as exc:  # one bad file must not sink the scan; it is reported as skipped
-            out.append((path, blob, None, f"{type(exc).__name__}: {exc}".splitlines()[0][:200]))
+            why = "error: " + f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+            ixm.write_file(db, file_id, path, None, blob, why)
+            out.append((path, "skipped", why))
             continue
         if cache is not None:
             try:
                 cache.put(blob, text)
             except OSError:
                 pass  # a read-only or full cache only costs speed
-        out.append((path, blob, text, ""))
-    return out
+        ixm.write_file(db, file_id, path, facts, blob)
+        out.append((path, "parsed", ""))
+    db.execute("COMMIT")
+    db.execute("BEGIN")
+    return (os.path.join(shard_dir, f"shard-{os.getpid()}.sqlite"), out,
+            (cache.corrupt - corrupt_before) if cache is not None else 0)
 
 
 # ------------------------------------------------------------------------------------------ parent side
-
-def _facts_from_text(text: str, path: str, blob: str) -> FileFacts:
-    data = json.loads(text)
-    if not isinstance(data, dict) or data.get("blob") != blob or not isinstance(data.get("path"), str):
-        raise ValueError(f"cached facts are not those of blob {blob}")
-    old = data["path"]
-    if old != path:  # same bytes at another path: restamp every row
-        data["path"] = path
-        for value in data.values():
-            if isinstance(value, list):
-                for row in value:
-                    if isinstance(row, dict) and row.get("path") == old:
-                        row["path"] = path
-    data["blob"] = blob
-    return FileFacts.from_json(data)
-
 
 def _pool(jobs: int) -> cf.ProcessPoolExecutor:
     methods = multiprocessing.get_all_start_methods()
@@ -116,87 +155,129 @@ def _pool(jobs: int) -> cf.ProcessPoolExecutor:
     return cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx)
 
 
+def _batches(tree: Tree, ids: dict[str, int], cached: list[FileEntry],
+             todo: list[FileEntry]) -> Iterator[list[Task]]:
+    for i in range(0, len(cached), BATCH_CACHED):
+        yield [(ids[e.path], e.path, e.blob, None) for e in cached[i:i + BATCH_CACHED]]
+    batch: list[Task] = []
+    size = 0
+    for entry, data in tree.read(todo):
+        batch.append((ids[entry.path], entry.path, entry.blob, data))
+        size += len(data)
+        if len(batch) >= BATCH_FILES or size >= BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def build_index(tree: Tree, entries: Sequence[FileEntry], cache: FactsCache | None, dest: Path, *,
+                jobs: int = 0, progress: bool = True, registry: Registry | None = None,
+                meta: dict[str, str] | None = None) -> ScanStats:
+    """Scan `entries` of `tree` into a new index at `dest` (written under a temporary name, then moved)."""
+    started = time.perf_counter()
+    registry = registry or default_registry()
+    stats = ScanStats(files=len(entries))
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        db = ixm.connect_for_writing(work / "index.sqlite")
+        ids = {e.path: i + 1 for i, e in enumerate(entries)}  # entries are sorted by path
+        cached: list[FileEntry] = []
+        todo: list[FileEntry] = []
+        for entry in entries:
+            if entry.size > MAX_FILE_SIZE:
+                ixm.write_file(db, ids[entry.path], entry.path, None, entry.blob, "too large")
+                stats.skipped += 1
+            elif cache is not None and cache.path(entry.blob).is_file():
+                cached.append(entry)
+            else:
+                todo.append(entry)
+        jobs = jobs or os.cpu_count() or 1
+        args = (str(work), str(cache.root) if cache else None, cache.version if cache else None)
+        bar = None
+        if progress and len(todo) > PROGRESS_ABOVE:
+            bar = click.progressbar(length=len(entries), label=f"parsing {tree.label}", file=sys.stderr)
+            bar.__enter__()
+        shards: set[str] = set()
+        by_path = {e.path: e for e in entries}
+        retry: list[FileEntry] = []
+
+        def take(result: tuple[str, list[tuple[str, str, str]], int]) -> None:
+            shard, done, corrupt = result
+            shards.add(shard)
+            if cache is not None:
+                cache.corrupt += corrupt
+            for path, status, _detail in done:
+                if status == "retry":
+                    retry.append(by_path[path])
+                    continue
+                if status == "parsed":
+                    stats.parsed += 1
+                    if cache is not None:
+                        cache.writes += 1
+                elif status == "reused":
+                    stats.reused += 1
+                else:
+                    stats.skipped += 1
+            if bar is not None:
+                bar.update(len(done))
+
+        try:
+            rounds = [(cached, todo)]
+            while rounds:
+                hits, misses = rounds.pop()
+                if jobs == 1 or len(hits) + len(misses) < IN_PROCESS_BELOW:
+                    for batch in _batches(tree, ids, hits, misses):
+                        take(_work(batch, *args))
+                else:
+                    with _pool(jobs) as pool:
+                        pending: set[cf.Future] = set()
+                        for batch in _batches(tree, ids, hits, misses):
+                            pending.add(pool.submit(_work, batch, *args))
+                            while len(pending) >= jobs * 3:
+                                done, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+                                for fut in done:
+                                    take(fut.result())
+                        for fut in cf.as_completed(pending):
+                            take(fut.result())
+                if retry:  # cache entries that turned out bad: read and extract those files
+                    rounds.append(([], sorted(retry, key=lambda e: e.path)))
+                    retry.clear()
+        finally:
+            if bar is not None:
+                bar.__exit__(None, None, None)
+        _close_own_shard(str(work))
+        for shard in sorted(shards):
+            ixm.merge(db, Path(shard))
+        ixm.finish(db, registry, {**(meta or {}), "files": str(stats.files)})
+        db.close()
+        os.replace(work / "index.sqlite", dest)
+    finally:
+        _close_own_shard(str(work))
+        shutil.rmtree(work, ignore_errors=True)
+    stats.seconds = time.perf_counter() - started
+    return stats
+
+
+def _close_own_shard(shard_dir: str) -> None:
+    """The in-process path wrote through this process's own shard connection: close it before merging."""
+    global _SHARD
+    if _SHARD is not None and _SHARD[:2] == (shard_dir, os.getpid()):
+        _SHARD[2].close()
+        _SHARD = None
+
+
 def scan(tree: Tree, scopes: Sequence[str], cache: FactsCache | None, jobs: int = 0,
          progress: bool = True, strict: bool = True) -> tuple[list[FileFacts], ScanStats]:
-    started = time.perf_counter()
+    """Every file's facts, in path order (through a throw-away index: the same path as real scans)."""
     entries = tree.files(scopes, strict)
-    stats = ScanStats(files=len(entries))
-    results: dict[str, FileFacts] = {}
-    todo: list[FileEntry] = []
-    for entry in entries:
-        if entry.size > MAX_FILE_SIZE:
-            results[entry.path] = FileFacts(path=entry.path, blob=entry.blob, skipped="too large")
-            stats.skipped += 1
-            continue
-        text = cache.get(entry.blob) if cache is not None else None
-        if text is not None:
-            try:
-                results[entry.path] = _facts_from_text(text, entry.path, entry.blob)
-                stats.reused += 1
-                continue
-            except (ValueError, KeyError, TypeError):  # valid checksum but not FileFacts: rebuild
-                cache.corrupt += 1
-                cache.drop(entry.blob)
-        todo.append(entry)
-
-    jobs = jobs or os.cpu_count() or 1
-    cache_root = str(cache.root) if cache is not None else None
-    cache_version = cache.version if cache is not None else None
-    bar = None
-    if progress and len(todo) > PROGRESS_ABOVE:
-        bar = click.progressbar(length=len(todo), label=f"parsing {tree.label}", file=sys.stderr)
-        bar.__enter__()
-
-    def take(done: list[tuple[str, str, str | None, str]]) -> None:
-        for path, blob, text, error in done:
-            if text is None:
-                results[path] = FileFacts(path=path, blob=blob, skipped=f"error: {error}")
-                stats.skipped += 1
-            else:
-                results[path] = _facts_from_text(text, path, blob)
-                stats.parsed += 1
-                if cache is not None:
-                    cache.writes += 1
-        if bar is not None:
-            bar.update(len(done))
-
-    def batches():
-        batch: list[tuple[str, str, bytes]] = []
-        size = 0
-        for entry, data in tree.read(todo):
-            if b"\0" in data[:BINARY_PROBE]:
-                results[entry.path] = FileFacts(path=entry.path, blob=entry.blob, skipped="binary")
-                stats.skipped += 1
-                if bar is not None:
-                    bar.update(1)
-                continue
-            batch.append((entry.path, entry.blob, data))
-            size += len(data)
-            if len(batch) >= BATCH_FILES or size >= BATCH_BYTES:
-                yield batch
-                batch, size = [], 0
-        if batch:
-            yield batch
-
-    try:
-        if jobs == 1 or len(todo) < IN_PROCESS_BELOW:
-            for batch in batches():
-                take(_extract_batch(batch, cache_root, cache_version))
-        else:
-            with _pool(jobs) as pool:
-                pending: set[cf.Future] = set()
-                for batch in batches():
-                    pending.add(pool.submit(_extract_batch, batch, cache_root, cache_version))
-                    while len(pending) >= jobs * 3:
-                        done, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-                        for fut in done:
-                            take(fut.result())
-                for fut in cf.as_completed(pending):
-                    take(fut.result())
-    finally:
-        if bar is not None:
-            bar.__exit__(None, None, None)
-
-    facts = [results[path] for path in sorted(results)]
-    stats.seconds = time.perf_counter() - started
+    with tempfile.TemporaryDirectory(prefix="flowscan-scan-") as tmp:
+        stats = build_index(tree, entries, cache, Path(tmp) / "index.sqlite", jobs=jobs, progress=progress)
+        ix = ixm.Index.open(Path(tmp) / "index.sqlite")
+        try:
+            facts = ix.all_facts()
+        finally:
+            ix.db.close()
     return facts, stats

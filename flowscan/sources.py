@@ -349,6 +349,10 @@ class Tree:
     def files(self, scopes: Sequence[str] = (), strict: bool = True) -> list[FileEntry]:
         raise NotImplementedError
 
+    def snapshot(self, scopes: Sequence[str] = ()) -> str:
+        """What fixes the contents of these scopes without listing them ('' when only a listing can tell)."""
+        return ""
+
     def read(self, entries: Iterable[FileEntry]) -> Iterator[tuple[FileEntry, bytes]]:
         raise NotImplementedError
 
@@ -586,6 +590,9 @@ class GitTree(Tree):
         got = {o: sizes[o] for o in wanted}
         self._known.update(got)
         return got
+
+    def snapshot(self, scopes: Sequence[str] = ()) -> str:
+        return "git " + self.commit + "\0" + "\0".join(sorted({_norm_scope(s) for s in scopes}))
 
     def files(self, scopes: Sequence[str] = (), strict: bool = True) -> list[FileEntry]:
         norm = [_norm_scope(s) for s in scopes]

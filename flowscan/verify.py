@@ -44,7 +44,7 @@ def neighbourhood(result: FlowResult, graphs: dict[str, Graph]) -> dict[str, dic
         if h.kind == "registration":
             ci = h.matched_from
             regs[ci] = sorted({f"{s.variable if s.kind == 'registration' else 'assignment'} {s.field}="
-                               f"{s.function}" for s in g.stores_in_function.get(ci, ())
+                               f"{s.function}" for s in g.ix.stores_where("in_function", ci)
                                if s.kind in ("registration", "assignment") and _reset_field(s.field)})
             continue
         if h.kind not in ("call", "reach"):
@@ -128,7 +128,7 @@ def _candidates(g: Graph, hop: Hop, callees: list[str]) -> list[str]:
         for c in _similar(to, callees, 3):
             out.append(f"{c} (called by {'|'.join(hop.frm)} now: likely rename)")
     for to in hop.to:
-        for c in _similar(to, g.defs.keys(), 4):
+        for c in _similar(to, g.def_names(), 4):
             if not any(o.startswith(c + " ") for o in out) and c not in hop.to:
                 out.append(f"{c} (similar name)")
     return out[:6]
@@ -153,7 +153,7 @@ def _finish_call(hop: Hop, g: Graph, edges: list[Edge], from_name: str) -> HopRe
 def _verify_call(hop: Hop, g: Graph) -> HopResult:
     from_defs = [(f, d) for f in hop.frm for d in g.preferred(g.definitions(f))]
     if not from_defs:
-        cands = [f"{c} (similar name)" for f in hop.frm for c in _similar(f, g.defs.keys(), 4)]
+        cands = [f"{c} (similar name)" for f in hop.frm for c in _similar(f, g.def_names(), 4)]
         return _base(hop, "missing", candidates=cands[:6],
                      note=f"{'|'.join(hop.frm)} is not defined in the scanned scope")
     callees: list[str] = []
@@ -266,7 +266,7 @@ def _verify_flag(hop: Hop, g: Graph) -> HopResult:
 def _verify_registration(hop: Hop, g: Graph) -> HopResult:
     found = []
     for ci in hop.class_init:
-        for s in g.stores_in_function.get(ci, ()):
+        for s in g.ix.stores_where("in_function", ci):
             if s.function in hop.callback and s.kind in ("registration", "assignment"):
                 found.append((ci, s))
     if found:
@@ -282,11 +282,11 @@ def _verify_registration(hop: Hop, g: Graph) -> HopResult:
                      to_line=fn[0].line if fn else 0, conditions=[f"#if {c}" for c in s.conditions])
     cands = []
     for ci in hop.class_init:
-        for s in g.stores_in_function.get(ci, ()):
+        for s in g.ix.stores_where("in_function", ci):
             if s.kind in ("registration", "assignment") and s.field:
                 cands.append(f"{s.function} ({s.field} via {s.variable if s.kind == 'registration' else 'assignment'})")
     if not cands:
-        cands = [f"{c} (similar class_init)" for ci in hop.class_init for c in _similar(ci, g.defs.keys(), 3)]
+        cands = [f"{c} (similar class_init)" for ci in hop.class_init for c in _similar(ci, g.def_names(), 3)]
     defined = [ci for ci in hop.class_init if g.definitions(ci)]
     note = (f"{'|'.join(hop.class_init)} does not register {'|'.join(hop.callback)}" if defined
             else f"{'|'.join(hop.class_init)} is not defined in the scanned scope")

@@ -9,17 +9,20 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
-import gc
+import hashlib
 import json
+import sqlite3
+import time
 
 from flowscan.cache import FactsCache
 from flowscan.fileio import atomic_write_text
 from flowscan.errors import FlowscanError
-from flowscan.facts import FileFacts
 from flowscan.graph import Graph
+from flowscan.index import INDEX_VERSION, Index, index_key, index_path, registry_digest, remove_quietly
+from flowscan.registry import default_registry
 from flowscan.resources import fixtures_dir
 from flowscan.results import SourceInfo
-from flowscan.scan import ScanStats, scan
+from flowscan.scan import ScanStats, build_index
 from flowscan.sources import Source, Tree, open_tree
 from flowscan.spec import FlowSpec
 
@@ -31,7 +34,6 @@ DEMO = {"guest": ("linux", "v6.12"), "host": ("linux", "v6.12"), "vmm": ("qemu",
 class Loaded:
     source: Source
     tree: Tree
-    facts: list[FileFacts]
     graph: Graph
     stats: ScanStats
     info: SourceInfo = field(default_factory=lambda: SourceInfo(role=""))
@@ -50,33 +52,60 @@ def record_scan(cache_dir: Path, label: str, stats: ScanStats) -> None:
     except (OSError, ValueError):
         data = {}
     data[label] = {"files": stats.files, "parsed": stats.parsed, "reused": stats.reused,
-                   "skipped": stats.skipped, "seconds": round(stats.seconds, 2)}
+                   "skipped": stats.skipped, "indexed": stats.indexed, "seconds": round(stats.seconds, 2)}
     try:
         atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
     except OSError:
         pass
 
 
+def _open_index(path: Path) -> Index | None:
+    """An index built earlier, or None when there is none or it cannot be read (it is then rebuilt)."""
+    if not path.is_file():
+        return None
+    try:
+        ix = Index.open(path)
+        if ix.meta().get("version") == INDEX_VERSION:
+            return ix
+        ix.db.close()
+    except sqlite3.DatabaseError:
+        pass
+    remove_quietly(path)
+    return None
+
+
 def load(source: Source, scopes: Sequence[str] = (), *, cache_dir: Path, jobs: int = 0, progress: bool = True,
          prefer: Sequence[str] = (), strict_scopes: bool = True, url_template: str = "") -> Loaded:
     tree = open_tree(source, cache_dir, progress=progress)
-    cache = FactsCache(cache_dir / "facts")
-    # Facts are millions of small acyclic objects: the cyclic collector only burns time on them
-    # (a quarter to 40% of a load), so it is off while they are made and they are frozen afterwards.
-    gc.disable()
-    try:
-        facts, stats = scan(tree, list(scopes), cache, jobs=jobs, progress=progress, strict=strict_scopes)
-        graph = Graph(facts, prefer=prefer)
-    finally:
-        gc.freeze()
-        gc.enable()
-    if not facts or all(f.skipped for f in facts):
+    registry = default_registry()
+    snapshot = tree.snapshot(scopes)
+    entries = None
+    if not snapshot:  # a plain directory: its listing (paths and blob ids) is what identifies it
+        entries = tree.files(scopes, strict_scopes)
+        snapshot = "dir " + hashlib.sha256("".join(f"{e.path}\0{e.blob}\n" for e in entries).encode()).hexdigest()
+    path = index_path(cache_dir, index_key(snapshot, registry_digest(registry)))
+    started = time.perf_counter()
+    ix = _open_index(path)
+    if ix is not None:
+        counts = ix.file_counts()
+        stats = ScanStats(files=counts["files"], reused=counts["files"] - counts["skipped"],
+                          skipped=counts["skipped"], indexed=True)
+    else:
+        if entries is None:
+            entries = tree.files(scopes, strict_scopes)
+        stats = build_index(tree, entries, FactsCache(cache_dir / "facts"), path, jobs=jobs, progress=progress,
+                            registry=registry, meta={"version": INDEX_VERSION, "tree": tree.label,
+                                                     "commit": tree.commit, "scopes": " ".join(scopes)})
+        ix = Index.open(path)
+    stats.seconds = time.perf_counter() - started
+    if not stats.files or stats.skipped == stats.files:
         raise FlowscanError(f"no C files to analyse in {tree.label}" + (f" (scope: {', '.join(scopes)})"
                                                                          if scopes else ""))
+    graph = Graph(ix, registry=registry, prefer=prefer)
     record_scan(cache_dir, tree.label + (f" ({', '.join(scopes)})" if scopes else " (whole tree)"), stats)
     info = SourceInfo(role=source.role, repo=source.repo, ref=source.ref, commit=tree.commit, src=source.src,
                       url_template=url_template)
-    return Loaded(source=source, tree=tree, facts=facts, graph=graph, stats=stats, info=info)
+    return Loaded(source=source, tree=tree, graph=graph, stats=stats, info=info)
 
 
 def load_roles(spec: FlowSpec, sources: dict[str, Source], *, cache_dir: Path, jobs: int = 0,

@@ -45,7 +45,7 @@ def test_direct_and_arch_alternatives(lnx):
         ("machine_restart", "do_kernel_restart", "direct", "arch/arm64/kernel/process.c:56", ":0")]
     # the x86 definition stays an alternative when no architecture is preferred
     assert [d.path for d in lnx.lookup("machine_restart", "kernel/reboot.c")] == ["arch/arm64/kernel/process.c"]
-    unpreferred = Graph(lnx.facts, prefer=())
+    unpreferred = Graph(lnx.ix, prefer=())
     assert [d.path for d in unpreferred.lookup("machine_restart", "kernel/reboot.c")] == [
         "arch/arm64/kernel/process.c", "arch/x86/kernel/reboot.c"]
 

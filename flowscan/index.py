@@ -1,0 +1,423 @@
+"""The per-ref index: every file's facts of one tree and scope in one SQLite database.
+
+A question on a warm tree must not reload and re-link every file's facts (60k files, 9M rows on Linux):
+it opens this database and reads the few rows it needs through B-tree indexes. SQLite comes with
+Python, is a single file that is written once and then only read, and its indexes do the lookups the
+call graph needs (by name, by member, by type) in microseconds.
+
+Tables mirror the fact dataclasses column for column (``path`` becomes a ``file`` id into ``files``,
+tuples are joined with US, 0x1f). Facts are written by the scan's workers into one shard database each and
+merged here (``INSERT ... SELECT``, in C); derived tables (registrations and their synthetic stores, the
+constant index, function names passed as arguments) are computed once after the merge. The database is
+built under a temporary name and moved into place, so a reader sees a whole index or none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+from dataclasses import astuple, fields
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from flowscan.facts import (EXTRACTOR_VERSION, CallSite, ConstantUse, FieldDecl, FileFacts, FunctionDef,
+                            GlobalRef, MacroDef, PointerStore, QomType)
+from flowscan.registrations import Registration, find_registrations, synthetic_stores
+from flowscan.registry import Registry
+
+INDEX_VERSION = "ix-1"
+SEP = "\x1f"
+
+_TABLES = {"functions": FunctionDef, "calls": CallSite, "stores": PointerStore, "types": QomType,
+           "constants": ConstantUse, "globals": GlobalRef, "macros": MacroDef, "members": FieldDecl}
+_EXTRA = {"calls": ("last",), "stores": ("last",)}  # last member of `field` paths, for lookups
+
+
+def _col(name: str) -> str:
+    return {"path": "file", "index": "idx", "static": "static_", "local": "local_", "type": "type_",
+            "write": "write_"}.get(name, name)
+
+
+_NAMES = {t: [f.name for f in fields(k)] for t, k in _TABLES.items()}
+_COLS = {t: [_col(n) for n in names] + list(_EXTRA.get(t, ())) for t, names in _NAMES.items()}
+_PATH_AT = {t: names.index("path") for t, names in _NAMES.items()}
+_TUPLE_AT = {t: tuple(i for i, f in enumerate(fields(k)) if str(f.type).startswith("tuple"))
+             for t, k in _TABLES.items()}
+_FIELD_AT = {"calls": _NAMES["calls"].index("callee"), "stores": _NAMES["stores"].index("field")}
+_BOOL_AT = {t: tuple(i for i, f in enumerate(fields(k)) if str(f.type) == "bool") for t, k in _TABLES.items()}
+
+SCHEMA = "".join(
+    f"CREATE TABLE IF NOT EXISTS {t}(id INTEGER PRIMARY KEY, {', '.join(cols)});\n" for t, cols in _COLS.items()
+) + """
+CREATE TABLE IF NOT EXISTS files(id INTEGER PRIMARY KEY, path TEXT, blob TEXT, parse_errors INT, skipped TEXT);
+CREATE TABLE IF NOT EXISTS argrefs(name TEXT, callee TEXT, file INT);
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
+"""
+
+_INDEXES = """
+CREATE INDEX functions_name ON functions(name);
+CREATE INDEX calls_caller ON calls(caller);
+CREATE INDEX calls_callee ON calls(callee, kind);
+CREATE INDEX calls_last ON calls(last) WHERE kind = 'field';
+CREATE INDEX calls_var_type ON calls(var_type) WHERE kind = 'variable';
+CREATE INDEX stores_function ON stores(function);
+CREATE INDEX stores_in_function ON stores(in_function);
+CREATE INDEX stores_last ON stores(last);
+CREATE INDEX stores_variable ON stores(variable);
+CREATE INDEX stores_var_type ON stores(var_type);
+CREATE INDEX members_key ON members(struct, field);
+CREATE INDEX globals_name ON globals(name);
+CREATE INDEX globals_function ON globals(function);
+CREATE INDEX argrefs_name ON argrefs(name);
+CREATE TABLE registrations(id INTEGER PRIMARY KEY, file INT, row TEXT);
+CREATE TABLE reg_callbacks(fn TEXT, reg INT, chain TEXT);
+CREATE INDEX reg_callbacks_fn ON reg_callbacks(fn);
+CREATE INDEX reg_callbacks_chain ON reg_callbacks(chain);
+CREATE TABLE constant_index(key TEXT, cid INT, first INT, function TEXT, name TEXT, kind TEXT, target TEXT,
+                            file INT, line INT);
+"""
+
+
+# ------------------------------------------------------------------------------------------ writing
+
+def connect_for_writing(path: Path | str) -> sqlite3.Connection:
+    """A connection tuned for a database nobody reads until it is complete (it is rebuilt if torn)."""
+    db = sqlite3.connect(str(path), isolation_level=None)
+    db.execute("PRAGMA journal_mode=OFF")
+    db.execute("PRAGMA synchronous=OFF")
+    db.execute("PRAGMA temp_store=MEMORY")
+    db.execute("PRAGMA cache_size=-65536")
+    db.executescript(SCHEMA)
+    db.execute("BEGIN")
+    return db
+
+
+def _insert_sql(table: str) -> str:
+    cols = _COLS[table]
+    return f"INSERT INTO {table}({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+
+
+_INSERT = {t: _insert_sql(t) for t in _TABLES}
+
+
+def _rows(table: str, rows: Iterable[list], file_id: int) -> list[tuple]:
+    """Positional JSON rows (FileFacts.to_json) -> table rows."""
+    at = _PATH_AT[table]
+    tuples = _TUPLE_AT[table]
+    field_at = _FIELD_AT.get(table)
+    out = []
+    for row in rows:
+        row = list(row)
+        row[at] = file_id
+        for i in tuples:
+            row[i] = SEP.join(row[i])
+        if field_at is not None:
+            row.append(row[field_at].rsplit(".", 1)[-1])
+        out.append(tuple(row))
+    return out
+
+
+def write_file(db: sqlite3.Connection, file_id: int, path: str, data: dict | None, blob: str,
+               skipped: str = "") -> None:
+    """One file's facts (FileFacts.to_json() form) into an open writing connection."""
+    if data is None:
+        db.execute("INSERT INTO files VALUES (?, ?, ?, 0, ?)", (file_id, path, blob, skipped))
+        return
+    db.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?)",
+               (file_id, path, blob, data.get("parse_errors", 0), data.get("skipped", "")))
+    for table in _TABLES:
+        rows = data.get(table)
+        if rows:
+            db.executemany(_INSERT[table], _rows(table, rows, file_id))
+    refs = set()
+    for row in data.get("calls", ()):
+        if row[2] == "direct":
+            for arg in row[5]:
+                arg = arg.lstrip("&").strip()
+                if arg.isidentifier():
+                    refs.add((arg, row[1]))
+    if refs:
+        db.executemany("INSERT INTO argrefs VALUES (?, ?, ?)", [(a, c, file_id) for a, c in refs])
+
+
+def merge(db: sqlite3.Connection, shard: Path) -> None:
+    """Append a worker's shard (its files never overlap another shard's)."""
+    db.execute("COMMIT")
+    db.execute("ATTACH DATABASE ? AS shard", (str(shard),))
+    db.execute("BEGIN")
+    for table, cols in [*_COLS.items(), ("files", ["id", "path", "blob", "parse_errors", "skipped"]),
+                        ("argrefs", ["name", "callee", "file"])]:
+        names = ", ".join(cols)
+        db.execute(f"INSERT INTO main.{table}({names}) SELECT {names} FROM shard.{table} ORDER BY rowid")
+    db.execute("COMMIT")
+    db.execute("DETACH DATABASE shard")
+    db.execute("BEGIN")
+
+
+def finish(db: sqlite3.Connection, registry: Registry, meta: dict[str, str]) -> None:
+    """Indexes and derived tables, once all files are in."""
+    db.executescript(_INDEXES)  # (commits what was pending)
+    db.execute("BEGIN")
+    ix = Index(db)
+    api_names = sorted({*registry.fields, *registry.notifiers})
+    calls = ix._calls(f"kind = 'direct' AND callee IN ({','.join('?' * len(api_names))})", api_names) \
+        if api_names else []
+    blocks = ix._stores("kind = 'initializer' AND field = 'notifier_call' AND variable != ''", ())
+    regs = find_registrations(calls, blocks, registry)
+    file_of = {p: i for i, p in db.execute("SELECT id, path FROM files")} if regs else {}
+    for r in regs:
+        cur = db.execute("INSERT INTO registrations(file, row) VALUES (?, ?)",
+                         (file_of[r.path], json.dumps(_reg_row(r))))
+        for _phase, _field, fn in r.callbacks:
+            db.execute("INSERT INTO reg_callbacks VALUES (?, ?, ?)", (fn, cur.lastrowid, r.chain))
+    synth = synthetic_stores(regs)
+    if synth:
+        db.executemany(_INSERT["stores"], [
+            tuple(_rows("stores", [list(astuple(s))], file_of[s.path]))[0] for s in synth])
+    # A store of a name that no scanned file defines is a plain value, not a call target.
+    db.execute("DELETE FROM stores WHERE function NOT IN (SELECT name FROM functions)")
+    db.execute("DELETE FROM argrefs WHERE name NOT IN (SELECT name FROM functions)")
+    db.execute("CREATE INDEX argrefs_name2 ON argrefs(name, callee)")
+    # Constants: written to fields, tested in cases, and passed to calls; `A|B` is found under A and B.
+    rows = []
+    for cid, name, kind, target, function, file, line in db.execute(
+            "SELECT id, name, kind, target, function, file, line FROM constants"):
+        rows.extend(_const_rows(cid, name, kind, target, function, file, line))
+    for cid, callee, caller, file, line, consts in db.execute(
+            "SELECT id, callee, caller, file, line, constants FROM calls WHERE constants != ''"):
+        for k, name in enumerate(consts.split(SEP)):
+            rows.extend(_const_rows(-(cid * 64 + k), name, "call-arg", callee, caller, file, line))
+    db.executemany("INSERT INTO constant_index VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    db.execute("CREATE INDEX constant_key ON constant_index(key)")
+    db.execute("CREATE INDEX constant_function ON constant_index(function) WHERE first = 1")
+    db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", sorted(meta.items()))
+    db.execute("COMMIT")
+    db.execute("ANALYZE")
+
+
+def _const_rows(cid, name, kind, target, function, file, line) -> list[tuple]:
+    parts = [" ".join(p.split()) for p in name.split("|")]
+    return [(p, cid, int(i == 0), function, name, kind, target, file, line) for i, p in enumerate(parts)]
+
+
+def _reg_row(r: Registration) -> list:
+    return [r.api, r.kind, r.path, r.line, r.function, r.owner, r.callbacks, r.parent_storage, r.parent_base,
+            r.parent_path, r.parent_fields, r.chain, r.conditions]
+
+
+def _reg_from_row(row: list) -> Registration:
+    (api, kind, path, line, function, owner, callbacks, storage, base, ppath, pfields, chain, conds) = row
+    return Registration(api=api, kind=kind, path=path, line=line, function=function, owner=owner,
+                        callbacks=tuple(tuple(c) for c in callbacks), parent_storage=storage, parent_base=base,
+                        parent_path=ppath, parent_fields=tuple(tuple(p) for p in pfields), chain=chain,
+                        conditions=tuple(conds))
+
+
+def registry_digest(registry: Registry) -> str:
+    return hashlib.sha256(repr(registry).encode()).hexdigest()[:16]
+
+
+def build_in_memory(facts: Sequence[FileFacts], registry: Registry) -> "Index":
+    """An index of facts already in memory (tests, small trees)."""
+    db = connect_for_writing(":memory:")
+    for i, ff in enumerate(sorted(facts, key=lambda f: f.path)):
+        write_file(db, i + 1, ff.path, None if ff.skipped else ff.to_json(), ff.blob, ff.skipped)
+    finish(db, registry, {"files": str(len(facts))})
+    return Index(db)
+
+
+# ------------------------------------------------------------------------------------------ reading
+
+def _split(text: str) -> tuple[str, ...]:
+    return tuple(text.split(SEP)) if text else ()
+
+
+class Index:
+    """Read access to an index: each lookup one indexed SELECT, memoised; each fact decoded once (the
+    same row always gives the same object, so callers may key memos by identity)."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+        self._paths: dict[int, str] = {}
+        self._objects: dict[tuple[str, int], object] = {}
+        self._memo: dict[tuple, list] = {}
+
+    @classmethod
+    def open(cls, path: Path) -> "Index":
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
+                             check_same_thread=False)
+        db.execute("PRAGMA query_only=ON")
+        db.execute("PRAGMA cache_size=-32768")
+        return cls(db)
+
+    def meta(self) -> dict[str, str]:
+        return dict(self.db.execute("SELECT key, value FROM meta"))
+
+    def path_of(self, file_id: int) -> str:
+        path = self._paths.get(file_id)
+        if path is None:
+            if not self._paths:
+                self._paths.update(self.db.execute("SELECT id, path FROM files"))
+            path = self._paths[file_id]
+        return path
+
+    def _decode(self, table: str, klass, where: str, params: Sequence) -> list:
+        cols = _COLS[table]
+        n = len(_NAMES[table])
+        at = _PATH_AT[table]
+        tuples = _TUPLE_AT[table]
+        bools = _BOOL_AT[table]
+        out = []
+        objects = self._objects
+        for row in self.db.execute(f"SELECT id, {', '.join(cols[:n])} FROM {table} WHERE {where} "
+                                   f"ORDER BY file, id", params):
+            key = (table, row[0])
+            obj = objects.get(key)
+            if obj is None:
+                vals = list(row[1:])
+                vals[at] = self.path_of(vals[at])
+                for i in tuples:
+                    vals[i] = _split(vals[i])
+                for i in bools:
+                    vals[i] = bool(vals[i])
+                obj = klass(*vals)
+                objects[key] = obj
+            out.append(obj)
+        return out
+
+    def _calls(self, where: str, params: Sequence) -> list[CallSite]:
+        return self._decode("calls", CallSite, where, params)
+
+    def _stores(self, where: str, params: Sequence) -> list[PointerStore]:
+        return self._decode("stores", PointerStore, where, params)
+
+    def _cached(self, key: tuple, make) -> list:
+        hit = self._memo.get(key)
+        if hit is None:
+            hit = make()
+            self._memo[key] = hit
+        return hit
+
+    # -- the lookups the graph needs
+    def defs(self, name: str) -> list[FunctionDef]:
+        return self._cached(("defs", name), lambda: self._decode("functions", FunctionDef, "name = ?", (name,)))
+
+    def def_names(self) -> list[str]:
+        return self._cached(("names",), lambda: [n for (n,) in self.db.execute(
+            "SELECT DISTINCT name FROM functions ORDER BY name")])
+
+    def calls_by_caller(self, caller: str, path: str) -> list[CallSite]:
+        return [c for c in self._cached(("caller", caller), lambda: self._calls("caller = ?", (caller,)))
+                if c.path == path]
+
+    def calls_to(self, callee: str, kind: str) -> list[CallSite]:
+        return self._cached(("to", callee, kind),
+                            lambda: self._calls("callee = ? AND kind = ?", (callee, kind)))
+
+    def field_calls(self, last: str) -> list[CallSite]:
+        return self._cached(("fcall", last), lambda: self._calls("kind = 'field' AND last = ?", (last,)))
+
+    def var_calls_typed(self, var_type: str) -> list[CallSite]:
+        return self._cached(("vtype", var_type),
+                            lambda: self._calls("kind = 'variable' AND var_type = ?", (var_type,)))
+
+    def arg_callees(self, name: str) -> list[str]:
+        """Functions to which some direct call passes `name` (a function) as an argument."""
+        return self._cached(("argref", name), lambda: [c for (c,) in self.db.execute(
+            "SELECT DISTINCT callee FROM argrefs WHERE name = ?", (name,))])
+
+    def stores_where(self, column: str, value: str) -> list[PointerStore]:
+        assert column in ("function", "in_function", "last", "variable", "var_type")
+        return self._cached(("store", column, value), lambda: self._stores(f"{column} = ?", (value,)))
+
+    def member_type(self, struct: str, field: str) -> str:
+        key = ("member", struct, field)
+        hit = self._memo.get(key)
+        if hit is None:
+            row = self.db.execute("SELECT type_ FROM members WHERE struct = ? AND field = ? ORDER BY file, id "
+                                  "LIMIT 1", (struct, field)).fetchone()
+            hit = self._memo[key] = [row[0] if row else ""]
+        return hit[0]
+
+    def registrations(self, where: str = "1", params: Sequence = ()) -> list[Registration]:
+        key = ("regs", where, *params)
+        hit = self._memo.get(key)
+        if hit is None:
+            hit = []
+            for rid, row in self.db.execute(f"SELECT id, row FROM registrations WHERE {where} ORDER BY id",
+                                            params):
+                obj = self._objects.get(("registrations", rid))
+                if obj is None:
+                    obj = self._objects[("registrations", rid)] = _reg_from_row(json.loads(row))
+                hit.append(obj)
+            self._memo[key] = hit
+        return hit
+
+    def regs_by_callback(self, fn: str) -> list[Registration]:
+        return self.registrations("id IN (SELECT reg FROM reg_callbacks WHERE fn = ?)", (fn,))
+
+    def regs_in_file(self, path: str) -> list[Registration]:
+        return self.registrations("file IN (SELECT id FROM files WHERE path = ?)", (path,))
+
+    def notifier_callbacks(self, chain: str) -> list[tuple[str, Registration]]:
+        out = []
+        for reg in self.registrations("id IN (SELECT reg FROM reg_callbacks WHERE chain = ?)", (chain,)):
+            if reg.kind == "notifier":
+                out.extend((fn, reg) for _phase, _field, fn in reg.callbacks)
+        return out
+
+    def qom_rows(self) -> tuple[list[QomType], list[MacroDef]]:
+        return (self._decode("types", QomType, "1", ()), self._decode("macros", MacroDef, "1", ()))
+
+    def constant_uses(self, key: str, column: str = "key") -> list[ConstantUse]:
+        where = "key = ?" if column == "key" else "function = ? AND first = 1"
+        out = []
+        for cid, name, kind, target, function, file, line in self.db.execute(
+                f"SELECT cid, name, kind, target, function, file, line FROM constant_index WHERE {where} "
+                f"ORDER BY cid < 0, file, abs(cid)", (key,)):
+            obj = self._objects.get(("constants", cid))
+            if obj is None:
+                obj = self._objects[("constants", cid)] = ConstantUse(name, kind, target, function,
+                                                                      self.path_of(file), line)
+            out.append(obj)
+        return out
+
+    def global_refs(self, column: str, value: str) -> list[GlobalRef]:
+        assert column in ("name", "function")
+        return self._cached(("glob", column, value),
+                            lambda: self._decode("globals", GlobalRef, f"{column} = ?", (value,)))
+
+    def all_facts(self) -> list[FileFacts]:
+        """Every file's facts back as FileFacts, in path order (tests and tools; queries never need this)."""
+        out = {}
+        for _fid, path, blob, errors, skipped in self.db.execute("SELECT * FROM files ORDER BY path"):
+            out[path] = FileFacts(path=path, blob=blob, parse_errors=errors, skipped=skipped)
+        for table, klass in _TABLES.items():
+            for obj in self._decode(table, klass, "1", ()):
+                getattr(out[obj.path], table).append(obj)
+        return list(out.values())
+
+    def file_counts(self) -> dict[str, int]:
+        files, skipped = self.db.execute(
+            "SELECT count(*), sum(skipped != '') FROM files").fetchone()
+        return {"files": files, "skipped": skipped or 0}
+
+
+def index_key(snapshot: str, registry: str) -> str:
+    """Same files (a commit and scopes, or a listing), extractor, registration table and index layout ->
+    same index."""
+    text = "\n".join([INDEX_VERSION, EXTRACTOR_VERSION, registry, snapshot])
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def index_path(cache_dir: Path, key: str) -> Path:
+    return Path(cache_dir) / "index" / f"{key}.sqlite"
+
+
+def remove_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
