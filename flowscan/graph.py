@@ -139,8 +139,7 @@ class Graph:
 
     # -- forward -----------------------------------------------------------------------------------
     def calls_of(self, fn: FunctionDef) -> list[CallSite]:
-        return [c for c in self.ix.calls_by_caller(fn.name, fn.path)
-                if fn.line <= c.line <= fn.end_line]
+        return self.ix.calls_in(fn.name, fn.path, fn.line, fn.end_line)
 
     def callees(self, fn: FunctionDef, direct_only: bool = False) -> list[Edge]:
         out: list[Edge] = []
@@ -339,8 +338,9 @@ class Graph:
             if any(reg.kind == "notifier" for reg in self.ix.regs_by_callback(name)):
                 for api in self.registry.dispatch:
                     sites.extend(self.ix.calls_to(api, DIRECT))
-            for api in self.registry.spawn:
-                sites.extend(self.ix.calls_to(api, DIRECT))
+            for api in self.registry.spawn:  # threads and work items started on it
+                sites.extend(c for c in self.ix.calls_to(api, DIRECT)
+                             if any(a.lstrip("&").strip() == name for a in c.args))
             for fn_name in self.ix.arg_callees(name):  # calls through the parameters it is passed to
                 for fn in self.ix.defs(fn_name):
                     sites.extend(c for c in self.calls_of(fn) if c.kind == "variable" and c.local)

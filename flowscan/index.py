@@ -27,12 +27,15 @@ from flowscan.facts import (EXTRACTOR_VERSION, CallSite, ConstantUse, FieldDecl,
 from flowscan.registrations import Registration, find_registrations, synthetic_stores
 from flowscan.registry import Registry
 
-INDEX_VERSION = "ix-1"
+INDEX_VERSION = "ix-3"
 SEP = "\x1f"
 
 _TABLES = {"functions": FunctionDef, "calls": CallSite, "stores": PointerStore, "types": QomType,
            "constants": ConstantUse, "globals": GlobalRef, "macros": MacroDef, "members": FieldDecl}
-_EXTRA = {"calls": ("last",), "stores": ("last",)}  # last member of `field` paths, for lookups
+# Extra columns: the last member of field paths (lookups by member), and for constants the key they
+# are found under (`A|B` is one row under A and one under B; `first` marks one row per use) and `seq`
+# (0: written or tested, 1: passed to a call).
+_EXTRA = {"calls": ("last",), "stores": ("last",), "constants": ("key", "first", "seq")}
 
 
 def _col(name: str) -> str:
@@ -51,14 +54,14 @@ _BOOL_AT = {t: tuple(i for i, f in enumerate(fields(k)) if str(f.type) == "bool"
 SCHEMA = "".join(
     f"CREATE TABLE IF NOT EXISTS {t}(id INTEGER PRIMARY KEY, {', '.join(cols)});\n" for t, cols in _COLS.items()
 ) + """
-CREATE TABLE IF NOT EXISTS files(id INTEGER PRIMARY KEY, path TEXT, blob TEXT, parse_errors INT, skipped TEXT);
+CREATE TABLE IF NOT EXISTS files(id INTEGER PRIMARY KEY, path TEXT UNIQUE, blob TEXT, parse_errors INT,
+                                 skipped TEXT);
 CREATE TABLE IF NOT EXISTS argrefs(name TEXT, callee TEXT, file INT);
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
 """
 
 _INDEXES = """
 CREATE INDEX functions_name ON functions(name);
-CREATE INDEX calls_caller ON calls(caller);
 CREATE INDEX calls_callee ON calls(callee, kind);
 CREATE INDEX calls_last ON calls(last) WHERE kind = 'field';
 CREATE INDEX calls_var_type ON calls(var_type) WHERE kind = 'variable';
@@ -70,13 +73,14 @@ CREATE INDEX stores_var_type ON stores(var_type);
 CREATE INDEX members_key ON members(struct, field);
 CREATE INDEX globals_name ON globals(name);
 CREATE INDEX globals_function ON globals(function);
-CREATE INDEX argrefs_name ON argrefs(name);
+CREATE TABLE file_calls(file INTEGER PRIMARY KEY, lo INT, hi INT);
+INSERT INTO file_calls SELECT file, min(id), max(id) FROM calls GROUP BY file;
 CREATE TABLE registrations(id INTEGER PRIMARY KEY, file INT, row TEXT);
 CREATE TABLE reg_callbacks(fn TEXT, reg INT, chain TEXT);
 CREATE INDEX reg_callbacks_fn ON reg_callbacks(fn);
 CREATE INDEX reg_callbacks_chain ON reg_callbacks(chain);
-CREATE TABLE constant_index(key TEXT, cid INT, first INT, function TEXT, name TEXT, kind TEXT, target TEXT,
-                            file INT, line INT);
+CREATE INDEX constants_key ON constants(key);
+CREATE INDEX constants_function ON constants(function) WHERE first = 1;
 """
 
 
@@ -129,15 +133,22 @@ def write_file(db: sqlite3.Connection, file_id: int, path: str, data: dict | Non
                (file_id, path, blob, data.get("parse_errors", 0), data.get("skipped", "")))
     for table in _TABLES:
         rows = data.get(table)
-        if rows:
+        if rows and table != "constants":
             db.executemany(_INSERT[table], _rows(table, rows, file_id))
     refs = set()
+    consts = [(*row[:4], file_id, row[5], 0) for row in data.get("constants", ())]
     for row in data.get("calls", ()):
         if row[2] == "direct":
             for arg in row[5]:
                 arg = arg.lstrip("&").strip()
                 if arg.isidentifier():
                     refs.add((arg, row[1]))
+        for name in row[6]:
+            consts.append((name, "call-arg", row[1], row[0], file_id, row[4], 1))
+    if consts:
+        db.executemany(_INSERT["constants"], [
+            (name, kind, target, fn, fid, line, " ".join(part.split()), int(i == 0), seq)
+            for name, kind, target, fn, fid, line, seq in consts for i, part in enumerate(name.split("|"))])
     if refs:
         db.executemany("INSERT INTO argrefs VALUES (?, ?, ?)", [(a, c, file_id) for a, c in refs])
 
@@ -180,26 +191,10 @@ def finish(db: sqlite3.Connection, registry: Registry, meta: dict[str, str]) -> 
     db.execute("DELETE FROM stores WHERE function NOT IN (SELECT name FROM functions)")
     db.execute("DELETE FROM argrefs WHERE name NOT IN (SELECT name FROM functions)")
     db.execute("CREATE INDEX argrefs_name2 ON argrefs(name, callee)")
-    # Constants: written to fields, tested in cases, and passed to calls; `A|B` is found under A and B.
-    rows = []
-    for cid, name, kind, target, function, file, line in db.execute(
-            "SELECT id, name, kind, target, function, file, line FROM constants"):
-        rows.extend(_const_rows(cid, name, kind, target, function, file, line))
-    for cid, callee, caller, file, line, consts in db.execute(
-            "SELECT id, callee, caller, file, line, constants FROM calls WHERE constants != ''"):
-        for k, name in enumerate(consts.split(SEP)):
-            rows.extend(_const_rows(-(cid * 64 + k), name, "call-arg", callee, caller, file, line))
-    db.executemany("INSERT INTO constant_index VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-    db.execute("CREATE INDEX constant_key ON constant_index(key)")
-    db.execute("CREATE INDEX constant_function ON constant_index(function) WHERE first = 1")
     db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", sorted(meta.items()))
     db.execute("COMMIT")
+    db.execute("PRAGMA analysis_limit=1000")  # the planner needs the shape of the indexes, not exact counts
     db.execute("ANALYZE")
-
-
-def _const_rows(cid, name, kind, target, function, file, line) -> list[tuple]:
-    parts = [" ".join(p.split()) for p in name.split("|")]
-    return [(p, cid, int(i == 0), function, name, kind, target, file, line) for i, p in enumerate(parts)]
 
 
 def _reg_row(r: Registration) -> list:
@@ -258,12 +253,11 @@ class Index:
     def path_of(self, file_id: int) -> str:
         path = self._paths.get(file_id)
         if path is None:
-            if not self._paths:
-                self._paths.update(self.db.execute("SELECT id, path FROM files"))
-            path = self._paths[file_id]
+            path = self._paths[file_id] = self.db.execute("SELECT path FROM files WHERE id = ?",
+                                                          (file_id,)).fetchone()[0]
         return path
 
-    def _decode(self, table: str, klass, where: str, params: Sequence) -> list:
+    def _decode(self, table: str, klass, where: str, params: Sequence, order: str = "file, id") -> list:
         cols = _COLS[table]
         n = len(_NAMES[table])
         at = _PATH_AT[table]
@@ -272,7 +266,7 @@ class Index:
         out = []
         objects = self._objects
         for row in self.db.execute(f"SELECT id, {', '.join(cols[:n])} FROM {table} WHERE {where} "
-                                   f"ORDER BY file, id", params):
+                                   f"ORDER BY {order}", params):
             key = (table, row[0])
             obj = objects.get(key)
             if obj is None:
@@ -308,9 +302,12 @@ class Index:
         return self._cached(("names",), lambda: [n for (n,) in self.db.execute(
             "SELECT DISTINCT name FROM functions ORDER BY name")])
 
-    def calls_by_caller(self, caller: str, path: str) -> list[CallSite]:
-        return [c for c in self._cached(("caller", caller), lambda: self._calls("caller = ?", (caller,)))
-                if c.path == path]
+    def calls_in(self, caller: str, path: str, first: int, last: int) -> list[CallSite]:
+        """The calls `caller` in `path` makes between two lines (a file's calls are one run of ids)."""
+        return self._cached(("in", caller, path, first, last), lambda: self._calls(
+            "id BETWEEN (SELECT lo FROM file_calls WHERE file = (SELECT id FROM files WHERE path = ?)) "
+            "AND (SELECT hi FROM file_calls WHERE file = (SELECT id FROM files WHERE path = ?)) "
+            "AND caller = ? AND line BETWEEN ? AND ?", (path, path, caller, first, last)))
 
     def calls_to(self, callee: str, kind: str) -> list[CallSite]:
         return self._cached(("to", callee, kind),
@@ -373,16 +370,8 @@ class Index:
 
     def constant_uses(self, key: str, column: str = "key") -> list[ConstantUse]:
         where = "key = ?" if column == "key" else "function = ? AND first = 1"
-        out = []
-        for cid, name, kind, target, function, file, line in self.db.execute(
-                f"SELECT cid, name, kind, target, function, file, line FROM constant_index WHERE {where} "
-                f"ORDER BY cid < 0, file, abs(cid)", (key,)):
-            obj = self._objects.get(("constants", cid))
-            if obj is None:
-                obj = self._objects[("constants", cid)] = ConstantUse(name, kind, target, function,
-                                                                      self.path_of(file), line)
-            out.append(obj)
-        return out
+        return self._cached(("const", column, key), lambda: self._decode(
+            "constants", ConstantUse, where, (key,), order="seq, file, id"))
 
     def global_refs(self, column: str, value: str) -> list[GlobalRef]:
         assert column in ("name", "function")
@@ -395,7 +384,7 @@ class Index:
         for _fid, path, blob, errors, skipped in self.db.execute("SELECT * FROM files ORDER BY path"):
             out[path] = FileFacts(path=path, blob=blob, parse_errors=errors, skipped=skipped)
         for table, klass in _TABLES.items():
-            for obj in self._decode(table, klass, "1", ()):
+            for obj in self._decode(table, klass, "seq = 0 AND first = 1" if table == "constants" else "1", ()):
                 getattr(out[obj.path], table).append(obj)
         return list(out.values())
 

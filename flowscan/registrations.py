@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flowscan.extract import field_path_text
 from typing import Iterable
 
 from flowscan.facts import CallSite, PointerStore
@@ -87,6 +86,8 @@ def _field_registration(call: CallSite, api) -> Registration:
         if not _is_nothing(value) and value.isidentifier():
             callbacks.append((st.phase, st.field, value))
     storage = _arg(call, api.parent_arg) if api.parent_arg >= 0 else ""
+    from flowscan.extract import field_path_text  # (tree-sitter: not needed by queries on an index)
+
     base, path = field_path_text(_strip_ref(storage)) if storage else ("", "")
     return Registration(api=api.api, kind="field", path=call.path, line=call.line, function=call.caller,
                         owner=api.owner, callbacks=tuple(callbacks), parent_storage=storage,

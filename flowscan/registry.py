@@ -7,8 +7,6 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-import jsonschema
-
 from flowscan.errors import FlowscanError
 from flowscan.resources import queries_dir
 
@@ -85,7 +83,7 @@ class Registry:
 def load_registry(paths: tuple[Path, ...] = ()) -> Registry:
     """The built-in table plus any user files (later files add or replace APIs by name)."""
     reg = Registry()
-    for path in (queries_dir() / "registrations.toml", *paths):
+    for path in (builtin_table(), *paths):
         _merge(reg, path)
     return reg
 
@@ -95,16 +93,27 @@ def default_registry() -> Registry:
     return load_registry()
 
 
-def _merge(reg: Registry, path: Path) -> None:
-    try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise FlowscanError(f"cannot read registration table {path}: {exc}") from None
+def builtin_table() -> Path:
+    return queries_dir() / "registrations.toml"
+
+
+def validate_table(data: dict, path: Path) -> None:
+    import jsonschema  # only when a user's table is read: the import alone costs a fast query a fifth
+
     try:
         jsonschema.validate(data, SCHEMA)
     except jsonschema.ValidationError as exc:
         where = "/".join(str(p) for p in exc.absolute_path) or "top level"
         raise FlowscanError(f"{path}: {where}: {exc.message}") from None
+
+
+def _merge(reg: Registry, path: Path) -> None:
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise FlowscanError(f"cannot read registration table {path}: {exc}") from None
+    if Path(path) != builtin_table():  # the built-in table is checked by the tests; jsonschema costs 0.1 s
+        validate_table(data, path)
     for row in data.get("field", ()):
         parent = row.get("parent", {})
         reg.fields[row["api"]] = FieldApi(

@@ -137,3 +137,15 @@ def test_registration_api_is_data(tmp_path):
     from flowscan.errors import FlowscanError
     with pytest.raises(FlowscanError, match="bad.toml: field/0: 'owner' is a required property"):
         load_registry((bad,))
+
+
+def test_builtin_registration_table_is_valid():
+    """Loading skips validating the built-in table (jsonschema costs a warm query a fifth): check it here."""
+    import tomllib
+
+    from flowscan.registry import builtin_table, validate_table
+    validate_table(tomllib.loads(builtin_table().read_text()), builtin_table())
+    broken = {"field": [{"api": "x"}]}
+    from flowscan.errors import FlowscanError
+    with pytest.raises(FlowscanError, match="'owner' is a required property"):
+        validate_table(broken, builtin_table())
