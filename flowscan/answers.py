@@ -77,7 +77,7 @@ REG_COLUMNS = ("api", "path", "line", "class_init", "type", "parent_type", "ente
 def registration_rows(graph: Graph, regs: Sequence[Registration]) -> list[dict]:
     rows = []
     for r in regs:
-        types = graph.qom.by_class_init.get(r.function, [])
+        types = graph.qom.class_types(r.function)
         row = {k: "" for k in REG_COLUMNS}
         row.update(api=r.api, path=r.path, line=r.line, class_init=r.function,
                    type=",".join(t.name for t in types), parent_type=",".join(t.parent for t in types),

@@ -44,9 +44,8 @@ def tree_options(fn):
     return wrapper
 
 
-def _graph(ctx: Ctx, src, repo, ref, scopes, prefer):
+def _source(src, repo, ref):
     from flowscan.sources import Source
-    from flowscan.workspace import load
 
     if src and (repo or ref):
         raise FlowscanError("give either --src DIR or --repo URL --ref REF, not both")
@@ -56,14 +55,40 @@ def _graph(ctx: Ctx, src, repo, ref, scopes, prefer):
         raise FlowscanError("--repo needs --ref (a tag, branch or commit)")
     if src and not Path(src).is_dir():
         raise FlowscanError(f"no such directory: {src}")
-    source = Source(role="", repo=repo or "", ref=ref or "", src=src or "")
-    loaded = load(source, scopes, cache_dir=ctx.cache_dir, jobs=ctx.jobs, progress=ctx.progress,
+    return Source(role="", repo=repo or "", ref=ref or "", src=src or "")
+
+
+def _graph(ctx: Ctx, src, repo, ref, scopes, prefer):
+    from flowscan.workspace import load
+
+    loaded = load(_source(src, repo, ref), scopes, cache_dir=ctx.cache_dir, jobs=ctx.jobs, progress=ctx.progress,
                   prefer=prefer or DEFAULT_PREFER)
     return loaded.graph
 
 
+def _ask(ctx: Ctx, src, repo, ref, scopes, prefer, whole, seeds, question):
+    """Answer `question(graph)` warm from the index, or cold from the files the question needs."""
+    from flowscan.workspace import ask
+
+    return ask(_source(src, repo, ref), scopes, question, seeds, cache_dir=ctx.cache_dir, jobs=ctx.jobs,
+               progress=ctx.progress, prefer=prefer or DEFAULT_PREFER, whole=whole)
+
+
+def question_options(fn):
+    @click.option("--whole", is_flag=True, help="Index the whole tree (or scope) first instead of reading only "
+                                                "the files the question needs (slower once, then every question "
+                                                "on it is instant).")
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return fn(*args, **kwargs)
+    return wrapper
+
+
 def _known(graph, name: str) -> list:
     found = graph.definitions(name)
+    if not found and graph.partial:  # no file spells the name: it is defined nowhere
+        raise FlowscanError(f"function '{name}' is not defined in the scanned tree (from the files that spell it; "
+                            "with --whole, similar names are listed)")
     if not found:
         import difflib
 
@@ -90,46 +115,67 @@ def cli(cctx, config_path, cache_dir, jobs, quiet):
 @cli.command()
 @click.argument("name")
 @tree_options
+@question_options
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
 @click.pass_obj
-def defs(ctx, name, src, repo, ref, scopes, prefer, fmt):
+def defs(ctx, name, src, repo, ref, scopes, prefer, whole, fmt):
     """Where NAME is defined: every definition, with its #if conditions."""
     from flowscan import answers
 
-    graph = _graph(ctx, src, repo, ref, scopes, prefer)
-    click.echo(answers.defs(name, _known(graph, name), fmt), nl=False)
+    click.echo(_ask(ctx, src, repo, ref, scopes, prefer, whole, [name],
+                    lambda graph: answers.defs(name, _known(graph, name), fmt)), nl=False)
 
 
 @cli.command()
 @click.argument("func")
 @tree_options
+@question_options
 @click.option("--direct-only", is_flag=True, help="Only direct calls (no resolved indirect calls).")
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
 @click.pass_obj
-def callees(ctx, func, src, repo, ref, scopes, prefer, direct_only, fmt):
+def callees(ctx, func, src, repo, ref, scopes, prefer, whole, direct_only, fmt):
     """What FUNC calls, each call with file:line and how it was resolved."""
     from flowscan import answers
 
-    graph = _graph(ctx, src, repo, ref, scopes, prefer)
-    out = []
-    for d in graph.preferred(_known(graph, func)):
-        out.extend(graph.callees(d, direct_only))
-    click.echo(answers.edges(out, fmt, "callee"), nl=False)
+    def question(graph):
+        out = []
+        for d in graph.preferred(_known(graph, func)):
+            out.extend(graph.callees(d, direct_only))
+        return answers.edges(out, fmt, "callee")
+
+    click.echo(_ask(ctx, src, repo, ref, scopes, prefer, whole, [func], question), nl=False)
 
 
 @cli.command()
 @click.argument("func")
 @tree_options
+@question_options
 @click.option("--direct-only", is_flag=True, help="Only direct calls (no resolved indirect calls).")
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
 @click.pass_obj
-def callers(ctx, func, src, repo, ref, scopes, prefer, direct_only, fmt):
+def callers(ctx, func, src, repo, ref, scopes, prefer, whole, direct_only, fmt):
     """Who calls FUNC, directly or through resolved function pointers."""
     from flowscan import answers
 
-    graph = _graph(ctx, src, repo, ref, scopes, prefer)
-    _known(graph, func)
-    click.echo(answers.edges(graph.callers(func, direct_only), fmt, "caller"), nl=False)
+    def question(graph):
+        _known(graph, func)
+        return answers.edges(graph.callers(func, direct_only), fmt, "caller")
+
+    click.echo(_ask(ctx, src, repo, ref, scopes, prefer, whole, [func], question), nl=False)
+
+
+@cli.command("index")
+@tree_options
+@click.pass_obj
+def index_cmd(ctx, src, repo, ref, scopes, prefer):
+    """Index a tree (or scope) at a ref: every later question on it is answered from the index."""
+    from flowscan.workspace import load
+
+    loaded = load(_source(src, repo, ref), scopes, cache_dir=ctx.cache_dir, jobs=ctx.jobs, progress=ctx.progress,
+                  prefer=prefer or DEFAULT_PREFER)
+    st = loaded.stats
+    how = "already indexed" if st.indexed else f"{st.parsed} parsed, {st.reused} from the facts cache"
+    click.echo(f"{loaded.tree.label}: {st.files} files ({how}, {st.skipped} skipped) in {st.seconds:.1f} s")
 
 
 @cli.command()

@@ -86,17 +86,18 @@ class Graph:
     """The call graph of one tree and scope, read from its index (see flowscan.index)."""
 
     def __init__(self, facts: Sequence[FileFacts] | Index, registry: Registry | None = None,
-                 prefer: Sequence[str] = ()):
+                 prefer: Sequence[str] = (), partial: bool = False):
         self.registry = registry or default_registry()
         self.prefer = tuple(p.rstrip("/") + "/" for p in prefer)
         self.ix = facts if isinstance(facts, Index) else build_in_memory(facts, self.registry)
         self._memo: dict[int, list[Edge]] = {}
         self._qom: QomIndex | None = None
+        self.partial = partial  # built from the files a question needs (flowscan.prefilter), not all
 
     @property
     def qom(self) -> QomIndex:
         if self._qom is None:
-            self._qom = QomIndex(*self.ix.qom_rows())
+            self._qom = QomIndex(*self.ix.qom_rows(), ask=self.ix.ask)
         return self._qom
 
     @property
@@ -301,7 +302,7 @@ class Graph:
             field = dict(reg.parent_fields).get(sub)
             if field is None:
                 continue
-            for node in self.qom.by_class_init.get(reg.function, ()):
+            for node in self.qom.class_types(reg.function):
                 setter = self.inherited_setter(node, field, start_at_parent=True)
                 if setter is None:
                     continue

@@ -167,8 +167,9 @@ def merge(db: sqlite3.Connection, shard: Path) -> None:
     db.execute("BEGIN")
 
 
-def finish(db: sqlite3.Connection, registry: Registry, meta: dict[str, str]) -> None:
-    """Indexes and derived tables, once all files are in."""
+def finish(db: sqlite3.Connection, registry: Registry, meta: dict[str, str], prune: bool = True) -> None:
+    """Indexes and derived tables, once all files are in. `prune`: drop stores of names no file defines
+    (not on a partial index, where the definition may be in a file not read yet)."""
     db.executescript(_INDEXES)  # (commits what was pending)
     db.execute("BEGIN")
     ix = Index(db)
@@ -188,7 +189,8 @@ def finish(db: sqlite3.Connection, registry: Registry, meta: dict[str, str]) -> 
         db.executemany(_INSERT["stores"], [
             tuple(_rows("stores", [list(astuple(s))], file_of[s.path]))[0] for s in synth])
     # A store of a name that no scanned file defines is a plain value, not a call target.
-    db.execute("DELETE FROM stores WHERE function NOT IN (SELECT name FROM functions)")
+    if prune:
+        db.execute("DELETE FROM stores WHERE function NOT IN (SELECT name FROM functions)")
     db.execute("DELETE FROM argrefs WHERE name NOT IN (SELECT name FROM functions)")
     db.execute("CREATE INDEX argrefs_name2 ON argrefs(name, callee)")
     db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", sorted(meta.items()))
@@ -235,6 +237,9 @@ class Index:
 
     def __init__(self, db: sqlite3.Connection):
         self.db = db
+        # When a set: every key a lookup asked for, as (kind, value). A question answered on a partial
+        # index (see flowscan.prefilter) learns from these which more files can matter to it.
+        self.asked: set[tuple[str, str]] | None = None
         self._paths: dict[int, str] = {}
         self._objects: dict[tuple[str, int], object] = {}
         self._memo: dict[tuple, list] = {}
@@ -287,6 +292,10 @@ class Index:
     def _stores(self, where: str, params: Sequence) -> list[PointerStore]:
         return self._decode("stores", PointerStore, where, params)
 
+    def ask(self, kind: str, value: str) -> None:
+        if self.asked is not None:
+            self.asked.add((kind, value))
+
     def _cached(self, key: tuple, make) -> list:
         hit = self._memo.get(key)
         if hit is None:
@@ -296,9 +305,11 @@ class Index:
 
     # -- the lookups the graph needs
     def defs(self, name: str) -> list[FunctionDef]:
+        self.ask("def", name)
         return self._cached(("defs", name), lambda: self._decode("functions", FunctionDef, "name = ?", (name,)))
 
     def def_names(self) -> list[str]:
+        self.ask("all", "functions")
         return self._cached(("names",), lambda: [n for (n,) in self.db.execute(
             "SELECT DISTINCT name FROM functions ORDER BY name")])
 
@@ -310,26 +321,35 @@ class Index:
             "AND caller = ? AND line BETWEEN ? AND ?", (path, path, caller, first, last)))
 
     def calls_to(self, callee: str, kind: str) -> list[CallSite]:
+        self.ask("name", callee)
         return self._cached(("to", callee, kind),
                             lambda: self._calls("callee = ? AND kind = ?", (callee, kind)))
 
     def field_calls(self, last: str) -> list[CallSite]:
+        self.ask("member", last)
         return self._cached(("fcall", last), lambda: self._calls("kind = 'field' AND last = ?", (last,)))
 
     def var_calls_typed(self, var_type: str) -> list[CallSite]:
+        self.ask("name", var_type)
         return self._cached(("vtype", var_type),
                             lambda: self._calls("kind = 'variable' AND var_type = ?", (var_type,)))
 
     def arg_callees(self, name: str) -> list[str]:
         """Functions to which some direct call passes `name` (a function) as an argument."""
+        self.ask("name", name)
         return self._cached(("argref", name), lambda: [c for (c,) in self.db.execute(
             "SELECT DISTINCT callee FROM argrefs WHERE name = ?", (name,))])
 
     def stores_where(self, column: str, value: str) -> list[PointerStore]:
         assert column in ("function", "in_function", "last", "variable", "var_type")
-        return self._cached(("store", column, value), lambda: self._stores(f"{column} = ?", (value,)))
+        self.ask({"last": "member", "var_type": "owner"}.get(column, "name"), value)
+        stores = self._cached(("store", column, value), lambda: self._stores(f"{column} = ?", (value,)))
+        if self.asked is not None:  # a partial index keeps stores of names it has no definition for yet
+            stores = [s for s in stores if self.defs(s.function)]
+        return stores
 
     def member_type(self, struct: str, field: str) -> str:
+        self.ask("name", struct)
         key = ("member", struct, field)
         hit = self._memo.get(key)
         if hit is None:
@@ -339,6 +359,8 @@ class Index:
         return hit[0]
 
     def registrations(self, where: str = "1", params: Sequence = ()) -> list[Registration]:
+        if where == "1":
+            self.ask("all", "registrations")
         key = ("regs", where, *params)
         hit = self._memo.get(key)
         if hit is None:
@@ -353,12 +375,14 @@ class Index:
         return hit
 
     def regs_by_callback(self, fn: str) -> list[Registration]:
+        self.ask("name", fn)
         return self.registrations("id IN (SELECT reg FROM reg_callbacks WHERE fn = ?)", (fn,))
 
     def regs_in_file(self, path: str) -> list[Registration]:
         return self.registrations("file IN (SELECT id FROM files WHERE path = ?)", (path,))
 
     def notifier_callbacks(self, chain: str) -> list[tuple[str, Registration]]:
+        self.ask("chain", chain)
         out = []
         for reg in self.registrations("id IN (SELECT reg FROM reg_callbacks WHERE chain = ?)", (chain,)):
             if reg.kind == "notifier":
@@ -369,12 +393,14 @@ class Index:
         return (self._decode("types", QomType, "1", ()), self._decode("macros", MacroDef, "1", ()))
 
     def constant_uses(self, key: str, column: str = "key") -> list[ConstantUse]:
+        self.ask("name", key)
         where = "key = ?" if column == "key" else "function = ? AND first = 1"
         return self._cached(("const", column, key), lambda: self._decode(
             "constants", ConstantUse, where, (key,), order="seq, file, id"))
 
     def global_refs(self, column: str, value: str) -> list[GlobalRef]:
         assert column in ("name", "function")
+        self.ask("name", value)
         return self._cached(("glob", column, value),
                             lambda: self._decode("globals", GlobalRef, f"{column} = ?", (value,)))
 

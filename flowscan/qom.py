@@ -16,6 +16,7 @@ class TypeNode:
     instance_init: str
     path: str
     line: int
+    parent_expr: str = ""  # the parent as written (TYPE_ARM_GICV3_COMMON)
 
 
 def _unquote(text: str) -> str | None:
@@ -26,7 +27,8 @@ def _unquote(text: str) -> str | None:
 
 
 class QomIndex:
-    def __init__(self, types: list[QomType], macros: list[MacroDef]):
+    def __init__(self, types: list[QomType], macros: list[MacroDef], ask=None):
+        self._ask = ask or (lambda kind, value: None)  # see Index.asked
         self.macros: dict[str, str] = {}
         for m in macros:
             value = _unquote(m.value)
@@ -37,7 +39,7 @@ class QomIndex:
         for t in sorted(types, key=lambda t: (t.path, t.line)):
             node = TypeNode(name=self.resolve(t.name), macro=t.name, parent=self.resolve(t.parent) if t.parent
                             else "", class_init=t.class_init, instance_init=t.instance_init, path=t.path,
-                            line=t.line)
+                            line=t.line, parent_expr=t.parent.strip())
             self.types.setdefault(node.name, node)
             if node.class_init:
                 self.by_class_init.setdefault(node.class_init, []).append(node)
@@ -48,8 +50,14 @@ class QomIndex:
             return value
         return self.macros.get(expr.strip(), expr.strip())
 
+    def class_types(self, class_init: str) -> list[TypeNode]:
+        """The types whose class_init is this function."""
+        self._ask("name", class_init)
+        return self.by_class_init.get(class_init, [])
+
     def find(self, name: str) -> TypeNode | None:
         """By type name, by macro (TYPE_ARM_CPU) or by TypeInfo variable name."""
+        self._ask("name", name)
         if name in self.types:
             return self.types[name]
         resolved = self.resolve(name)
@@ -63,6 +71,7 @@ class QomIndex:
         seen = {node.name}
         cur = node
         while cur.parent and cur.parent not in seen:
+            self._ask("name", cur.parent_expr.strip('"'))
             nxt = self.types.get(cur.parent)
             if nxt is None:
                 break

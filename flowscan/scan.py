@@ -173,7 +173,7 @@ def _batches(tree: Tree, ids: dict[str, int], cached: list[FileEntry],
 
 def build_index(tree: Tree, entries: Sequence[FileEntry], cache: FactsCache | None, dest: Path, *,
                 jobs: int = 0, progress: bool = True, registry: Registry | None = None,
-                meta: dict[str, str] | None = None) -> ScanStats:
+                meta: dict[str, str] | None = None, partial: bool = False) -> ScanStats:
     """Scan `entries` of `tree` into a new index at `dest` (written under a temporary name, then moved)."""
     started = time.perf_counter()
     registry = registry or default_registry()
@@ -251,7 +251,7 @@ def build_index(tree: Tree, entries: Sequence[FileEntry], cache: FactsCache | No
         _close_own_shard(str(work))
         for shard in sorted(shards):
             ixm.merge(db, Path(shard))
-        ixm.finish(db, registry, {**(meta or {}), "files": str(stats.files)})
+        ixm.finish(db, registry, {**(meta or {}), "files": str(stats.files)}, prune=not partial)
         db.close()
         os.replace(work / "index.sqlite", dest)
     finally:

@@ -340,6 +340,27 @@ def _is_c(path: str) -> bool:
 
 # ------------------------------------------------------------------------------------------ trees
 
+GREP_PATHS = 3000  # paths per `git grep` run (argument lists stay far below the system's limit)
+GREP_WORDS = 300  # words per pattern
+
+
+def _alternation(words: Iterable[str]) -> bytes:
+    return b"|".join(re.escape(w.encode()) for w in sorted(set(words)))
+
+
+def _line_test(words: Iterable[str], members: Iterable[str], defs: Iterable[str]):
+    """Does a line spell a word, access a member, or spell a defined name in a definition-like line?"""
+    alts = []
+    if words:
+        alts.append(rb"(?<!\w)(?:" + _alternation(words) + rb")(?!\w)")
+    if members:
+        alts.append(rb"(?:\.|->)\s*(?:" + _alternation(members) + rb")(?!\w)")
+    if defs:
+        alts.append(rb"^(?=[^\s#])[^\n]*?(?<!\w)(?:" + _alternation(defs) + rb")(?!\w)")
+    pattern = re.compile(b"|".join(alts)) if alts else None
+    return lambda line: pattern is not None and pattern.search(line) is not None
+
+
 class Tree:
     """An opened source, ready to list and read."""
 
@@ -352,6 +373,17 @@ class Tree:
     def snapshot(self, scopes: Sequence[str] = ()) -> str:
         """What fixes the contents of these scopes without listing them ('' when only a listing can tell)."""
         return ""
+
+    def grep(self, entries: Sequence[FileEntry], words: Iterable[str] = (), members: Iterable[str] = (),
+             defs: Iterable[str] = ()) -> set[str]:
+        """The paths among `entries` that spell one of `words` as a whole word, access one of `members`
+        (`.m`, `->m`), or have one of `defs` on a line that starts in column 0 with neither blank nor `#`
+        (where a definition's name or return type stands: `int\nfoo(void)`, `SYSCALL_DEFINE1(foo, ...)`;
+        calls are indented)."""
+        if not (words or members or defs):
+            return set()
+        test = _line_test(words, members, defs)
+        return {e.path for e, data in self.read(entries) if any(test(line) for line in data.split(b"\n"))}
 
     def read(self, entries: Iterable[FileEntry]) -> Iterator[tuple[FileEntry, bytes]]:
         raise NotImplementedError
@@ -590,6 +622,46 @@ class GitTree(Tree):
         got = {o: sizes[o] for o in wanted}
         self._known.update(got)
         return got
+
+    def grep(self, entries: Sequence[FileEntry], words: Iterable[str] = (), members: Iterable[str] = (),
+             defs: Iterable[str] = ()) -> set[str]:
+        """`git grep` over the commit, no checkout (see Tree.grep)."""
+        words, members, defs = sorted(set(words)), sorted(m for m in set(members) if m.isidentifier()), sorted(set(defs))
+        if not entries or not (words or members or defs):
+            return set()
+        # The files are named one by one: a directory would also hold files whose blobs this partial
+        # clone lacks, and git would fetch those one request each.
+        self.ensure_blobs(e.blob for e in entries)
+        # One pass of fixed strings over the blobs (git's fastest search); which kind of match each
+        # line is, is decided here.
+        test = _line_test(words, members, defs)
+        allw = sorted({*words, *members, *defs})
+        # One extended pattern per few hundred words: git tests each -e pattern separately on every line,
+        # so 140 fixed strings cost 2.5x one alternation of them.
+        pats = [a for i in range(0, len(allw), GREP_WORDS)
+                for a in ("-e", "(" + "|".join(re.sub(r"([][.*+?{}()|^$\\])", r"\\\1", w)
+                                                for w in allw[i:i + GREP_WORDS]) + ")")]
+        return {p for p, text in self._grep(["-w", "-E", *pats], entries) if test(text)}
+
+    def _grep(self, pattern: list[str], entries: Sequence[FileEntry]) -> Iterator[tuple[str, bytes]]:
+        """(path, matching line) pairs."""
+        args = ["--literal-pathspecs", "grep", "-z", "-I", "--no-color", *pattern]
+        prefix = (self.commit + ":").encode()
+        paths = [e.path for e in entries]
+        for i in range(0, len(paths), GREP_PATHS):
+            try:
+                out = _git([*args, self.commit, "--", *paths[i:i + GREP_PATHS]], cwd=self.gitdir)
+            except _GitFailed as exc:
+                if exc.code == 1:  # nothing matched
+                    continue
+                raise FlowscanError(f"cannot search {self.label}: {exc.message}") from None
+            for line in out.split(b"\n"):
+                name, _, text = line.partition(b"\0")
+                if not name:
+                    continue
+                if name.startswith(prefix):
+                    name = name[len(prefix):]
+                yield name.decode("utf-8", "surrogateescape"), text
 
     def snapshot(self, scopes: Sequence[str] = ()) -> str:
         return "git " + self.commit + "\0" + "\0".join(sorted({_norm_scope(s) for s in scopes}))

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 
+import click
 import hashlib
 import json
 import sqlite3
@@ -17,14 +18,17 @@ import time
 from flowscan.cache import FactsCache
 from flowscan.fileio import atomic_write_text
 from flowscan.errors import FlowscanError
+from flowscan import prefilter
 from flowscan.graph import Graph
 from flowscan.index import INDEX_VERSION, Index, index_key, index_path, registry_digest, remove_quietly
 from flowscan.registry import default_registry
 from flowscan.resources import fixtures_dir
 from flowscan.results import SourceInfo
 from flowscan.scan import ScanStats, build_index
-from flowscan.sources import Source, Tree, open_tree
+from flowscan.sources import FileEntry, Source, Tree, open_tree
 from flowscan.spec import FlowSpec
+
+T = TypeVar("T")
 
 # The embedded default: the bundled miniature trees (newer versions), so `flowscan trace` runs anywhere.
 DEMO = {"guest": ("linux", "v6.12"), "host": ("linux", "v6.12"), "vmm": ("qemu", "v10.0.0")}
@@ -74,16 +78,29 @@ def _open_index(path: Path) -> Index | None:
     return None
 
 
-def load(source: Source, scopes: Sequence[str] = (), *, cache_dir: Path, jobs: int = 0, progress: bool = True,
-         prefer: Sequence[str] = (), strict_scopes: bool = True, url_template: str = "") -> Loaded:
-    tree = open_tree(source, cache_dir, progress=progress)
-    registry = default_registry()
+def _index_path(tree: Tree, scopes: Sequence[str], cache_dir: Path, strict: bool,
+                registry) -> tuple[Path, list[FileEntry] | None]:
+    """Where this tree and scope's index lives (and the listing, when it took one to know)."""
     snapshot = tree.snapshot(scopes)
     entries = None
     if not snapshot:  # a plain directory: its listing (paths and blob ids) is what identifies it
-        entries = tree.files(scopes, strict_scopes)
+        entries = tree.files(scopes, strict)
         snapshot = "dir " + hashlib.sha256("".join(f"{e.path}\0{e.blob}\n" for e in entries).encode()).hexdigest()
-    path = index_path(cache_dir, index_key(snapshot, registry_digest(registry)))
+    return index_path(cache_dir, index_key(snapshot, registry_digest(registry))), entries
+
+
+def _no_files(tree: Tree, scopes: Sequence[str]) -> FlowscanError:
+    return FlowscanError(f"no C files to analyse in {tree.label}" + (f" (scope: {', '.join(scopes)})"
+                                                                     if scopes else ""))
+
+
+def load(source: Source, scopes: Sequence[str] = (), *, cache_dir: Path, jobs: int = 0, progress: bool = True,
+         prefer: Sequence[str] = (), strict_scopes: bool = True, url_template: str = "",
+         tree: Tree | None = None) -> Loaded:
+    """The graph of a tree and scope from its index, built first when there is none."""
+    tree = tree or open_tree(source, cache_dir, progress=progress)
+    registry = default_registry()
+    path, entries = _index_path(tree, scopes, cache_dir, strict_scopes, registry)
     started = time.perf_counter()
     ix = _open_index(path)
     if ix is not None:
@@ -99,13 +116,40 @@ def load(source: Source, scopes: Sequence[str] = (), *, cache_dir: Path, jobs: i
         ix = Index.open(path)
     stats.seconds = time.perf_counter() - started
     if not stats.files or stats.skipped == stats.files:
-        raise FlowscanError(f"no C files to analyse in {tree.label}" + (f" (scope: {', '.join(scopes)})"
-                                                                         if scopes else ""))
+        raise _no_files(tree, scopes)
     graph = Graph(ix, registry=registry, prefer=prefer)
     record_scan(cache_dir, tree.label + (f" ({', '.join(scopes)})" if scopes else " (whole tree)"), stats)
     info = SourceInfo(role=source.role, repo=source.repo, ref=source.ref, commit=tree.commit, src=source.src,
                       url_template=url_template)
     return Loaded(source=source, tree=tree, graph=graph, stats=stats, info=info)
+
+
+def ask(source: Source, scopes: Sequence[str], question: Callable[[Graph], T], seeds: Sequence[str], *,
+        cache_dir: Path, jobs: int = 0, progress: bool = True, prefer: Sequence[str] = (),
+        whole: bool = False) -> T:
+    """Answer a question about named functions: from the tree's index when it has one (warm), else from
+    the files that can matter to it (flowscan.prefilter), else (too many of those, or `whole`) by
+    building the index."""
+    tree = open_tree(source, cache_dir, progress=progress)
+    registry = default_registry()
+    path, entries = _index_path(tree, scopes, cache_dir, True, registry)
+    if not whole and not path.is_file():
+        if entries is None:
+            entries = tree.files(scopes, True)
+        if not entries:
+            raise _no_files(tree, scopes)
+        try:
+            result, used, rounds = prefilter.answer(tree, entries, question, seeds, cache=FactsCache(cache_dir / "facts"),
+                                            registry=registry, prefer=prefer, jobs=jobs, progress=progress,
+                                            work_dir=path.parent)
+            if progress:
+                click.echo(f"flowscan: answered from the {used} of {len(entries)} files that spell the names "
+                           f"it needed ({rounds} rounds); --whole indexes all of {tree.label}", err=True)
+            return result
+        except prefilter.TooWide:
+            pass
+    loaded = load(source, scopes, cache_dir=cache_dir, jobs=jobs, progress=progress, prefer=prefer, tree=tree)
+    return question(loaded.graph)
 
 
 def load_roles(spec: FlowSpec, sources: dict[str, Source], *, cache_dir: Path, jobs: int = 0,

@@ -152,12 +152,18 @@ def test_all_files_binary(q, tmp_path):
     src = tmp_path / "b"
     src.mkdir()
     (src / "bin.c").write_bytes(b"\x00\x01\x02" * 50)
-    code, _, err = q("callees", "f", "--src", str(src))
+    code, _, err = q("callees", "f", "--src", str(src))  # cold: no file spells f
+    assert code == 2 and "function 'f' is not defined in the scanned tree (from the files that spell it" in one_line_error(err)
+    code, _, err = q("callees", "f", "--whole", "--src", str(src))
     assert code == 2 and "no C files to analyse" in one_line_error(err)
 
 
 def test_unknown_function(q, linux_new):
-    code, _, err = q("callees", "machine_restrat", "--src", str(linux_new))
+    code, _, err = q("callees", "machine_restrat", "--src", str(linux_new))  # cold: no file spells it
+    assert code == 2
+    assert one_line_error(err) == ("flowscan: error: function 'machine_restrat' is not defined in the scanned "
+                                   "tree (from the files that spell it; with --whole, similar names are listed)")
+    code, _, err = q("callees", "machine_restrat", "--whole", "--src", str(linux_new))
     assert code == 2
     assert one_line_error(err) == ("flowscan: error: function 'machine_restrat' is not defined in the scanned "
                                    "tree (did you mean machine_restart, native_machine_restart?)")

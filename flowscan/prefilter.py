@@ -1,0 +1,108 @@
+"""Cold questions: answer from the files that can matter, found by their tokens (as `git grep` finds them).
+
+A question (`defs`, `callers`, `callees`) on a tree that has no index yet starts from the files that
+spell its name, answers on an index of just those files, and records every key the answer looked up
+(a function name, a struct member, a type, a notifier chain). Any fact that could answer such a key sits
+in a file that spells the key, so the files spelling the new keys are added and the question is asked
+again, until it asks for nothing new: the answer is then the one the index of the whole tree gives
+(the real-tree tests check this). Keys that registrations supply without spelling them (the member a
+registration API fills, the chain a mode constant selects) bring in the API's name.
+
+What a token search cannot see: a name made by token pasting (`HELPER(foo)` defines `helper_foo`) is
+found only where it is also spelled out. A question that needs more than a share of the tree, or asks for
+everything (the list of all names, all registrations), builds the whole index instead: then every later
+question on the tree is warm.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Callable, Sequence, TypeVar
+
+from flowscan.cache import FactsCache
+from flowscan.errors import FlowscanError
+from flowscan.graph import Graph
+from flowscan.index import Index
+from flowscan.registrations import chain_name
+from flowscan.registry import Registry
+from flowscan.scan import build_index
+from flowscan.sources import FileEntry, Tree
+
+T = TypeVar("T")
+MAX_ROUNDS = 8
+WIDE = 0.4  # a question whose files pass this share of the tree's bytes gets the whole index instead
+
+
+class TooWide(Exception):
+    """The question needs (nearly) the whole tree: build its index."""
+
+
+def tokens_for(asked: set[tuple[str, str]], registry: Registry) -> tuple[set[str], set[str], set[str]]:
+    """The words, the struct members (spelled `.m` or `->m`) and the defined names (spelled on a line
+    that starts in column 0) whose files can hold the facts behind these lookups."""
+    words: set[str] = set()
+    members: set[str] = set()
+    defs: set[str] = set()
+    for kind, value in asked:
+        if kind == "all":
+            raise TooWide(value)
+        if not value or any(c.isspace() for c in value):
+            continue
+        if kind == "def":  # a definition; calls of undefined macros (`assert`) ask this everywhere
+            defs.add(value)
+            continue
+        if kind == "member":  # stores into it and calls through it; and the registration APIs that fill it
+            members.add(value)
+            words.update(api.api for api in registry.fields.values()
+                         if any(st.field.rsplit(".", 1)[-1] == value for st in api.stores))
+            continue
+        words.add(value)
+        if kind == "owner":  # ... or fill members of this type
+            words.update(api.api for api in registry.fields.values() if api.owner == value)
+        elif kind == "chain":  # notifier APIs that register on this chain without naming it
+            words.update(api.api for api in registry.notifiers.values()
+                         if api.chain == value or any(chain_name(v) == value for _, v in api.chain_map))
+    return words, members, defs
+
+
+def answer(tree: Tree, entries: Sequence[FileEntry], question: Callable[[Graph], T], seeds: Sequence[str], *,
+           cache: FactsCache | None, registry: Registry, prefer: Sequence[str] = (), jobs: int = 0,
+           progress: bool = True, work_dir: Path | None = None) -> tuple[T, int, int]:
+    """Ask `question` on the fewest files that give the whole tree's answer; returns (answer, files
+    used, rounds).
+    Raises TooWide when that is not worth it."""
+    by_path = {e.path: e for e in entries}
+    total = sum(e.size for e in entries) or 1
+    wanted = {"words": set(seeds), "members": set(), "defs": set()}
+    searched: dict[str, set[str]] = {kind: set() for kind in wanted}
+    files: set[str] = set()
+    if work_dir is not None:
+        work_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="flowscan-question-", dir=work_dir) as tmp:
+        for rnd in range(MAX_ROUNDS):
+            files |= tree.grep(entries, **{kind: wanted[kind] - searched[kind] for kind in wanted})
+            for kind in wanted:
+                searched[kind] |= wanted[kind]
+            if sum(by_path[p].size for p in files) > WIDE * total:
+                raise TooWide(f"{len(files)} files")
+            dest = Path(tmp) / f"round{rnd}.sqlite"
+            build_index(tree, [by_path[p] for p in sorted(files)], cache, dest, jobs=jobs, progress=progress,
+                        registry=registry, partial=True)
+            ix = Index.open(dest)
+            try:
+                ix.asked = set()
+                graph = Graph(ix, registry=registry, prefer=prefer, partial=True)
+                try:
+                    result: tuple[str, object] = ("answer", question(graph))
+                except FlowscanError as exc:
+                    result = ("error", exc)
+                for kind, more in zip(("words", "members", "defs"), tokens_for(ix.asked, registry)):
+                    wanted[kind] |= more
+            finally:
+                ix.db.close()
+            if all(wanted[kind] <= searched[kind] for kind in wanted):
+                if result[0] == "error":
+                    raise result[1]  # type: ignore[misc]
+                return result[1], len(files), rnd + 1  # type: ignore[return-value]
+    raise TooWide(f"still asking after {MAX_ROUNDS} rounds")
