@@ -336,11 +336,14 @@ class Graph:
                     sites.extend(self.ix.calls_to(s.variable, "variable"))
                 if s.var_type and s.var_type not in _PRIMITIVE:
                     sites.extend(self.ix.var_calls_typed(s.var_type))
-            if any(reg.kind == "notifier" for reg in self.ix.regs_by_callback(name)):
+            chains = {reg.chain for reg in self.ix.regs_by_callback(name) if reg.kind == "notifier"}
+            for chain in sorted(chains):  # dispatches of its chains spell the chain (a cold question's lead)
+                self.ix.ask("chain", chain)
+            if chains:
                 for api in self.registry.dispatch:
-                    sites.extend(self.ix.calls_to(api, DIRECT))
-            for api in self.registry.spawn:  # threads and work items started on it
-                sites.extend(c for c in self.ix.calls_to(api, DIRECT)
+                    sites.extend(self.ix.calls_to(api, DIRECT, ask=False))
+            for api in self.registry.spawn:  # threads and work items started on it: those sites spell it
+                sites.extend(c for c in self.ix.calls_to(api, DIRECT, ask=False)
                              if any(a.lstrip("&").strip() == name for a in c.args))
             for fn_name in self.ix.arg_callees(name):  # calls through the parameters it is passed to
                 for fn in self.ix.defs(fn_name):

@@ -216,12 +216,12 @@ def registry_digest(registry: Registry) -> str:
     return hashlib.sha256(repr(registry).encode()).hexdigest()[:16]
 
 
-def build_in_memory(facts: Sequence[FileFacts], registry: Registry) -> "Index":
+def build_in_memory(facts: Sequence[FileFacts], registry: Registry, prune: bool = True) -> "Index":
     """An index of facts already in memory (tests, small trees)."""
     db = connect_for_writing(":memory:")
     for i, ff in enumerate(sorted(facts, key=lambda f: f.path)):
         write_file(db, i + 1, ff.path, None if ff.skipped else ff.to_json(), ff.blob, ff.skipped)
-    finish(db, registry, {"files": str(len(facts))})
+    finish(db, registry, {"files": str(len(facts))}, prune=prune)
     return Index(db)
 
 
@@ -320,8 +320,11 @@ class Index:
             "AND (SELECT hi FROM file_calls WHERE file = (SELECT id FROM files WHERE path = ?)) "
             "AND caller = ? AND line BETWEEN ? AND ?", (path, path, caller, first, last)))
 
-    def calls_to(self, callee: str, kind: str) -> list[CallSite]:
-        self.ask("name", callee)
+    def calls_to(self, callee: str, kind: str, ask: bool = True) -> list[CallSite]:
+        """`ask=False`: the caller knows which files can matter (a word the sites must spell) and has
+        asked for that instead."""
+        if ask:
+            self.ask("name", callee)
         return self._cached(("to", callee, kind),
                             lambda: self._calls("callee = ? AND kind = ?", (callee, kind)))
 

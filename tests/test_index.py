@@ -1,0 +1,210 @@
+"""The per-ref index (warm questions read nothing else) and cold questions answered from the files
+that spell what they need (flowscan.prefilter)."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from flowscan import index as ixm
+from flowscan import prefilter
+from flowscan import scan as scan_mod
+from flowscan.graph import Graph
+from flowscan.registry import default_registry
+from flowscan.sources import DirTree, Source, open_tree
+from flowscan.workspace import load
+from tests.helpers import one_line_error, run
+
+FIX = Path(__file__).resolve().parent.parent / "fixtures"
+
+
+@pytest.fixture
+def fs(capsys, tmp_path):
+    def call(*args):
+        return run(capsys, "-q", "--cache-dir", str(tmp_path / "cache"), *args)
+    return call
+
+
+def _indexes(cache: Path) -> list[Path]:
+    return sorted((cache / "index").glob("*.sqlite"))
+
+
+def test_warm_question_reads_only_the_index(fs, fixture_repos, tmp_path):
+    repo = ("--repo", str(fixture_repos["linux"]), "--ref", "v6.12")
+    code, out, _ = fs("index", *repo)
+    assert code == 0 and out.startswith("linux@v6.12: 18 files (18 parsed, 0 from the facts cache, 0 skipped)")
+    code, before, _ = fs("callers", "psci_sys_reset", *repo)
+    assert code == 0 and "kernel/reboot.c:76: do_kernel_restart -> psci_sys_reset  [notifier: restart_handler_list" in before
+    shutil.rmtree(tmp_path / "cache" / "facts")  # a warm question never needs a file's facts again
+    code, after, _ = fs("callers", "psci_sys_reset", *repo)
+    assert (code, after) == (0, before)
+    assert not (tmp_path / "cache" / "facts").exists()
+    code, out, _ = fs("index", *repo)
+    assert out.startswith("linux@v6.12: 18 files (already indexed, 0 skipped)")
+    assert len(_indexes(tmp_path / "cache")) == 1
+
+
+def test_one_index_per_ref_and_scope(fs, fixture_repos, tmp_path):
+    repo = str(fixture_repos["linux"])
+    fs("index", "--repo", repo, "--ref", "v6.12")
+    fs("index", "--repo", repo, "--ref", "v6.1")
+    fs("index", "--repo", repo, "--ref", "v6.12", "--scope", "kernel")
+    fs("index", "--repo", repo, "--ref", "v6.12", "--scope", "kernel/")  # the same scope, spelled otherwise
+    assert len(_indexes(tmp_path / "cache")) == 3
+
+
+def test_damaged_index_is_rebuilt(fs, fixture_repos, tmp_path):
+    repo = ("--repo", str(fixture_repos["qemu"]), "--ref", "v10.0.0")
+    fs("index", *repo)
+    (path,) = _indexes(tmp_path / "cache")
+    good = fs("callees", "qemu_system_reset", *repo)[1]
+    path.write_bytes(path.read_bytes()[:5000])  # truncated
+    code, out, err = fs("callees", "qemu_system_reset", *repo)
+    assert (code, out) == (0, good) and "Traceback" not in err
+    path.write_bytes(b"not a database at all" * 100)
+    assert fs("callees", "qemu_system_reset", *repo)[1] == good
+    assert sqlite3.connect(path).execute("SELECT value FROM meta WHERE key = 'version'").fetchone() == (
+        ixm.INDEX_VERSION,)
+
+
+def test_failed_build_leaves_nothing(fs, fixture_repos, tmp_path, monkeypatch):
+    def boom(*a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(ixm, "finish", boom)
+    with pytest.raises(RuntimeError):
+        load(Source("", str(fixture_repos["linux"]), "v6.12"), cache_dir=tmp_path / "cache", progress=False)
+    assert list((tmp_path / "cache" / "index").iterdir()) == []  # no index, no scratch directory
+
+
+def test_directory_edit_gives_a_new_index(fs, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.c").write_text("void b(void) {}\nvoid a(void) { b(); }\n")
+    assert "a.c:2: a -> b (a.c)" in fs("callees", "a", "--whole", "--src", str(src))[1]
+    (src / "a.c").write_text("void c(void) {}\nvoid a(void) { c(); }\n")
+    assert "a.c:2: a -> c (a.c)" in fs("callees", "a", "--whole", "--src", str(src))[1]
+    assert len(_indexes(tmp_path / "cache")) == 2
+
+
+def test_index_round_trips_facts(linux_new):
+    """What goes in comes out: every fact of every file, through the index, in path order."""
+    from flowscan.extract import extract_file
+
+    facts = [extract_file(p.read_bytes(), p.relative_to(linux_new).as_posix())
+             for p in sorted(linux_new.rglob("*.[ch]"))]
+    back = ixm.build_in_memory(facts, default_registry(), prune=False).all_facts()
+    assert [f.dumps() for f in back] == [f.dumps() for f in sorted(facts, key=lambda f: f.path)]
+    pruned = ixm.build_in_memory(facts, default_registry()).all_facts()  # stores of names nothing defines
+    dropped = {(f.path, s.function) for f, g in zip(back, pruned) for s in f.stores if s not in g.stores}
+    assert ("drivers/firmware/efi/reboot.c", "efi_power_off") not in dropped and dropped
+    assert all(not any(d.name == fn for f in back for d in f.functions) for _, fn in dropped)
+
+
+# -- cold questions ---------------------------------------------------------------------------------
+def _questions(graph: Graph) -> list[str]:
+    return sorted(graph.def_names())
+
+
+@pytest.mark.parametrize("project,tag", [("linux", "v6.1"), ("linux", "v6.12"), ("qemu", "v7.2.0"),
+                                         ("qemu", "v10.0.0")])
+def test_cold_answers_equal_the_whole_index(fixture_repos, tmp_path, monkeypatch, project, tag):
+    """For every function of the fixture: callers and callees from the files the question needs are
+    exactly those from the index of the whole tree."""
+    monkeypatch.setattr(prefilter, "WIDE", 2.0)  # never fall back to the whole index here
+    source = Source("", str(fixture_repos[project]), tag)
+    whole = load(source, cache_dir=tmp_path / "whole", progress=False).graph
+    names = _questions(whole)
+    assert len(names) > 40
+    cold_cache = tmp_path / "cold"
+    fewer = rounds = 0
+    with open_tree(source, cold_cache, progress=False) as tree:
+        entries = tree.files([])
+        for name in names:
+            for what in ("callers", "callees"):
+                def question(g: Graph, name=name, what=what):
+                    edges = g.callers(name) if what == "callers" else [
+                        e for d in g.preferred(g.definitions(name)) for e in g.callees(d)]
+                    return [e.to_json() for e in edges]
+
+                expected = question(whole)
+                got, used, n = prefilter.answer(tree, entries, question, [name], cache=None,
+                                                registry=default_registry(), jobs=1, progress=False)
+                assert got == expected, (what, name)
+                fewer += used < len(entries)
+                rounds = max(rounds, n)
+    assert fewer > len(names) and rounds >= 3  # it did read fewer files, and it did follow leads
+    assert not (cold_cache / "index").exists() or _indexes(cold_cache) == []
+
+
+def test_cold_question_follows_a_registration(fixture_repos, tmp_path, monkeypatch):
+    """`kvm_arm_gicv3_reset_hold` is reached through a hold phase that only a registration API call
+    fills (no file spells `.hold = kvm_arm_gicv3_reset_hold`): the member brings the API in."""
+    monkeypatch.setattr(prefilter, "WIDE", 2.0)
+    with open_tree(Source("", str(fixture_repos["qemu"]), "v10.0.0"), tmp_path, progress=False) as tree:
+        entries = tree.files([])
+        got, used, rounds = prefilter.answer(
+            tree, entries, lambda g: {(e.caller, e.kind) for e in g.callers("kvm_arm_gicv3_reset_hold")},
+            ["kvm_arm_gicv3_reset_hold"], cache=None, registry=default_registry(), jobs=1, progress=False)
+    assert ("resettable_phase_hold", "registration") in got
+    assert used < len(entries) and rounds >= 2
+
+
+def test_tokens_for_lookups():
+    reg = default_registry()
+    words, members, defs = prefilter.tokens_for(
+        {("def", "foo"), ("name", "bar"), ("member", "hold"), ("chain", "restart_handler_list"),
+         ("owner", "ResettableClass"), ("name", "a b")}, reg)
+    assert defs == {"foo"} and members == {"hold"}
+    assert {"bar", "resettable_class_set_parent_phases", "register_sys_off_handler",
+            "ResettableClass", "restart_handler_list"} <= words
+    assert "a b" not in words
+    with pytest.raises(prefilter.TooWide):
+        prefilter.tokens_for({("all", "functions")}, reg)
+
+
+def test_grep_git_and_directory_agree(fixture_repos, tmp_path):
+    """The same words, members and definition lines, whether read with git grep or from a directory."""
+    asks = [dict(words=["machine_restart"]), dict(members=["notifier_call"]), dict(defs=["kernel_restart"]),
+            dict(words=["psci_sys_reset"], members=["hold"], defs=["smp_send_stop", "nothing_here"])]
+    with open_tree(Source("", str(fixture_repos["linux"]), "v6.12"), tmp_path, progress=False) as git_tree:
+        git_entries = git_tree.files([])
+        got_git = [git_tree.grep(git_entries, **a) for a in asks]
+    d = DirTree(FIX / "linux" / "v6.12")
+    got_dir = [d.grep(d.files([]), **a) for a in asks]
+    assert got_git == got_dir
+    assert got_git[2] == {"kernel/reboot.c", "include/linux/reboot.h"}  # definition and prototype, not callers
+    assert "arch/arm64/kernel/process.c" not in got_git[2]
+
+
+def test_too_wide_question_builds_the_index(fs, fixture_repos, tmp_path, monkeypatch):
+    """A question that needs more than WIDE of the tree's bytes gets the whole index (and later ones too)."""
+    repo = ("--repo", str(fixture_repos["linux"]), "--ref", "v6.12")
+    code, cold, _ = fs("callees", "machine_restart", *repo)
+    assert code == 0 and _indexes(tmp_path / "cache") == []  # answered from some files, nothing kept
+    monkeypatch.setattr(prefilter, "WIDE", 0.0)
+    code, out, _ = fs("callees", "machine_restart", *repo)
+    assert (code, out) == (0, cold) and len(_indexes(tmp_path / "cache")) == 1
+
+
+def test_cold_error_is_one_line(fs, fixture_repos):
+    code, _, err = fs("callers", "no_such_function_anywhere", "--repo", str(fixture_repos["qemu"]),
+                      "--ref", "v10.0.0")
+    assert code == 2 and "function 'no_such_function_anywhere' is not defined" in one_line_error(err)
+
+
+def test_scan_api_gives_facts_through_the_index(tmp_path):
+    src = tmp_path / "s"
+    src.mkdir()
+    (src / "x.c").write_text("static int y(void) { return 1; }\nint x(void) { return y(); }\n")
+    facts, stats = scan_mod.scan(DirTree(src), [], None, jobs=1, progress=False)
+    assert [f.name for f in facts[0].functions] == ["y", "x"] and facts[0].functions[0].static is True
+    assert (stats.parsed, stats.reused) == (1, 0)
+
+
+def test_empty_index_answers_nothing():
+    g = Graph([])
+    assert g.callers("x") == [] and g.definitions("x") == [] and g.def_names() == []
