@@ -372,41 +372,54 @@ class Bench:
         # flowscan
         cache = tag_dir / "cache"
         facts = cache / "facts"
-        defs = lambda tag=proj.tag, sc=scope: self.fs(cache, "defs", proj.function, "--repo", str(repo), "--ref", tag,
-                                                      *self.scope_args(sc))
+        index = cache / "index"
+        ref_args = lambda tag=proj.tag, sc=scope: ["--repo", str(repo), "--ref", tag, *self.scope_args(sc)]
+        callers = lambda tag=proj.tag, sc=scope: self.fs(cache, "callers", proj.function, *ref_args(tag, sc))
 
         def fresh() -> None:
             if cache.exists():
                 shutil.rmtree(cache)
 
-        def no_facts() -> None:
+        def no_index() -> None:
+            if index.exists():
+                shutil.rmtree(index)
+
+        def no_facts() -> None:  # nothing extracted, nothing indexed: every file is new again
+            no_index()
             if facts.exists():
                 shutil.rmtree(facts)
 
         self.repeat(sec.add(Row("flowscan clone (`fetch`, shallow and blob-less)", scan=False), "clone"), n,
                     lambda: self.fs(cache, "fetch", "--guest-repo", str(repo), "--guest", proj.tag,
                                     "--vmm-repo", str(repo), "--vmm", proj.tag), before=fresh)
-        first = self.repeat(sec.add(Row("flowscan first run after the clone (fetches the blobs, cold scan)",
-                                        nfiles, nbytes), "first"), 1, defs)
-        cold = sec.add(Row("flowscan cold scan (clone present, empty facts cache)", nfiles, nbytes), "cold")
+        first = self.repeat(sec.add(Row(f"flowscan first run after the clone: cold question `callers "
+                                        f"{proj.function}` (fetches the blobs)", nfiles, nbytes), "first"), 1,
+                            callers)
+        cold = sec.add(Row(f"flowscan cold question `callers {proj.function}` (no index, empty facts cache)",
+                           nfiles, nbytes), "cold")
+        cold2 = sec.add(Row(f"flowscan cold question `callees {proj.function}` (no index, empty facts cache)",
+                            nfiles, nbytes), "cold_callees")
+        build = sec.add(Row("flowscan index build (`flowscan index`, empty facts cache)", nfiles, nbytes), "index")
+        rebuild = sec.add(Row("flowscan index build from the facts cache", nfiles, nbytes), "index_cached")
         if first.na:
-            cold.na = "skipped (first run failed)"
+            cold.na = cold2.na = build.na = rebuild.na = "skipped (first run failed)"
         else:
-            self.repeat(cold, n, defs, before=no_facts)
-        rest_ok = not cold.na
-        steps = [(f"flowscan warm re-run = warm query `defs {proj.function}`", "warm", defs, True),
-                 (f"warm query `callers {proj.function}`", "q_callers",
-                  lambda: self.fs(cache, "callers", proj.function, "--repo", str(repo), "--ref", proj.tag,
-                                  *self.scope_args(scope)), False),
+            self.repeat(cold, n, callers, before=no_facts)
+            self.repeat(cold2, n, lambda: self.fs(cache, "callees", proj.function, *ref_args()), before=no_facts)
+            self.repeat(build, n, lambda: self.fs(cache, "index", *ref_args()), before=no_facts)
+            self.repeat(rebuild, n, lambda: self.fs(cache, "index", *ref_args()), before=no_index)
+        rest_ok = not build.na
+        steps = [(f"warm query `defs {proj.function}` (index present)", "warm",
+                  lambda: self.fs(cache, "defs", proj.function, *ref_args())),
+                 (f"warm query `callers {proj.function}`", "q_callers", callers),
                  (f"warm query `callees {proj.function}`", "q_callees",
-                  lambda: self.fs(cache, "callees", proj.function, "--repo", str(repo), "--ref", proj.tag,
-                                  *self.scope_args(scope)), False)]
-        for label, role, fn, is_scan in steps:
-            row = sec.add(Row(label, nfiles if is_scan else None, nbytes if is_scan else None, scan=is_scan), role)
+                  lambda: self.fs(cache, "callees", proj.function, *ref_args()))]
+        for label, role, fn in steps:
+            row = sec.add(Row(label, scan=False), role)
             if rest_ok:
                 self.repeat(row, n, fn, warm=facts)
             else:
-                row.na = "skipped (cold scan failed)"
+                row.na = "skipped (index build failed)"
         sec.refs["q_defs"] = sec.refs["warm"]
 
         # second tag with the cache of the first
@@ -420,12 +433,14 @@ class Bench:
         self.repeat(sec.add(Row(f"raw parse of the {proj.second} files not in the {proj.tag} cache, "
                                 f"{self.jobs} processes", len(changed), cbytes), "changed"), n,
                     lambda: [*pb, "parse", cdir, clist, "--jobs", self.jobs])
-        second_defs = lambda: defs(proj.second, scope2)
+        second_q = lambda: callers(proj.second, scope2)
         snap = tag_dir / "facts-first-tag"
-        s1 = sec.add(Row(f"flowscan second tag {proj.second}, first run (fetches ref and blobs)", len(fb.files),
-                         fb.bytes), "second_first")
-        s2 = sec.add(Row(f"flowscan second tag {proj.second} (cache of {proj.tag}, blobs present)", len(fb.files),
-                         fb.bytes), "second")
+        s1 = sec.add(Row(f"flowscan second tag {proj.second}, first run: cold question `callers "
+                         f"{proj.function}` (fetches ref and blobs)", len(fb.files), fb.bytes), "second_first")
+        s2 = sec.add(Row(f"flowscan second tag {proj.second}: cold question `callers {proj.function}` "
+                         f"(facts of {proj.tag}, blobs present)", len(fb.files), fb.bytes), "second")
+        s3 = sec.add(Row(f"flowscan second tag {proj.second}: index build (facts of {proj.tag}, blobs present)",
+                         len(fb.files), fb.bytes), "second_index")
         if rest_ok and facts.is_dir():
             if snap.exists():
                 shutil.rmtree(snap)
@@ -435,13 +450,14 @@ class Bench:
                 no_facts()
                 subprocess.run(["cp", "-al", str(snap), str(facts)], check=True)
 
-            self.repeat(s1, 1, second_defs, before=restore)
+            self.repeat(s1, 1, second_q, before=restore)
             if s1.na:
-                s2.na = "skipped (first run failed)"
+                s2.na = s3.na = "skipped (first run failed)"
             else:
-                self.repeat(s2, n, second_defs, before=restore)
+                self.repeat(s2, n, second_q, before=restore)
+                self.repeat(s3, n, lambda: self.fs(cache, "index", *ref_args(proj.second, scope2)), before=restore)
         else:
-            s1.na = s2.na = "skipped (cold scan failed)"
+            s1.na = s2.na = s3.na = "skipped (index build failed)"
         sec.lines.append(f"Second tag {proj.second}: {len(fb.files):,} files, {fb.bytes / 1e6:,.1f} MB, of which "
                          f"{len(changed):,} files ({cbytes / 1e6:,.1f} MB, <= 4 MiB) have blobs not in the "
                          f"{proj.tag} set.")
@@ -468,9 +484,10 @@ class Bench:
             if cache.exists():
                 shutil.rmtree(cache)
 
-        def no_facts() -> None:
-            if facts.exists():
-                shutil.rmtree(facts)
+        def no_facts() -> None:  # nothing extracted, nothing indexed
+            for d in (facts, cache / "index"):
+                if d.exists():
+                    shutil.rmtree(d)
 
         def trace_cmd(gl: str, qv: str) -> list[str]:
             return self.fs(cache, "trace", "arm64-reboot", "--guest-repo", str(L), "--guest", gl, "--host-repo",
@@ -528,21 +545,26 @@ class Bench:
                 continue
             r = sec.refs
             raw = r.get("raw_small") or r.get("raw")
-            cold = r.get("cold")
-            if cold and raw and cold.seconds and raw.seconds:
-                cpu = f", CPU {cold.cpu / raw.cpu:.2f}x" if cold.cpu and raw.cpu else ""
-                add(f"{sec.key}: cold scan within 1.5x raw parse", cold.seconds, 1.5 * raw.seconds,
-                    f"{fmt_s(cold.seconds)} s = {cold.seconds / raw.seconds:.2f}x{cpu}",
-                    f"{fmt_s(1.5 * raw.seconds)} s")
-            else:
-                add(f"{sec.key}: cold scan within 1.5x raw parse", None, None, "", "1.5x")
+            for role, what in (("cold", "cold question `callers`"), ("cold_callees", "cold question `callees`"),
+                               ("index", "index build")):
+                row = r.get(role)
+                if row and raw and row.seconds and raw.seconds:
+                    cpu = f", CPU {row.cpu / raw.cpu:.2f}x" if row.cpu and raw.cpu else ""
+                    add(f"{sec.key}: {what} within 1.5x raw parse", row.seconds, 1.5 * raw.seconds,
+                        f"{fmt_s(row.seconds)} s = {row.seconds / raw.seconds:.2f}x{cpu}",
+                        f"{fmt_s(1.5 * raw.seconds)} s")
+                else:
+                    add(f"{sec.key}: {what} within 1.5x raw parse", None, None, "", "1.5x")
             if sec.key.endswith("/whole"):
                 cs = r.get("cscope")
-                add(f"{sec.key}: cold scan faster than cscope", cold.seconds if cold else None,
-                    cs.seconds if cs else None, f"{fmt_s(cold.seconds if cold else None)} s",
-                    f"{fmt_s(cs.seconds if cs else None)} s")
-                add(f"{sec.key}: cold scan peak < 2 GiB", cold.peak / GIB if cold and cold.peak else None, 2.0,
-                    f"{cold.peak / GIB:.2f} GiB" if cold and cold.peak else "n/a", "2 GiB")
+                for role, what in (("cold", "cold question `callers`"), ("cold_callees", "cold question `callees`"),
+                                   ("index", "index build")):
+                    row = r.get(role)
+                    add(f"{sec.key}: {what} faster than cscope", row.seconds if row else None,
+                        cs.seconds if cs else None, f"{fmt_s(row.seconds if row else None)} s",
+                        f"{fmt_s(cs.seconds if cs else None)} s")
+                    add(f"{sec.key}: {what} peak < 2 GiB", row.peak / GIB if row and row.peak else None, 2.0,
+                        f"{row.peak / GIB:.2f} GiB" if row and row.peak else "n/a", "2 GiB")
             for q in ("q_defs", "q_callers", "q_callees"):
                 row = r.get(q)
                 name = q[2:]
@@ -554,6 +576,10 @@ class Bench:
                     f"{fmt_s(s2.seconds)} s", f"{fmt_s(ch.seconds + 1.0)} s")
             else:
                 add(f"{sec.key}: second tag <= parse of changed files + 1 s", None, None, "", "")
+            s3 = r.get("second_index")
+            if ch and s3 and ch.seconds is not None and s3.seconds is not None:
+                add(f"{sec.key}: second tag index build <= parse of changed files + 1 s", s3.seconds,
+                    ch.seconds + 1.0, f"{fmt_s(s3.seconds)} s", f"{fmt_s(ch.seconds + 1.0)} s")
 
     # -- report -------------------------------------------------------------------------------------
     def machine(self) -> list[str]:

@@ -356,7 +356,7 @@ def _line_test(words: Iterable[str], members: Iterable[str], defs: Iterable[str]
     if members:
         alts.append(rb"(?:\.|->)\s*(?:" + _alternation(members) + rb")(?!\w)")
     if defs:
-        alts.append(rb"^(?=[^\s#])[^\n]*?(?<!\w)(?:" + _alternation(defs) + rb")(?!\w)")
+        alts.append(rb"^(?=[^\s#])(?![^\n]*;\s*$)[^\n]*?(?<!\w)(?:" + _alternation(defs) + rb")(?!\w)")
     pattern = re.compile(b"|".join(alts)) if alts else None
     return lambda line: pattern is not None and pattern.search(line) is not None
 
@@ -377,9 +377,10 @@ class Tree:
     def grep(self, entries: Sequence[FileEntry], words: Iterable[str] = (), members: Iterable[str] = (),
              defs: Iterable[str] = ()) -> set[str]:
         """The paths among `entries` that spell one of `words` as a whole word, access one of `members`
-        (`.m`, `->m`), or have one of `defs` on a line that starts in column 0 with neither blank nor `#`
-        (where a definition's name or return type stands: `int\nfoo(void)`, `SYSCALL_DEFINE1(foo, ...)`;
-        calls are indented)."""
+        (`.m`, `->m`), or have one of `defs` on a line that could open a definition: it starts in column 0
+        with neither blank nor `#` (a definition's return type or name stands there: `int\nfoo(void)`,
+        `SYSCALL_DEFINE1(foo, ...)`; calls are indented) and does not end with `;` (a prototype, or
+        `EXPORT_SYMBOL(foo);`)."""
         if not (words or members or defs):
             return set()
         test = _line_test(words, members, defs)
