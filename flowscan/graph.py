@@ -120,12 +120,12 @@ class Graph:
 
     def lookup(self, name: str, from_path: str) -> list[FunctionDef]:
         """Definitions a direct call from `from_path` can reach: same-file static first, then globals."""
+        same = [d for d in self.ix.defs(name, ask=False) if d.path == from_path]
+        if same:  # decided by this file alone (a cold question needs no other file for it)
+            return same[:1]
         defs = self.ix.defs(name)
         if not defs:
             return []
-        same = [d for d in defs if d.path == from_path]
-        if same:
-            return same[:1]
         glob = [d for d in defs if not d.static]
         if glob:
             return self.preferred(sorted(glob, key=lambda d: (d.path, d.line)))
@@ -133,7 +133,7 @@ class Graph:
         return self.preferred(sorted(headers, key=lambda d: (d.path, d.line)))
 
     def def_at(self, name: str, path: str) -> FunctionDef | None:
-        for d in self.ix.defs(name):
+        for d in self.ix.defs(name, ask=False):  # (`path` is a file the index has)
             if d.path == path:
                 return d
         return None
@@ -219,6 +219,13 @@ class Graph:
         return self._stores_to_edges(
             call, candidates, lambda s: "registration" if s.kind == "registration" else "field", call.callee)
 
+    def _defined(self, stores: list[PointerStore]) -> list[PointerStore]:
+        """Stores of names some file defines (the whole index has no others; a partial one may, until
+        the definition's file is read)."""
+        if not self.partial:
+            return stores
+        return [s for s in stores if self.ix.defs(s.function, ask=False) or self.ix.defs(s.function)]
+
     def _typed_stores(self, var_type: str) -> list[PointerStore]:
         """Stores into variables or table slots of a function-pointer type (`exit_handle_fn`)."""
         return [s for s in self.ix.stores_where("var_type", var_type) if not s.field or s.index]
@@ -238,6 +245,7 @@ class Graph:
     def _resolve_variable(self, call: CallSite) -> list[Edge]:
         name = call.callee
         stores = [s for s in self.ix.stores_where("variable", name) if not s.field]
+        stores = self._defined(stores)
         if call.local:  # a local or parameter: only what this function assigns to it
             chosen = [s for s in stores if s.path == call.path and s.in_function == call.caller]
         else:  # file-scope: this file's assignments, else any file's (a global)
@@ -313,7 +321,7 @@ class Graph:
         return [replace(e, fanout=len(uniq)) for e in uniq.values()]
 
     def class_setters(self, class_init: str, field: str) -> list[PointerStore]:
-        return [s for s in self.ix.stores_where("in_function", class_init)
+        return [s for s in self._defined(self.ix.stores_where("in_function", class_init))
                 if s.field and _suffix_match(s.field, field) and s.field.count(".") == field.count(".")]
 
     def inherited_setter(self, node: TypeNode, field: str,

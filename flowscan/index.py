@@ -304,8 +304,9 @@ class Index:
         return hit
 
     # -- the lookups the graph needs
-    def defs(self, name: str) -> list[FunctionDef]:
-        self.ask("def", name)
+    def defs(self, name: str, ask: bool = True) -> list[FunctionDef]:
+        if ask:
+            self.ask("def", name)
         return self._cached(("defs", name), lambda: self._decode("functions", FunctionDef, "name = ?", (name,)))
 
     def def_names(self) -> list[str]:
@@ -346,10 +347,7 @@ class Index:
     def stores_where(self, column: str, value: str) -> list[PointerStore]:
         assert column in ("function", "in_function", "last", "variable", "var_type")
         self.ask({"last": "member", "var_type": "owner"}.get(column, "name"), value)
-        stores = self._cached(("store", column, value), lambda: self._stores(f"{column} = ?", (value,)))
-        if self.asked is not None:  # a partial index keeps stores of names it has no definition for yet
-            stores = [s for s in stores if self.defs(s.function)]
-        return stores
+        return self._cached(("store", column, value), lambda: self._stores(f"{column} = ?", (value,)))
 
     def member_type(self, struct: str, field: str) -> str:
         self.ask("name", struct)
