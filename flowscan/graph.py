@@ -212,9 +212,10 @@ class Graph:
                 continue
             if not _suffix_match(s.field, call.callee):
                 continue
-            store_owner = self.owner_type(s.var_type, s.field)
-            if call_owner and store_owner and call_owner != store_owner:
-                continue  # a member of the same name in an unrelated struct type
+            if call_owner:
+                store_owner = self.owner_type(s.var_type, s.field)
+                if store_owner and call_owner != store_owner:
+                    continue  # a member of the same name in an unrelated struct type
             candidates.append(s)
         return self._stores_to_edges(
             call, candidates, lambda s: "registration" if s.kind == "registration" else "field", call.callee)

@@ -32,6 +32,8 @@ from flowscan.sources import FileEntry, Tree
 T = TypeVar("T")
 MAX_ROUNDS = 8
 WIDE = 0.4  # a question whose files pass this share of the tree's bytes gets the whole index instead
+MAX_NEW = 200  # ... and so does one that asks for more new names than this in a round (every notifier
+# callback of Linux, each with its struct): searching for them would cost more than indexing
 
 
 class TooWide(Exception):
@@ -66,6 +68,13 @@ def tokens_for(asked: set[tuple[str, str]], registry: Registry) -> tuple[set[str
     return words, members, defs
 
 
+def fresh(wanted: dict[str, set[str]], searched: dict[str, set[str]]) -> dict[str, set[str]]:
+    """What is still to search for: a word already searched for covers its member accesses and
+    definition lines too."""
+    return {kind: wanted[kind] - searched[kind] - (searched["words"] if kind != "words" else set())
+            for kind in wanted}
+
+
 def answer(tree: Tree, entries: Sequence[FileEntry], question: Callable[[Graph], T], seeds: Sequence[str], *,
            cache: FactsCache | None, registry: Registry, prefer: Sequence[str] = (), jobs: int = 0,
            progress: bool = True, work_dir: Path | None = None) -> tuple[T, int, int]:
@@ -81,7 +90,7 @@ def answer(tree: Tree, entries: Sequence[FileEntry], question: Callable[[Graph],
         work_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="flowscan-question-", dir=work_dir) as tmp:
         for rnd in range(MAX_ROUNDS):
-            files |= tree.grep(entries, **{kind: wanted[kind] - searched[kind] for kind in wanted})
+            files |= tree.grep(entries, **fresh(wanted, searched))
             for kind in wanted:
                 searched[kind] |= wanted[kind]
             if sum(by_path[p].size for p in files) > WIDE * total:
@@ -101,7 +110,10 @@ def answer(tree: Tree, entries: Sequence[FileEntry], question: Callable[[Graph],
                     wanted[kind] |= more
             finally:
                 ix.db.close()
-            if all(wanted[kind] <= searched[kind] for kind in wanted):
+            new = sum(map(len, fresh(wanted, searched).values()))
+            if new > MAX_NEW:
+                raise TooWide(f"{new} more names to look for")
+            if not new:
                 if result[0] == "error":
                     raise result[1]  # type: ignore[misc]
                 return result[1], len(files), rnd + 1  # type: ignore[return-value]

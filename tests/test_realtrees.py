@@ -235,3 +235,48 @@ def test_diff_linux_61_to_612_and_qemu_72_to_100(fs):
     assert not [i for i in rep["items"] if i["severity"] == "broken"]
     ren = next(i for i in rep["items"] if i["subject"] == "kvm_hvc_call_handler -> kvm_smccc_call_handler")
     assert (ren["old"]["path"], ren["old"]["line"], ren["new"]["line"]) == ("arch/arm64/kvm/hypercalls.c", 124, 263)
+
+
+# -- cold questions and the index (issue: speed) ------------------------------------------------------
+COLD = [
+    ("linux", "v6.12.8", LINUX_SCOPE, ["callers psci_sys_reset", "callers kernel_restart", "callees machine_restart",
+                                       "callers handle_hvc", "callees kvm_psci_1_x_call",
+                                       "callers kvm_prepare_system_event"]),
+    ("qemu", "v10.0.13", QEMU_SCOPE, ["callers qemu_system_reset_request", "callers arm_cpu_reset_hold",
+                                      "callees qemu_system_reset", "callers kvm_arm_gicv3_put"]),
+    ("qemu", "v10.0.13", (), ["callers qemu_system_reset_request", "callers kvm_arm_reset_vcpu",
+                              "callees resettable_phase_hold"]),
+]
+
+
+@pytest.mark.parametrize("project,ref,scope,questions", COLD, ids=["linux-reboot", "qemu-reboot", "qemu-whole"])
+def test_cold_answers_equal_the_index(capsys, tmp_path, cache, project, ref, scope, questions):
+    """Answers from the files that spell what a question needs equal those of the whole index; on the
+    whole of QEMU such a question reads under 3% of the files (checked against `--whole`, the index)."""
+    repo = LINUX if project == "linux" else QEMU
+    cold_cache = tmp_path / "cold"
+    cold_cache.mkdir()
+    (cache / "facts").mkdir(parents=True, exist_ok=True)
+    os.symlink(cache / "facts", cold_cache / "facts")  # share extracted facts, not indexes
+    for q in questions:
+        cmd, name = q.split()
+        args = (cmd, name, "--repo", str(repo), "--ref", ref, *scope, "--format", "json")
+        code, whole, err = run(capsys, "-q", "--cache-dir", str(cache), *args[:2], "--whole", *args[2:])
+        assert code == 0, err
+        code, cold, err = run(capsys, "--cache-dir", str(cold_cache), *args)
+        assert code == 0 and "Traceback" not in err
+        assert json.loads(cold) == json.loads(whole), q
+        used = [l for l in err.splitlines() if "answered from the" in l]
+        if not scope:
+            n, total = (int(x.replace(",", "")) for x in used[0].split("answered from the ")[1].split(" files")[0]
+                        .split(" of "))
+            assert n < 0.03 * total, used
+    if not scope:  # (a question on a small scope may need enough of it to build its index instead)
+        assert not list((cold_cache / "index").glob("*.sqlite"))
+
+
+def test_index_is_built_once_and_reused(fs):
+    code, out, _ = fs("index", *qemu("v10.0.13"), *QEMU_SCOPE)
+    assert code == 0
+    code, out, _ = fs("index", *qemu("v10.0.13"), *QEMU_SCOPE)
+    assert code == 0 and "(already indexed, 0 skipped)" in out and out.startswith("qemu@v10.0.13: ")
