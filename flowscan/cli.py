@@ -312,13 +312,15 @@ def sources(ctx, fmt):
     import json
 
     from flowscan.cache import cache_info
+    from flowscan.index import index_info
     from flowscan.sources import cached_repos
 
     data = {"config": str(ctx.config.path) if ctx.config.path else None, "flow": ctx.config.flow,
             "cache_dir": str(ctx.cache_dir),
             "sources": {r: {"repo": s.repo, "ref": s.ref, "src": str(s.src) if s.src else "",
                             "scope": list(s.scope)} for r, s in sorted(ctx.config.sources.items())},
-            "facts_cache": cache_info(ctx.cache_dir / "facts"), "repos": cached_repos(ctx.cache_dir),
+            "facts_cache": cache_info(ctx.cache_dir / "facts"), "indexes": index_info(ctx.cache_dir / "index"),
+            "repos": cached_repos(ctx.cache_dir),
             "scans": _scans(ctx.cache_dir)}
     if fmt == "json":
         click.echo(json.dumps(data, indent=2, sort_keys=True))
@@ -331,14 +333,18 @@ def sources(ctx, fmt):
     click.echo(f"cache: {data['cache_dir']}")
     fc = data["facts_cache"]
     click.echo(f"  facts: {fc.get('entries', 0)} entries, {fc.get('bytes', 0) / 1e6:.1f} MB")
+    for t in data["indexes"]["trees"]:
+        click.echo(f"  index: {t['tree']}" + (f" ({t['scopes']})" if t["scopes"] else " (whole tree)")
+                   + f", {t['files']} files, {t['bytes'] / 1e6:.1f} MB")
     for repo in data["repos"]:
         refs = [*repo.get("tags", []), *(c[:12] for c in repo.get("commits", []))]
         click.echo(f"  repo: {repo.get('url', '?')} ({repo.get('bytes', 0) / 1e6:.1f} MB) refs: "
                    f"{', '.join(refs) or '-'}")
     for label, st in sorted(data["scans"].items()):
         rate = st["reused"] / st["files"] if st.get("files") else 0.0
-        click.echo(f"  last scan of {label}: {st['files']} files, {st['parsed']} parsed, {st['reused']} reused "
-                   f"(hit rate {rate:.0%}), {st['seconds']} s")
+        how = "from its index" if st.get("indexed") else (f"{st['parsed']} parsed, {st['reused']} reused "
+                                                           f"(hit rate {rate:.0%})")
+        click.echo(f"  last scan of {label}: {st['files']} files, {how}, {st['seconds']} s")
 
 
 def _scans(cache_dir: Path) -> dict:

@@ -432,6 +432,23 @@ def index_path(cache_dir: Path, key: str) -> Path:
     return Path(cache_dir) / "index" / f"{key}.sqlite"
 
 
+def index_info(root: Path) -> dict:
+    """Indexes kept in a cache (for `flowscan sources`): how many, how large, what they hold."""
+    out = {"path": str(root), "entries": 0, "bytes": 0, "trees": []}
+    for path in sorted(Path(root).glob("*.sqlite")) if Path(root).is_dir() else ():
+        out["entries"] += 1
+        out["bytes"] += path.stat().st_size
+        try:
+            ix = Index.open(path)
+            meta = ix.meta()
+            ix.db.close()
+            out["trees"].append({"tree": meta.get("tree", "?"), "scopes": meta.get("scopes", ""),
+                                 "files": int(meta.get("files", 0)), "bytes": path.stat().st_size})
+        except (sqlite3.DatabaseError, ValueError):
+            continue
+    return out
+
+
 def remove_quietly(path: Path) -> None:
     try:
         os.unlink(path)
