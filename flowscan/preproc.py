@@ -35,6 +35,7 @@ class ConditionMap:
         # Each frame: [condition shown for the current branch, conditions of earlier branches, is_guard]
         frames: list[list] = []
         matches = list(_DIRECTIVE.finditer(data))
+        pos, newlines = 0, 0  # newlines before `pos`, counted once (not from the start for each directive)
         for i, m in enumerate(matches):
             kind = m.group(1).decode()
             arg = _clean(m.group(2))
@@ -54,7 +55,9 @@ class ConditionMap:
                 new = {"elif": arg, "elifdef": arg, "elifndef": f"!{arg}"}[kind]
                 f[0] = " && ".join([_negate(c) for c in f[1]] + [new])
                 f[1].append(new)
-            line = data.count(b"\n", 0, m.end()) + 2  # the directive's effect starts on the next line
+            newlines += data.count(b"\n", pos, m.end())
+            pos = m.end()
+            line = newlines + 2  # the directive's effect starts on the next line
             stack = tuple(f[0] for f in frames if not f[2])
             if line == self._lines[-1]:
                 self._stacks[-1] = stack
