@@ -503,8 +503,8 @@ class Bench:
                                  "first"), 1, first, ok=ok)
         cold = sec.add(Row("trace, cold (clones present, empty facts cache)", scan=False), "cold")
         warm = sec.add(Row("trace, warm", scan=False), "warm")
-        s1 = sec.add(Row(f"trace second tags, first run (fetches refs and blobs)", scan=False), "second_first")
-        s2 = sec.add(Row(f"trace second tags (cache of the first tags, blobs present)", scan=False), "second")
+        s1 = sec.add(Row("trace second tags, first run (fetches refs and blobs)", scan=False), "second_first")
+        s2 = sec.add(Row("trace second tags (cache of the first tags, blobs present)", scan=False), "second")
         if r1.na:
             cold.na = warm.na = s1.na = s2.na = "skipped (first run failed)"
             return sec

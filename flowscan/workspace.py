@@ -5,20 +5,20 @@ The one place where sources, scan and graph meet, so the CLI stays a thin layer 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Callable, Sequence, TypeVar
-
-import click
 import hashlib
 import json
 import sqlite3
 import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
 
-from flowscan.cache import FactsCache
-from flowscan.fileio import atomic_write_text
-from flowscan.errors import FlowscanError
+import click
+
 from flowscan import prefilter
+from flowscan.cache import FactsCache
+from flowscan.errors import FlowscanError
+from flowscan.fileio import atomic_write_text
 from flowscan.graph import Graph
 from flowscan.index import INDEX_VERSION, Index, index_key, index_path, registry_digest, remove_quietly
 from flowscan.registry import default_registry
@@ -26,7 +26,9 @@ from flowscan.resources import fixtures_dir
 from flowscan.results import SourceInfo
 from flowscan.scan import ScanStats, build_index
 from flowscan.sources import FileEntry, Source, Tree, open_tree
-from flowscan.spec import FlowSpec
+
+if TYPE_CHECKING:  # (spec.py brings jsonschema: a question on an index needs neither)
+    from flowscan.spec import FlowSpec
 
 T = TypeVar("T")
 
