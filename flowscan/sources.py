@@ -349,15 +349,16 @@ def _alternation(words: Iterable[str]) -> bytes:
 
 
 def _line_test(words: Iterable[str], members: Iterable[str], defs: Iterable[str]):
-    """Does a line spell a word, access a member, or spell a defined name in a definition-like line?"""
+    """Does a line (or a whole file: the pattern is multi-line) spell a word, access a member, or spell a
+    defined name in a definition-like line?"""
     alts = []
     if words:
         alts.append(rb"(?<!\w)(?:" + _alternation(words) + rb")(?!\w)")
     if members:
         alts.append(rb"(?:\.|->)\s*(?:" + _alternation(members) + rb")(?!\w)")
     if defs:
-        alts.append(rb"^(?=[^\s#])(?![^\n]*;\s*$)[^\n]*?(?<!\w)(?:" + _alternation(defs) + rb")(?!\w)")
-    pattern = re.compile(b"|".join(alts)) if alts else None
+        alts.append(rb"^(?=[^\s#])(?![^\n]*;[ \t\r]*$)[^\n]*?(?<!\w)(?:" + _alternation(defs) + rb")(?!\w)")
+    pattern = re.compile(b"|".join(alts), re.MULTILINE) if alts else None
     return lambda line: pattern is not None and pattern.search(line) is not None
 
 
@@ -384,7 +385,7 @@ class Tree:
         if not (words or members or defs):
             return set()
         test = _line_test(words, members, defs)
-        return {e.path for e, data in self.read(entries) if any(test(line) for line in data.split(b"\n"))}
+        return {e.path for e, data in self.read(entries) if test(data)}
 
     def read(self, entries: Iterable[FileEntry]) -> Iterator[tuple[FileEntry, bytes]]:
         raise NotImplementedError
