@@ -88,7 +88,7 @@ def answer(tree: Tree, entries: Sequence[FileEntry], question: Callable[[Graph],
     files: set[str] = set()
     if work_dir is not None:
         work_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="flowscan-question-", dir=work_dir) as tmp:
+    with tempfile.TemporaryDirectory(prefix=".question-", dir=work_dir) as tmp:
         for rnd in range(MAX_ROUNDS):
             files |= tree.grep(entries, **fresh(wanted, searched))
             for kind in wanted:
