@@ -89,10 +89,14 @@ def answer(tree: Tree, entries: Sequence[FileEntry], question: Callable[[Graph],
     if work_dir is not None:
         work_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".question-", dir=work_dir) as tmp:
+        result: tuple[str, object] | None = None
         for rnd in range(MAX_ROUNDS):
+            before = len(files)
             files |= tree.grep(entries, **fresh(wanted, searched))
             for kind in wanted:
                 searched[kind] |= wanted[kind]
+            if result is not None and len(files) == before:  # the same files: the same answer, settled
+                return _settle(result, len(files), rnd)
             if sum(by_path[p].size for p in files) > WIDE * total:
                 raise TooWide(f"{len(files)} files")
             dest = Path(tmp) / f"round{rnd}.sqlite"
@@ -103,7 +107,7 @@ def answer(tree: Tree, entries: Sequence[FileEntry], question: Callable[[Graph],
                 ix.asked = set()
                 graph = Graph(ix, registry=registry, prefer=prefer, partial=True)
                 try:
-                    result: tuple[str, object] = ("answer", question(graph))
+                    result = ("answer", question(graph))
                 except FlowscanError as exc:
                     result = ("error", exc)
                 for kind, more in zip(("words", "members", "defs"), tokens_for(ix.asked, registry)):
@@ -114,7 +118,11 @@ def answer(tree: Tree, entries: Sequence[FileEntry], question: Callable[[Graph],
             if new > MAX_NEW:
                 raise TooWide(f"{new} more names to look for")
             if not new:
-                if result[0] == "error":
-                    raise result[1]  # type: ignore[misc]
-                return result[1], len(files), rnd + 1  # type: ignore[return-value]
+                return _settle(result, len(files), rnd + 1)
     raise TooWide(f"still asking after {MAX_ROUNDS} rounds")
+
+
+def _settle(result: tuple[str, object], files: int, rounds: int):
+    if result[0] == "error":
+        raise result[1]  # type: ignore[misc]
+    return result[1], files, rounds
