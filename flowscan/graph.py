@@ -86,13 +86,17 @@ class Graph:
     """The call graph of one tree and scope, read from its index (see flowscan.index)."""
 
     def __init__(self, facts: Sequence[FileFacts] | Index, registry: Registry | None = None,
-                 prefer: Sequence[str] = (), partial: bool = False):
+                 prefer: Sequence[str] = ()):
         self.registry = registry or default_registry()
         self.prefer = tuple(p.rstrip("/") + "/" for p in prefer)
         self.ix = facts if isinstance(facts, Index) else build_in_memory(facts, self.registry)
         self._memo: dict[int, list[Edge]] = {}
         self._qom: QomIndex | None = None
-        self.partial = partial  # built from the files a question needs (flowscan.prefilter), not all
+
+    @property
+    def partial(self) -> bool:
+        """Read from the files a question needs (flowscan.prefilter, which records its lookups), not all."""
+        return self.ix.asked is not None
 
     @property
     def qom(self) -> QomIndex:

@@ -7,8 +7,9 @@ call graph needs (by name, by member, by type) in microseconds.
 
 Tables mirror the fact dataclasses column for column (``path`` becomes a ``file`` id into ``files``,
 tuples are joined with US, 0x1f). Facts are written by the scan's workers into one shard database each and
-merged here (``INSERT ... SELECT``, in C); derived tables (registrations and their synthetic stores, the
-constant index, function names passed as arguments) are computed once after the merge. The database is
+merged here (``INSERT ... SELECT``, in C). Constants are split on `A|B` (one row per name) by the workers;
+derived tables (registrations and their synthetic stores, each file's run of call ids, function names
+passed as arguments) are computed once after the merge. The database is
 built under a temporary name and moved into place, so a reader sees a whole index or none.
 """
 
@@ -50,6 +51,9 @@ _TUPLE_AT = {t: tuple(i for i, f in enumerate(fields(k)) if str(f.type).startswi
              for t, k in _TABLES.items()}
 _FIELD_AT = {"calls": _NAMES["calls"].index("callee"), "stores": _NAMES["stores"].index("field")}
 _BOOL_AT = {t: tuple(i for i, f in enumerate(fields(k)) if str(f.type) == "bool") for t, k in _TABLES.items()}
+# Positions in the JSON rows that write_file reads beyond the generic columns.
+_CALL = {n: _NAMES["calls"].index(n) for n in ("caller", "callee", "kind", "line", "args", "constants")}
+_CONST = {n: _NAMES["constants"].index(n) for n in ("name", "kind", "target", "function", "line")}
 
 SCHEMA = "".join(
     f"CREATE TABLE IF NOT EXISTS {t}(id INTEGER PRIMARY KEY, {', '.join(cols)});\n" for t, cols in _COLS.items()
@@ -136,15 +140,17 @@ def write_file(db: sqlite3.Connection, file_id: int, path: str, data: dict | Non
         if rows and table != "constants":
             db.executemany(_INSERT[table], _rows(table, rows, file_id))
     refs = set()
-    consts = [(*row[:4], file_id, row[5], 0) for row in data.get("constants", ())]
+    c, k = _CALL, _CONST
+    consts = [(row[k["name"]], row[k["kind"]], row[k["target"]], row[k["function"]], file_id, row[k["line"]], 0)
+              for row in data.get("constants", ())]
     for row in data.get("calls", ()):
-        if row[2] == "direct":
-            for arg in row[5]:
+        if row[c["kind"]] == "direct":
+            for arg in row[c["args"]]:
                 arg = arg.lstrip("&").strip()
                 if arg.isidentifier():
-                    refs.add((arg, row[1]))
-        for name in row[6]:
-            consts.append((name, "call-arg", row[1], row[0], file_id, row[4], 1))
+                    refs.add((arg, row[c["callee"]]))
+        for name in row[c["constants"]]:
+            consts.append((name, "call-arg", row[c["callee"]], row[c["caller"]], file_id, row[c["line"]], 1))
     if consts:
         db.executemany(_INSERT["constants"], [
             (name, kind, target, fn, fid, line, " ".join(part.split()), int(i == 0), seq)
@@ -186,8 +192,7 @@ def finish(db: sqlite3.Connection, registry: Registry, meta: dict[str, str], pru
             db.execute("INSERT INTO reg_callbacks VALUES (?, ?, ?)", (fn, cur.lastrowid, r.chain))
     synth = synthetic_stores(regs)
     if synth:
-        db.executemany(_INSERT["stores"], [
-            tuple(_rows("stores", [list(astuple(s))], file_of[s.path]))[0] for s in synth])
+        db.executemany(_INSERT["stores"], [_rows("stores", [astuple(s)], file_of[s.path])[0] for s in synth])
     # A store of a name that no scanned file defines is a plain value, not a call target.
     if prune:
         db.execute("DELETE FROM stores WHERE function NOT IN (SELECT name FROM functions)")
@@ -351,29 +356,24 @@ class Index:
 
     def member_type(self, struct: str, field: str) -> str:
         self.ask("name", struct)
-        key = ("member", struct, field)
-        hit = self._memo.get(key)
-        if hit is None:
-            row = self.db.execute("SELECT type_ FROM members WHERE struct = ? AND field = ? ORDER BY file, id "
-                                  "LIMIT 1", (struct, field)).fetchone()
-            hit = self._memo[key] = [row[0] if row else ""]
-        return hit[0]
+        return self._cached(("member", struct, field), lambda: [next(iter(self.db.execute(
+            "SELECT type_ FROM members WHERE struct = ? AND field = ? ORDER BY file, id LIMIT 1",
+            (struct, field))), ("",))[0]])[0]
 
     def registrations(self, where: str = "1", params: Sequence = ()) -> list[Registration]:
         if where == "1":
             self.ask("all", "registrations")
-        key = ("regs", where, *params)
-        hit = self._memo.get(key)
-        if hit is None:
-            hit = []
+        def make() -> list[Registration]:
+            out = []
             for rid, row in self.db.execute(f"SELECT id, row FROM registrations WHERE {where} ORDER BY id",
                                             params):
                 obj = self._objects.get(("registrations", rid))
                 if obj is None:
                     obj = self._objects[("registrations", rid)] = _reg_from_row(json.loads(row))
-                hit.append(obj)
-            self._memo[key] = hit
-        return hit
+                out.append(obj)
+            return out
+
+        return self._cached(("regs", where, *params), make)
 
     def regs_by_callback(self, fn: str) -> list[Registration]:
         self.ask("name", fn)

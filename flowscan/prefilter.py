@@ -105,7 +105,7 @@ def answer(tree: Tree, entries: Sequence[FileEntry], question: Callable[[Graph],
             ix = Index.open(dest)
             try:
                 ix.asked = set()
-                graph = Graph(ix, registry=registry, prefer=prefer, partial=True)
+                graph = Graph(ix, registry=registry, prefer=prefer)
                 try:
                     result = ("answer", question(graph))
                 except FlowscanError as exc:

@@ -634,12 +634,12 @@ class GitTree(Tree):
         # The files are named one by one: a directory would also hold files whose blobs this partial
         # clone lacks, and git would fetch those one request each.
         self.ensure_blobs(e.blob for e in entries)
-        # One pass of fixed strings over the blobs (git's fastest search); which kind of match each
-        # line is, is decided here.
+        # One pass over the blobs for every word as a whole word; which kind of match each line is
+        # (word, member access, definition line) is decided here. One extended pattern per few hundred
+        # words: git tests each -e pattern separately on every line, so 140 fixed strings cost 2.5x one
+        # alternation of them.
         test = _line_test(words, members, defs)
         allw = sorted({*words, *members, *defs})
-        # One extended pattern per few hundred words: git tests each -e pattern separately on every line,
-        # so 140 fixed strings cost 2.5x one alternation of them.
         pats = [a for i in range(0, len(allw), GREP_WORDS)
                 for a in ("-e", "(" + "|".join(re.sub(r"([][.*+?{}()|^$\\])", r"\\\1", w)
                                                 for w in allw[i:i + GREP_WORDS]) + ")")]

@@ -141,9 +141,9 @@ def ask(source: Source, scopes: Sequence[str], question: Callable[[Graph], T], s
         if not entries:
             raise _no_files(tree, scopes)
         try:
-            result, used, rounds = prefilter.answer(tree, entries, question, seeds, cache=FactsCache(cache_dir / "facts"),
-                                            registry=registry, prefer=prefer, jobs=jobs, progress=progress,
-                                            work_dir=path.parent)
+            result, used, rounds = prefilter.answer(
+                tree, entries, question, seeds, cache=FactsCache(cache_dir / "facts"), registry=registry,
+                prefer=prefer, jobs=jobs, progress=progress, work_dir=path.parent)
             if progress:
                 click.echo(f"flowscan: answered from the {used} of {len(entries)} files that spell the names "
                            f"it needed ({rounds} rounds); --whole indexes all of {tree.label}", err=True)
