@@ -65,12 +65,12 @@ def run_serial(mode: str, root: str, paths: list[str]) -> tuple[float, int]:
         _init(root)
         call = _PARSER.parse
     elif mode == "prepass":
-        from flowscan.prepass import prepass
+        from flowscan.extract.prepass import prepass
 
         prepass(b"int x;\n")  # build the macro tables outside the timed region
         call = prepass
     elif mode == "extract":
-        from flowscan.extract import extract_file
+        from flowscan.extract.parse import extract_file
 
         extract_file(b"int x;\n", "warmup.c")  # language, queries and tables outside the timed region
     else:

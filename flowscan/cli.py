@@ -45,7 +45,7 @@ def tree_options(fn):
 
 
 def _source(src, repo, ref):
-    from flowscan.sources import Source
+    from flowscan.sources.refs import Source
 
     if src and (repo or ref):
         raise FlowscanError("give either --src DIR or --repo URL --ref REF, not both")
@@ -120,7 +120,7 @@ def cli(cctx, config_path, cache_dir, jobs, quiet):
 @click.pass_obj
 def defs(ctx, name, src, repo, ref, scopes, prefer, whole, fmt):
     """Where NAME is defined: every definition, with its #if conditions."""
-    from flowscan import answers
+    from flowscan.report import answers
 
     click.echo(_ask(ctx, src, repo, ref, scopes, prefer, whole, [name],
                     lambda graph: answers.defs(name, _known(graph, name), fmt)), nl=False)
@@ -135,7 +135,7 @@ def defs(ctx, name, src, repo, ref, scopes, prefer, whole, fmt):
 @click.pass_obj
 def callees(ctx, func, src, repo, ref, scopes, prefer, whole, direct_only, fmt):
     """What FUNC calls, each call with file:line and how it was resolved."""
-    from flowscan import answers
+    from flowscan.report import answers
 
     def question(graph):
         out = []
@@ -155,7 +155,7 @@ def callees(ctx, func, src, repo, ref, scopes, prefer, whole, direct_only, fmt):
 @click.pass_obj
 def callers(ctx, func, src, repo, ref, scopes, prefer, whole, direct_only, fmt):
     """Who calls FUNC, directly or through resolved function pointers."""
-    from flowscan import answers
+    from flowscan.report import answers
 
     def question(graph):
         _known(graph, func)
@@ -188,7 +188,7 @@ def index_cmd(ctx, src, repo, ref, scopes, prefer):
 @click.pass_obj
 def path(ctx, src_func, dst_func, src, repo, ref, scopes, prefer, max_depth, direct_only, fmt):
     """A shortest call path FROM -> TO, each edge with its file:line and how it was resolved."""
-    from flowscan import answers
+    from flowscan.report import answers
 
     graph = _graph(ctx, src, repo, ref, scopes, prefer)
     _known(graph, src_func)
@@ -207,7 +207,7 @@ def path(ctx, src_func, dst_func, src, repo, ref, scopes, prefer, max_depth, dir
 @click.pass_obj
 def registrations(ctx, apis, src, repo, ref, scopes, prefer, fmt):
     """Every registration call site: API, file:line, class_init, QOM type, callbacks, parent storage."""
-    from flowscan import answers
+    from flowscan.report import answers
 
     graph = _graph(ctx, src, repo, ref, scopes, prefer)
     known = set(graph.registry.api_names())
@@ -225,7 +225,7 @@ def registrations(ctx, apis, src, repo, ref, scopes, prefer, fmt):
 @click.pass_obj
 def types(ctx, names, src, repo, ref, scopes, prefer, fmt):
     """The QOM type hierarchy: each type's ancestors and its reset phases as resolved."""
-    from flowscan import answers
+    from flowscan.report import answers
 
     graph = _graph(ctx, src, repo, ref, scopes, prefer)
     wanted = list(names) or sorted(graph.qom.types)
@@ -248,7 +248,8 @@ def role_options(fn):
 def _sources(ctx: Ctx, roles: Sequence[str], kw: dict, demo_ok: bool = True) -> dict:
     """Per role: command line, then flowscan.toml, then (no refs anywhere) the bundled fixtures."""
     from flowscan.config import merge_cli
-    from flowscan.sources import DEFAULT_REPOS, Source
+    from flowscan.config import DEFAULT_REPOS
+    from flowscan.sources.refs import Source
     from flowscan.workspace import demo_source
 
     given = {}
@@ -289,7 +290,7 @@ def _url_templates(ctx: Ctx) -> dict[str, str]:
 @click.pass_obj
 def fetch(ctx, **kw):
     """Clone or update the configured trees at their refs into the cache."""
-    from flowscan.sources import open_tree
+    from flowscan.sources.clones import open_tree
 
     given = [r for r in ("guest", "host", "vmm")
              if kw.get(f"{r}_ref") or kw.get(f"{r}_src") or r in ctx.config.sources]
@@ -311,9 +312,9 @@ def sources(ctx, fmt):
     """What is configured (flowscan.toml) and what is in the cache."""
     import json
 
-    from flowscan.cache import cache_info
-    from flowscan.index import index_info
-    from flowscan.sources import cached_repos
+    from flowscan.index.facts_cache import cache_info
+    from flowscan.index.store import index_info
+    from flowscan.sources.clones import cached_repos
 
     data = {"config": str(ctx.config.path) if ctx.config.path else None, "flow": ctx.config.flow,
             "cache_dir": str(ctx.cache_dir),
@@ -362,7 +363,7 @@ def _scans(cache_dir: Path) -> dict:
 @click.pass_obj
 def flows(ctx, flow_files):
     """The built-in flow specs (and user specs given with --flow-file)."""
-    from flowscan.spec import builtin_flows, load_flow
+    from flowscan.flow.spec import builtin_flows, load_flow
 
     for name, p in builtin_flows().items():
         spec = load_flow(p)
@@ -373,7 +374,7 @@ def flows(ctx, flow_files):
 
 
 def _spec(ctx: Ctx, flow: str | None, flow_file: str | None):
-    from flowscan.spec import find_flow, load_flow
+    from flowscan.flow.spec import find_flow, load_flow
 
     if flow_file:
         if not Path(flow_file).is_file():
@@ -383,7 +384,7 @@ def _spec(ctx: Ctx, flow: str | None, flow_file: str | None):
 
 
 def _trace(ctx: Ctx, spec, sources):
-    from flowscan.verify import verify
+    from flowscan.flow.verify import verify
     from flowscan.workspace import load_roles
 
     loaded = load_roles(spec, sources, cache_dir=ctx.cache_dir, jobs=ctx.jobs, progress=ctx.progress,
@@ -416,7 +417,7 @@ def trace(ctx, flow, flow_file, fmt, output, render_to, collapse, **kw):
     With no refs and no flowscan.toml, runs on the bundled miniature trees."""
     spec = _spec(ctx, flow, flow_file)
     result, _loaded = _trace(ctx, spec, _sources(ctx, spec.roles(), kw))
-    from flowscan import report
+    from flowscan.report import documents as report
 
     text = {"table": report.trace_table, "md": report.trace_markdown}.get(fmt, lambda r: r.dumps())(result)
     if render_to:
@@ -426,13 +427,14 @@ def trace(ctx, flow, flow_file, fmt, output, render_to, collapse, **kw):
 
 
 def _render(result, drift, old, out: Path, collapse: bool) -> None:
-    from flowscan import render, report
+    from flowscan.report import diagram as render
+    from flowscan.report import html
     from flowscan.fileio import atomic_write_text
 
     graph = render.drift_graph(drift, result, old, collapse=collapse) if drift else \
         render.flow_graph(result, collapse=collapse)
     if out.suffix == ".html":
-        atomic_write_text(out, report.html_page(result, render.svg_text(graph), drift))
+        atomic_write_text(out, html.html_page(result, render.svg_text(graph), drift))
     else:
         render.write(graph, out)
 
@@ -444,7 +446,7 @@ def _render(result, drift, old, out: Path, collapse: bool) -> None:
 @click.pass_obj
 def render_cmd(ctx, result_file, output, collapse):
     """Draw a saved trace result (or a diff result) as DOT, SVG, PNG, PDF or one HTML page."""
-    from flowscan.loadsave import load_result_file
+    from flowscan.flow.saved import load_result_file
 
     result, drift, old = load_result_file(Path(result_file))
     _render(result, drift, old, Path(output), collapse)
@@ -479,8 +481,8 @@ def _parse_refs(text: str | None, option: str) -> dict[str, str]:
 @click.pass_obj
 def diff(ctx, flow, results, from_refs, to_refs, flow_file, fmt, output, render_to, collapse, **kw):
     """Drift of FLOW between two sets of refs (--from/--to), or between two saved JSON results."""
-    from flowscan import report
-    from flowscan.drift import diff_results
+    from flowscan.report import documents as report
+    from flowscan.flow.drift import diff_results
 
     if flow and flow.endswith(".json"):
         results = (flow, *results)
@@ -488,7 +490,7 @@ def diff(ctx, flow, results, from_refs, to_refs, flow_file, fmt, output, render_
     if results:
         if len(results) != 2:
             raise FlowscanError("give two saved results: flowscan diff OLD.json NEW.json")
-        from flowscan.loadsave import load_result_file
+        from flowscan.flow.saved import load_result_file
 
         old, _, _ = load_result_file(Path(results[0]))
         new, _, _ = load_result_file(Path(results[1]))
@@ -516,7 +518,7 @@ def _diff_json(drift, old, new) -> str:
 
 
 def _diff_refs(ctx: Ctx, spec, from_refs: str, to_refs: str, kw: dict):
-    from flowscan.drift import diff_flows
+    from flowscan.flow.drift import diff_flows
 
     roles = spec.roles()
     old_kw = dict(kw)
@@ -540,7 +542,7 @@ def _diff_refs(ctx: Ctx, spec, from_refs: str, to_refs: str, kw: dict):
 @click.pass_obj
 def baseline(ctx, flow, flow_file, output, **kw):
     """Write the verified flow as a baseline file to commit (deterministic JSON)."""
-    from flowscan.drift import baseline_json
+    from flowscan.flow.drift import baseline_json
 
     spec = _spec(ctx, flow, flow_file)
     result, _ = _trace(ctx, spec, _sources(ctx, spec.roles(), kw))
@@ -563,9 +565,9 @@ def check(ctx, flow, baseline_file, flow_file, fail_on, md_file, junit_file, sar
     """CI gate: compare the current refs with a committed baseline. Exit 0 no drift, 1 drift, 2 error."""
     import json
 
-    from flowscan import report
-    from flowscan.drift import diff_flows, fails
-    from flowscan.loadsave import load_result_file
+    from flowscan.report import documents as report
+    from flowscan.flow.drift import diff_flows, fails
+    from flowscan.flow.saved import load_result_file
 
     if not Path(baseline_file).is_file():
         raise FlowscanError(f"no such baseline file: {baseline_file} (write one with `flowscan baseline -o FILE`)")

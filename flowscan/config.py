@@ -19,8 +19,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from flowscan.errors import FlowscanError
-from flowscan.sources import ROLES, Source, is_local_path, validate_ref, validate_repo
+from flowscan.sources.refs import Source, is_local_path, validate_ref, validate_repo
 
+ROLES = ("guest", "host", "vmm")
+DEFAULT_REPOS = {
+    "guest": "https://git.kernel.org/pub/scm/linux/kernel/git/torvalds/linux.git",
+    "host": "https://git.kernel.org/pub/scm/linux/kernel/git/torvalds/linux.git",
+    "vmm": "https://gitlab.com/qemu-project/qemu.git",
+}
 CONFIG_NAME = "flowscan.toml"
 _TOP_KEYS = ("flow", "cache_dir", "sources")
 _SOURCE_KEYS = ("repo", "ref", "src", "scope", "url_template")

@@ -15,20 +15,22 @@ from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
 
 import click
 
-from flowscan import prefilter
-from flowscan.cache import FactsCache
+from flowscan import cold as prefilter
+from flowscan.index.facts_cache import FactsCache
 from flowscan.errors import FlowscanError
 from flowscan.fileio import atomic_write_text
-from flowscan.graph import Graph
-from flowscan.index import INDEX_VERSION, Index, index_key, index_path, registry_digest, remove_quietly
-from flowscan.registry import default_registry
+from flowscan.graph.callgraph import Graph
+from flowscan.index.store import INDEX_VERSION, Index, index_key, index_path, registry_digest, remove_quietly
+from flowscan.extract.apis import default_registry
 from flowscan.resources import fixtures_dir
-from flowscan.results import SourceInfo
-from flowscan.scan import ScanStats, build_index
-from flowscan.sources import FileEntry, Source, Tree, open_tree
+from flowscan.flow.results import SourceInfo
+from flowscan.index.build import ScanStats, build_index
+from flowscan.sources.refs import FileEntry, Source
+from flowscan.sources.trees import Tree
+from flowscan.sources.clones import open_tree
 
 if TYPE_CHECKING:  # (spec.py brings jsonschema: a question on an index needs neither)
-    from flowscan.spec import FlowSpec
+    from flowscan.flow.spec import FlowSpec
 
 T = TypeVar("T")
 

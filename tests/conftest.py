@@ -69,17 +69,17 @@ DATA = Path(__file__).resolve().parent / "data"
 
 @pytest.fixture(scope="module")
 def sample():
-    from flowscan.results import FlowResult
+    from flowscan.flow.results import FlowResult
     return FlowResult.from_json(json.loads((DATA / "arm64-reboot.json").read_text()))
 
 
 @pytest.fixture(scope="module")
 def old_sample():
-    from flowscan.results import FlowResult
+    from flowscan.flow.results import FlowResult
     return FlowResult.from_json(json.loads((DATA / "arm64-reboot-old.json").read_text()))
 
 
 @pytest.fixture(scope="module")
 def drift_sample():
-    from flowscan.results import DriftReport
+    from flowscan.flow.results import DriftReport
     return DriftReport.from_json(json.loads((DATA / "arm64-reboot-drift.json").read_text()))

@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from flowscan import scan as scan_mod
-from flowscan.cache import MAGIC, FactsCache, cache_info, facts_dir
-from flowscan.facts import EXTRACTOR_VERSION, FileFacts, FunctionDef
-from flowscan.scan import ScanStats, scan
-from flowscan.sources import DirTree, Source, git_blob_id, open_tree
+from flowscan.index import build as scan_mod
+from flowscan.index.facts_cache import MAGIC, FactsCache, cache_info, facts_dir
+from flowscan.extract.facts import EXTRACTOR_VERSION, FileFacts, FunctionDef
+from flowscan.index.build import ScanStats, scan
+from flowscan.sources.trees import DirTree, git_blob_id
+from flowscan.sources.refs import Source
+from flowscan.sources.clones import open_tree
 
 try:  # tests/ as a package, or as a plain directory on sys.path
     from tests.test_sources import make_repo, write

@@ -8,7 +8,7 @@ import pytest
 
 from flowscan.config import Config, SourceConfig, default_cache_dir, load_config, merge_cli
 from flowscan.errors import FlowscanError
-from flowscan.sources import Source
+from flowscan.sources.refs import Source
 
 FULL = '''
 flow = "arm64-reboot"

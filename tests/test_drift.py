@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from flowscan.drift import diff_results, fails
-from flowscan.results import FlowResult
-from flowscan.spec import find_flow
+from flowscan.flow.drift import diff_results, fails
+from flowscan.flow.results import FlowResult
+from flowscan.flow.spec import find_flow
 from tests.test_verify import run_flow
 
 F = Path(__file__).resolve().parent.parent / "fixtures"

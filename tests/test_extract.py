@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from flowscan.extract import extract_file
-from flowscan.facts import FileFacts
+from flowscan.extract.parse import extract_file
+from flowscan.extract.facts import FileFacts
 
 
 def facts(src: str, path: str = "x.c") -> FileFacts:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from flowscan.extract import extract_file
-from flowscan.graph import Graph
-from flowscan.registry import load_registry
+from flowscan.extract.parse import extract_file
+from flowscan.graph.callgraph import Graph
+from flowscan.extract.apis import load_registry
 
 
 def graph_of(root: Path, prefer=("arch/arm64", "target/arm")) -> Graph:
@@ -143,7 +143,7 @@ def test_builtin_registration_table_is_valid():
     """Loading skips validating the built-in table (jsonschema costs a warm query a fifth): check it here."""
     import tomllib
 
-    from flowscan.registry import builtin_table, validate_table
+    from flowscan.extract.apis import builtin_table, validate_table
     validate_table(tomllib.loads(builtin_table().read_text()), builtin_table())
     broken = {"field": [{"api": "x"}]}
     from flowscan.errors import FlowscanError

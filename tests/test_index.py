@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from flowscan import index as ixm
-from flowscan import prefilter
-from flowscan import scan as scan_mod
-from flowscan.graph import Graph
-from flowscan.registry import default_registry
-from flowscan.sources import DirTree, Source, open_tree
+from flowscan.index import store as ixm
+from flowscan import cold as prefilter
+from flowscan.index import build as scan_mod
+from flowscan.graph.callgraph import Graph
+from flowscan.extract.apis import default_registry
+from flowscan.sources.trees import DirTree
+from flowscan.sources.refs import Source
+from flowscan.sources.clones import open_tree
 from flowscan.workspace import load
 from tests.helpers import one_line_error, run
 
@@ -92,7 +94,7 @@ def test_directory_edit_gives_a_new_index(fs, tmp_path):
 
 def test_index_round_trips_facts(linux_new):
     """What goes in comes out: every fact of every file, through the index, in path order."""
-    from flowscan.extract import extract_file
+    from flowscan.extract.parse import extract_file
 
     facts = [extract_file(p.read_bytes(), p.relative_to(linux_new).as_posix())
              for p in sorted(linux_new.rglob("*.[ch]"))]

@@ -8,8 +8,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tree_sitter import Language, Parser
 
-from flowscan import prepass as pp
-from flowscan.prepass import flatten_conditionals, macro_tables, prepass
+from flowscan.extract import macros as pp
+from flowscan.extract.conditionals import flatten_conditionals
+from flowscan.extract.macros import macro_tables
+from flowscan.extract.prepass import prepass
 
 LANG = Language(tree_sitter_c.language())
 PARSER = Parser(LANG)

@@ -11,10 +11,9 @@ from pathlib import Path
 import graphviz
 import pytest
 
-from flowscan import render
+from flowscan.report import diagram as render
 from flowscan.errors import FlowscanError
-from flowscan.results import (DriftItem, DriftReport, Evidence, FlowResult, HopResult, SourceInfo, StageInfo,
-                              Step)
+from flowscan.flow.results import DriftItem, DriftReport, Evidence, FlowResult, HopResult, SourceInfo, StageInfo, Step
 
 DATA = Path(__file__).resolve().parent / "data"
 SVG = "{http://www.w3.org/2000/svg}"

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from flowscan import sources
+from flowscan.sources import clones
+from flowscan.sources import git as gitmod
 from flowscan.errors import FlowscanError
-from flowscan.sources import (DirTree, FileEntry, Source, clone_dir, git_blob_id, open_tree, validate_ref,
-                              validate_repo)
+from flowscan.sources.trees import DirTree, git_blob_id
+from flowscan.sources.refs import FileEntry, Source, validate_ref, validate_repo
+from flowscan.sources.clones import clone_dir, open_tree
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@localhost", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@localhost", "GIT_CONFIG_NOSYSTEM": "1",
@@ -394,7 +396,7 @@ def test_ext_transport_never_runs(tmp_path, cache):
         open_tree(Source("guest", f"ext::sh -c touch% {flag}", "v1"), cache, progress=False)
     assert not flag.exists()
     # and git itself is fenced too, should a helper URL ever slip past validation
-    proc = subprocess.run(["git", "ls-remote", f"ext::sh -c touch% {flag}"], env=sources._git_env(),
+    proc = subprocess.run(["git", "ls-remote", f"ext::sh -c touch% {flag}"], env=gitmod.git_env(),
                           capture_output=True)
     assert proc.returncode != 0 and not flag.exists()
 
@@ -434,18 +436,18 @@ def test_unreachable_url_fails_fast(cache):
 
 
 def test_interrupted_clone_leaves_nothing(repo, cache, monkeypatch):
-    real = sources._fetch_ref
+    real = clones._fetch_ref
 
     def interrupted(gitdir, *args, **kw):
         real(gitdir, *args, **kw)  # the objects arrived, then Ctrl-C before the clone is in place
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sources, "_fetch_ref", interrupted)
+    monkeypatch.setattr(clones, "_fetch_ref", interrupted)
     with pytest.raises(KeyboardInterrupt):
         open_tree(Source("guest", str(repo), "v1"), cache, progress=False)
     assert no_partial_clone(cache)
     assert not [p for p in (cache / "repos").iterdir() if p.name.startswith(".tmp-")]
-    monkeypatch.setattr(sources, "_fetch_ref", real)
+    monkeypatch.setattr(clones, "_fetch_ref", real)
     with open_tree(Source("guest", str(repo), "v1"), cache, progress=False) as tree:
         assert tree.files() == ls_tree_c(repo, "v1")
 
@@ -482,7 +484,7 @@ def test_progress_goes_to_stderr(repo, cache, capsys):
 def test_cached_repos(repo, cache):
     open_tree(Source("guest", str(repo), "v1"), cache, progress=False).close()
     open_tree(Source("guest", str(repo), "v2"), cache, progress=False).close()
-    [info] = sources.cached_repos(cache)
+    [info] = clones.cached_repos(cache)
     assert info["url"] == str(repo.resolve()) and info["tags"] == ["v1", "v2"]
 
 
@@ -500,7 +502,7 @@ def test_local_server_gives_shallow_blobless_clone(repo, cache):
 
 
 def test_server_refusing_the_filter_gets_a_shallow_full_snapshot(repo, cache, monkeypatch):
-    monkeypatch.setattr(sources, "_LOCAL_UPLOAD_PACK", "git upload-pack")  # a server without allowFilter
+    monkeypatch.setattr(clones, "LOCAL_UPLOAD_PACK", "git upload-pack")  # a server without allowFilter
     with open_tree(Source("guest", str(repo), "v1"), cache, progress=False) as tree:
         gitdir = clone_dir(cache, str(repo))
         assert config_of(gitdir, "flowscan.partial") == "false"

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from flowscan.errors import FlowscanError
-from flowscan.graph import Graph
-from flowscan.spec import find_flow, load_flow
-from flowscan.verify import verify
+from flowscan.graph.callgraph import Graph
+from flowscan.flow.spec import find_flow, load_flow
+from flowscan.flow.verify import verify
 from tests.test_graph import graph_of
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -23,12 +23,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from flowscan.drift import diff_results  # noqa: E402
-from flowscan.extract import extract_file  # noqa: E402
-from flowscan.graph import Graph  # noqa: E402
-from flowscan.results import DriftReport, FlowResult, SourceInfo  # noqa: E402
-from flowscan.spec import load_flow  # noqa: E402
-from flowscan.verify import verify  # noqa: E402
+from flowscan.flow.drift import diff_results
+from flowscan.extract.parse import extract_file
+from flowscan.graph.callgraph import Graph
+from flowscan.flow.results import DriftReport, FlowResult, SourceInfo
+from flowscan.flow.spec import load_flow
+from flowscan.flow.verify import verify
 
 HERE = Path(__file__).resolve().parent
 LINUX_URL = "https://git.kernel.org/pub/scm/linux/kernel/git/torvalds/linux.git"

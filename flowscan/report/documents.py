@@ -13,12 +13,12 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from flowscan import __version__
-from flowscan.render import flag_name, handoff_constants, registration_field, source_url
-from flowscan.results import (DRIFT_CLASSES, SEVERITIES, DriftItem, DriftReport, Evidence, FlowResult, HopResult,
-                              SourceInfo, StageInfo)
+from flowscan.report.diagram import source_url
+from flowscan.report.hops import ev_loc, hop_how, hop_names, path_text, primary_evidence, sorted_items, stages
+from flowscan.flow.results import DRIFT_CLASSES, SEVERITIES, DriftItem, DriftReport, Evidence, FlowResult, HopResult, SourceInfo
 
 __all__ = ["trace_table", "trace_markdown", "drift_markdown", "drift_text", "junit_xml", "sarif",
-           "github_annotations", "html_page", "primary_evidence", "hop_how", "SARIF_SCHEMA_URI", "RULES"]
+           "github_annotations", "SARIF_SCHEMA_URI", "RULES"]
 
 SARIF_SCHEMA_URI = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 
@@ -58,78 +58,25 @@ STATUS_MARK = {"verified": "✅ verified", "missing": "❌ **missing**", "unveri
 
 
 # -- shared helpers --------------------------------------------------------------------------------
-def _loc(path: str, line: int) -> str:
-    return f"{path}:{line}" if path and line else path
 
 
-def _ev_loc(ev: Evidence | None) -> str:
-    return _loc(ev.path, ev.line) if ev else ""
 
 
-def _stages(result: FlowResult) -> list[StageInfo]:
-    stages = list(result.stages)
-    known = {s.id for s in stages}
-    for h in result.hops:
-        if h.stage not in known:
-            stages.append(StageInfo(h.stage, h.stage, h.role))
-            known.add(h.stage)
-    return stages
 
 
-def _names(hop: HopResult) -> tuple[str, str]:
-    return hop.matched_from or hop.frm, hop.matched_to or hop.to
 
 
-def primary_evidence(hop: HopResult) -> Evidence | None:
-    """Where a hop is best seen: the call into the target, the consumer's case, the flag write, the registration."""
-    if hop.steps:
-        if hop.kind != "flag":
-            st = hop.steps[-1]
-            return Evidence(hop.role, st.path, st.line, st.caller, "call",
-                            f"{st.caller} -> {st.callee} [{st.kind}]")
-    if hop.kind == "handoff":
-        cons = [e for e in hop.evidence if e.role == (hop.to_role or hop.role) and e.what == "case"]
-        if cons:
-            return cons[0]
-    if hop.kind == "flag":
-        writes = [e for e in hop.evidence if e.what == "write"]
-        if writes:
-            return writes[0]
-    if hop.kind == "registration":
-        regs = [e for e in hop.evidence if e.what == "registration"]
-        if regs:
-            return regs[0]
-    return hop.evidence[0] if hop.evidence else None
 
 
-def hop_how(hop: HopResult) -> str:
-    """How a hop was resolved, in a few words."""
-    if hop.kind == "handoff":
-        consts = handoff_constants(hop)
-        return "handoff" + (f": {', '.join(consts)}" if consts else "")
-    if hop.kind == "flag":
-        return f"flag: {flag_name(hop)}"
-    if hop.kind == "registration":
-        api, fld = registration_field(hop)
-        return "registration" + (f": {api or hop.api}" if (api or hop.api) else "") + (f" {fld}" if fld else "")
-    if hop.status in ("missing", "skipped-optional") and not hop.steps:
-        return "-"
-    if hop.status == "unverifiable":
-        return "not checkable statically"
-    if hop.kind == "reach" and hop.steps:
-        last = hop.steps[-1]
-        how = last.kind + (f": {last.via}" if last.via else "")
-        return f"reach, {len(hop.steps)} calls, last {how}"
-    if hop.steps:
-        st = hop.steps[-1]
-        return st.kind + (f": {st.via}" if st.via else "")
-    return hop.resolution or "-"
 
 
-def _path_text(hop: HopResult) -> str:
-    if len(hop.steps) < 2:
-        return ""
-    return " -> ".join([hop.steps[0].caller] + [s.callee for s in hop.steps])
+
+
+
+
+
+
+
 
 
 def _summary_line(result: FlowResult) -> str:
@@ -159,9 +106,7 @@ def _link(sources: dict[str, SourceInfo], role: str, path: str, line: int) -> st
     return source_url(s.url_template, path, line, s.ref, s.commit)
 
 
-def _sorted_items(report: DriftReport) -> list[DriftItem]:
-    rank = {s: i for i, s in enumerate(SEVERITIES)}
-    return sorted(report.items, key=lambda it: -rank.get(it.severity, 0))  # stable: input order within
+
 
 
 def _severity_counts(report: DriftReport) -> dict[str, int]:
@@ -183,11 +128,11 @@ def trace_table(result: FlowResult) -> str:
     lines += [f"  {s.role}: {_source_text(s)}" for s in result.sources]
     lines.append("")
     rows = []
-    for st in _stages(result):
+    for st in stages(result):
         for h in (h for h in result.hops if h.stage == st.id):
-            frm, to = _names(h)
+            frm, to = hop_names(h)
             ev = primary_evidence(h)
-            rows.append([st.id, frm, to, h.status, hop_how(h), _ev_loc(ev) or "-", "; ".join(h.conditions)])
+            rows.append([st.id, frm, to, h.status, hop_how(h), ev_loc(ev) or "-", "; ".join(h.conditions)])
     lines += _table(["STAGE", "FROM", "TO", "STATUS", "HOW", "WHERE", "CONDITIONS"], rows)
     lines.append("")
     lines.append(_summary_line(result))
@@ -218,22 +163,22 @@ def trace_markdown(result: FlowResult) -> str:
         for s in result.sources:
             out.append(f"| {s.role} | {_md(s.repo or s.src or '?')} | {_code(s.ref)} | {_code(s.commit)} |")
         out.append("")
-    for i, st in enumerate(_stages(result), 1):
+    for i, st in enumerate(stages(result), 1):
         hops = [h for h in result.hops if h.stage == st.id]
         if not hops:
             continue
         out += [f"## {i}. {st.title}", "", f"Stage `{st.id}`, role `{st.role}`.", "",
                 "| hop | status | how | where | conditions |", "| --- | --- | --- | --- | --- |"]
         for h in hops:
-            frm, to = _names(h)
+            frm, to = hop_names(h)
             cell = f"{_code(frm)} → {_code(to)}"
             if h.kind == "handoff":
                 cell += f" <sub>({h.role} → {h.to_role or h.role})</sub>"
-            path = _path_text(h)
+            path = path_text(h)
             if path:
                 cell += f"<br><sub>{_md(path)}</sub>"
             ev = primary_evidence(h)
-            where = _md_link(_ev_loc(ev), _link(src, ev.role, ev.path, ev.line)) if ev else ""
+            where = _md_link(ev_loc(ev), _link(src, ev.role, ev.path, ev.line)) if ev else ""
             out.append(f"| {cell} | {STATUS_MARK.get(h.status, h.status)} | {_md(hop_how(h))} | {where} | "
                        f"{_md('; '.join(h.conditions))} |")
         notes = [h for h in hops if h.note and h.status != "missing"]
@@ -245,14 +190,14 @@ def trace_markdown(result: FlowResult) -> str:
     if missing:
         out += ["## Missing hops", ""]
         for h in missing:
-            frm, to = _names(h)
+            frm, to = hop_names(h)
             opt = " (optional)" if h.status == "skipped-optional" else ""
             out += [f"### {_code(frm)} → {_code(to)}{opt}", "",
                     f"Hop `{h.id}` in stage `{h.stage}` ({h.kind}, role {h.role}).", ""]
             if h.note:
                 out += [h.note, ""]
             if h.evidence:
-                out += ["Seen:", ""] + [f"- {_md_link(_ev_loc(e), _link(src, e.role, e.path, e.line))} {e.text}"
+                out += ["Seen:", ""] + [f"- {_md_link(ev_loc(e), _link(src, e.role, e.path, e.line))} {e.text}"
                                         for e in h.evidence] + [""]
             if h.candidates:
                 out += ["Nearest candidates:", ""] + [f"- {c}" for c in h.candidates] + [""]
@@ -262,9 +207,9 @@ def trace_markdown(result: FlowResult) -> str:
     if unver:
         out += ["## Not checkable statically", ""]
         for h in unver:
-            frm, to = _names(h)
+            frm, to = hop_names(h)
             ev = primary_evidence(h)
-            where = f" ({_md_link(_ev_loc(ev), _link(src, ev.role, ev.path, ev.line))})" if ev else ""
+            where = f" ({_md_link(ev_loc(ev), _link(src, ev.role, ev.path, ev.line))})" if ev else ""
             out.append(f"- {_code(frm)} → {_code(to)}{where}: {h.note or 'cannot be checked statically'}")
         out.append("")
     s = result.summary()
@@ -293,12 +238,12 @@ def drift_markdown(report: DriftReport) -> str:
             "| severity | class | stage | hop | what changed | old | new |",
             "| --- | --- | --- | --- | --- | --- | --- |"]
     old_src, new_src = _templates(report.old_sources), _templates(report.new_sources)
-    for it in _sorted_items(report):
+    for it in sorted_items(report):
         what = _md(it.subject) + (f"<br><sub>{_md(it.detail)}</sub>" if it.detail else "")
         if it.kind == "renamed" and it.confidence < 1:
             what += f" <sub>(confidence {it.confidence:.2f})</sub>"
-        old = _md_link(_ev_loc(it.old), _link(old_src, it.old.role, it.old.path, it.old.line)) if it.old else ""
-        new = _md_link(_ev_loc(it.new), _link(new_src, it.new.role, it.new.path, it.new.line)) if it.new else ""
+        old = _md_link(ev_loc(it.old), _link(old_src, it.old.role, it.old.path, it.old.line)) if it.old else ""
+        new = _md_link(ev_loc(it.new), _link(new_src, it.new.role, it.new.path, it.new.line)) if it.new else ""
         out.append(f"| {marks.get(it.severity, '')} {it.severity} | {it.kind} | {_code(it.stage)} | "
                    f"{_code(it.hop) or '—'} | {what} | {old} | {new} |")
     out.append("")
@@ -315,12 +260,12 @@ def drift_text(report: DriftReport) -> str:
         return "\n".join(lines) + "\n"
     lines.append("")
     rows = []
-    for it in _sorted_items(report):
+    for it in sorted_items(report):
         rows.append([it.severity.upper(), it.kind, it.stage, it.hop or "-", it.subject,
-                     _ev_loc(it.old) or "-", _ev_loc(it.new) or "-"])
+                     ev_loc(it.old) or "-", ev_loc(it.new) or "-"])
     table = _table(["SEVERITY", "CLASS", "STAGE", "HOP", "WHAT", "OLD", "NEW"], rows)
     lines += table[:2]
-    for it, row in zip(_sorted_items(report), table[2:]):
+    for it, row in zip(sorted_items(report), table[2:]):
         lines.append(row)
         if it.detail:
             lines.append(" " * 4 + it.detail)
@@ -335,7 +280,7 @@ def junit_xml(result: FlowResult, report: DriftReport | None = None) -> str:
     by_hop: dict[str, list[DriftItem]] = {}
     hop_ids = {h.id for h in result.hops}
     loose: list[DriftItem] = []
-    for it in (_sorted_items(report) if report else []):
+    for it in (sorted_items(report) if report else []):
         (by_hop.setdefault(it.hop, []) if it.hop in hop_ids else loose).append(it)
 
     root = ET.Element("testsuites", name=f"flowscan {result.flow}")
@@ -360,7 +305,7 @@ def junit_xml(result: FlowResult, report: DriftReport | None = None) -> str:
         for k in totals:
             totals[k] += counts[k]
 
-    for st in _stages(result):
+    for st in stages(result):
         hops = [h for h in result.hops if h.stage == st.id]
         if not hops:
             continue
@@ -369,12 +314,12 @@ def junit_xml(result: FlowResult, report: DriftReport | None = None) -> str:
         for h in hops:
             counts["tests"] += 1
             tc = ET.SubElement(el, "testcase", classname=f"{result.flow}.{st.id}", name=h.id, time="0")
-            frm, to = _names(h)
+            frm, to = hop_names(h)
             ev = primary_evidence(h)
             out = [f"{h.kind}: {frm} -> {to} [{h.status}]", f"how: {hop_how(h)}"]
             if ev:
-                out.append(f"where: {ev.role} {_ev_loc(ev)}")
-            out += [f"evidence: {e.role} {_ev_loc(e)} [{e.what}] {e.text}" for e in h.evidence]
+                out.append(f"where: {ev.role} {ev_loc(ev)}")
+            out += [f"evidence: {e.role} {ev_loc(e)} [{e.what}] {e.text}" for e in h.evidence]
             if h.conditions:
                 out.append("conditions: " + "; ".join(h.conditions))
             if h.note:
@@ -430,9 +375,9 @@ def _drift_detail(it: DriftItem) -> str:
     if it.detail:
         lines.append(f"  {it.detail}")
     if it.old:
-        lines.append(f"  old: {it.old.role} {_ev_loc(it.old)} {it.old.text}".rstrip())
+        lines.append(f"  old: {it.old.role} {ev_loc(it.old)} {it.old.text}".rstrip())
     if it.new:
-        lines.append(f"  new: {it.new.role} {_ev_loc(it.new)} {it.new.text}".rstrip())
+        lines.append(f"  new: {it.new.role} {ev_loc(it.new)} {it.new.text}".rstrip())
     return "\n".join(lines)
 
 
@@ -442,19 +387,19 @@ def _base_id(role: str, old: bool = False) -> str:
 
 
 def _base_uri(s: SourceInfo) -> dict:
-    loc: dict = {"description": {"text": f"{s.role} tree: {_source_text(s)}"}}
+    where: dict = {"description": {"text": f"{s.role} tree: {_source_text(s)}"}}
     local = s.src or (s.repo if s.repo and "://" not in s.repo and not s.repo.startswith("git@") else "")
     if local:
-        loc["uri"] = Path(local).expanduser().resolve().as_uri().rstrip("/") + "/"
-    return loc
+        where["uri"] = Path(local).expanduser().resolve().as_uri().rstrip("/") + "/"
+    return where
 
 
 def _physical(ev: Evidence, old: bool = False) -> dict:
-    loc: dict = {"artifactLocation": {"uri": urllib.parse.quote(ev.path.lstrip("/")),
+    where: dict = {"artifactLocation": {"uri": urllib.parse.quote(ev.path.lstrip("/")),
                                       "uriBaseId": _base_id(ev.role, old)}}
     if ev.line > 0:
-        loc["region"] = {"startLine": ev.line}
-    return loc
+        where["region"] = {"startLine": ev.line}
+    return where
 
 
 def _function_location(result: FlowResult, role: str, name: str) -> Evidence | None:
@@ -500,7 +445,7 @@ def sarif(report: DriftReport, new: FlowResult | None = None) -> dict:
     hops = {h.id: h for h in new.hops} if new else {}
 
     results = []
-    for it in _sorted_items(report):
+    for it in sorted_items(report):
         message = it.subject + (f": {it.detail}" if it.detail else "")
         if it.kind == "renamed" and it.confidence < 1:
             message += f" (confidence {it.confidence:.2f})"
@@ -513,7 +458,7 @@ def sarif(report: DriftReport, new: FlowResult | None = None) -> dict:
             res["locations"] = [{"physicalLocation": _physical(where)}]
         if it.old is not None and it.old.path:
             res["relatedLocations"] = [{"id": 1, "physicalLocation": _physical(it.old, old=True),
-                                        "message": {"text": f"before: {it.old.text or _ev_loc(it.old)}"}}]
+                                        "message": {"text": f"before: {it.old.text or ev_loc(it.old)}"}}]
         key = "|".join((report.flow, it.hop, it.kind, it.subject))
         res["partialFingerprints"] = {"flowscanDrift/v1": hashlib.sha256(key.encode()).hexdigest()[:32]}
         res["properties"] = {"hop": it.hop, "stage": it.stage, "role": it.role, "severity": it.severity,
@@ -555,7 +500,7 @@ def _gh_prop(text: str) -> str:
 def github_annotations(report: DriftReport) -> str:
     """`::error file=...,line=...,title=...::message` lines (error/warning/notice by severity)."""
     lines = []
-    for it in _sorted_items(report):
+    for it in sorted_items(report):
         props = []
         ev = it.new or it.old
         if ev is not None and ev.path:
@@ -565,13 +510,7 @@ def github_annotations(report: DriftReport) -> str:
         props.append(f"title={_gh_prop(f'flowscan {it.kind}' + (f' ({it.hop})' if it.hop else ''))}")
         msg = it.subject + (f": {it.detail}" if it.detail else "")
         if it.new is None and it.old is not None:
-            msg += f" (was at {_ev_loc(it.old)})"
+            msg += f" (was at {ev_loc(it.old)})"
         lines.append(f"::{GITHUB_LEVELS.get(it.severity, 'warning')} {','.join(props)}::{_gh_data(msg)}")
     return "\n".join(lines) + ("\n" if lines else "")
 
-
-def html_page(result: FlowResult, svg: str, report: DriftReport | None = None) -> str:
-    """One self-contained HTML file: inline SVG diagram, the hop table and (diff) the drift list."""
-    from flowscan.html_report import html_page as _page
-
-    return _page(result, svg, report)

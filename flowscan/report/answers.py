@@ -11,9 +11,9 @@ import json
 from dataclasses import asdict
 from typing import Sequence
 
-from flowscan.facts import FunctionDef
-from flowscan.graph import Edge, Graph
-from flowscan.registrations import Registration
+from flowscan.extract.facts import FunctionDef
+from flowscan.graph.callgraph import Edge, Graph
+from flowscan.extract.registrations import Registration
 
 
 def _json(data) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flowscan.facts import MacroDef, QomType
+from flowscan.extract.facts import MacroDef, QomType
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import json
 import re
 from typing import Iterable
 
-from flowscan.results import SEVERITIES, DriftItem, DriftReport, Evidence, FlowResult, HopResult
+from flowscan.flow.results import SEVERITIES, DriftItem, DriftReport, Evidence, FlowResult, HopResult
 
 SEVERITY_OF = {"broken": "broken", "renamed": "changed", "moved": "changed", "signature-changed": "changed",
                "registration-api-changed": "changed", "path-changed": "changed", "newly-verified": "info",

@@ -15,19 +15,10 @@ from functools import cache
 import tree_sitter_c
 from tree_sitter import Language, Node, Parser, Query, QueryCursor
 
-from flowscan.facts import (
-    CallSite,
-    ConstantUse,
-    FieldDecl,
-    FileFacts,
-    FunctionDef,
-    GlobalRef,
-    MacroDef,
-    PointerStore,
-    QomType,
-)
-from flowscan.prepass import flatten_conditionals, prepass
-from flowscan.preproc import ConditionMap
+from flowscan.extract.facts import CallSite, ConstantUse, FieldDecl, FileFacts, FunctionDef, GlobalRef, MacroDef, PointerStore, QomType
+from flowscan.extract.conditionals import flatten_conditionals
+from flowscan.extract.prepass import prepass
+from flowscan.extract.conditionals import ConditionMap
 from flowscan.resources import query_text
 
 MAX_FILE_BYTES = 4 * 1024 * 1024

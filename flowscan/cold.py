@@ -20,14 +20,15 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
-from flowscan.cache import FactsCache
+from flowscan.index.facts_cache import FactsCache
 from flowscan.errors import FlowscanError
-from flowscan.graph import Graph
-from flowscan.index import Index
-from flowscan.registrations import chain_name
-from flowscan.registry import Registry
-from flowscan.scan import build_index
-from flowscan.sources import FileEntry, Tree
+from flowscan.graph.callgraph import Graph
+from flowscan.index.store import Index
+from flowscan.extract.registrations import chain_name
+from flowscan.extract.apis import Registry
+from flowscan.index.build import build_index
+from flowscan.sources.refs import FileEntry
+from flowscan.sources.trees import Tree
 
 T = TypeVar("T")
 MAX_ROUNDS = 8

@@ -23,7 +23,7 @@ import secrets
 import zlib
 from pathlib import Path
 
-from flowscan.facts import EXTRACTOR_VERSION
+from flowscan.extract.facts import EXTRACTOR_VERSION
 
 MAGIC = "FSF2"
 _BLOB = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")

@@ -28,7 +28,8 @@ import graphviz
 
 from flowscan.errors import FlowscanError
 from flowscan.fileio import atomic_write_bytes
-from flowscan.results import DRIFT_CLASSES, SEVERITIES, DriftItem, DriftReport, FlowResult, HopResult, StageInfo
+from flowscan.report.hops import flag_name, handoff_constants, registration_field, target_role
+from flowscan.flow.results import DRIFT_CLASSES, SEVERITIES, DriftItem, DriftReport, FlowResult, HopResult, StageInfo
 
 __all__ = ["flow_graph", "drift_graph", "write", "dot_available", "svg_text", "node_id",
            "handoff_node_id", "hop_class", "source_url", "STATUS_COLOURS", "DRIFT_COLOURS", "INSTALL_HINT"]
@@ -69,10 +70,6 @@ FORMATS = ("dot", "svg", "png", "pdf")
 
 _SAFE = re.compile(r"[^A-Za-z0-9_]")
 _URL_KEYS = re.compile(r"\{(path|line|ref|commit)\}")
-_REG_TEXT = re.compile(r"^[^:]+: (\S+) (\S+) = (\S+)$")  # "ci: api field = fn"
-_CONSUMER_TEXT = re.compile(r"^[^:]+: (?:case|assign|call-arg) (.+)$")  # "fn: case NAME"
-_PRODUCER_TEXT = re.compile(r"^[^:]+: (.+) \((?:assign|call-arg|case)\b[^()]*\)$")  # "fn: NAME (kind target)"
-_FLAG_TEXT = re.compile(r" (?:sets|polls|clears|reads|writes) (\S+)$")
 
 
 # -- ids and helpers -------------------------------------------------------------------------------
@@ -121,10 +118,6 @@ def _name_of(matched: str, spec: str) -> str:
     return matched or spec
 
 
-def _target_role(hop: HopResult) -> str:
-    return hop.to_role or hop.role
-
-
 def _loc(path: str, line: int) -> str:
     return f"{path}:{line}" if path and line else path
 
@@ -134,42 +127,13 @@ def _conditions_short(step) -> list[str]:
     return [_short(c, 40) for c in out[:2]] + (["…"] if len(out) > 2 else [])
 
 
-def handoff_constants(hop: HopResult) -> list[str]:
-    """The constants that carry a handoff, as the consumer spells them (producer spelling when unconsumed)."""
-    consumed: list[str] = []
-    produced: list[str] = []
-    for ev in hop.evidence:
-        m = _CONSUMER_TEXT.match(ev.text)
-        if m and ev.role == _target_role(hop) and m.group(1) not in consumed:
-            consumed.append(m.group(1))
-            continue
-        m = _PRODUCER_TEXT.match(ev.text)
-        if m and m.group(1) not in produced:
-            produced.append(m.group(1))
-    for c in hop.conditions:
-        if c.startswith("case ") and c[5:] not in consumed:
-            consumed.append(c[5:])
-    return consumed or produced
 
 
-def flag_name(hop: HopResult) -> str:
-    for ev in hop.evidence:
-        m = _FLAG_TEXT.search(ev.text)
-        if m:
-            return m.group(1)
-    if ":" in hop.id:
-        return hop.id.split(":", 1)[1]
-    return hop.note or "flag"
 
 
-def registration_field(hop: HopResult) -> tuple[str, str]:
-    """(api, field) of a registration hop, from its evidence ('ci: api field = fn')."""
-    for ev in hop.evidence:
-        m = _REG_TEXT.match(ev.text)
-        if m:
-            return m.group(1), m.group(2)
-    phase = hop.id.rsplit(":", 1)[1] if ":" in hop.id else ""
-    return hop.api, phase
+
+
+
 
 
 # -- the model: nodes and edges, independent of graphviz ---------------------------------------------
@@ -354,7 +318,7 @@ class _Builder:
             self._steps(hop, hop.steps, True)
             return
         frm = self.node(hop.role, _name_of(hop.matched_from, hop.frm), hop.stage, 3, True, hop.id)
-        to = self.node(_target_role(hop), _name_of(hop.matched_to, hop.to), hop.stage, 2, True, hop.id)
+        to = self.node(target_role(hop), _name_of(hop.matched_to, hop.to), hop.stage, 2, True, hop.id)
         self._target(to, hop)
         ev = next((e for e in hop.evidence if e.path), None)
         if ev:
@@ -370,31 +334,31 @@ class _Builder:
 
     def _handoff(self, hop: HopResult) -> None:
         producers = [e.function for e in hop.evidence if e.role == hop.role and e.function]
-        consumers = [e.function for e in hop.evidence if e.role == _target_role(hop) and e.function
+        consumers = [e.function for e in hop.evidence if e.role == target_role(hop) and e.function
                      and (e.role != hop.role or e.what == "case")]
         tail_name = hop.matched_from if hop.matched_from and "|" not in hop.matched_from else \
             (producers[0] if producers else hop.frm)
         head_name = hop.matched_to if hop.matched_to and "|" not in hop.matched_to else \
             (consumers[0] if consumers else hop.to)
         frm = self.node(hop.role, tail_name, hop.stage, 0.5, False, hop.id)
-        to = self.node(_target_role(hop), head_name, hop.stage, 0.5, False, hop.id)
+        to = self.node(target_role(hop), head_name, hop.stage, 0.5, False, hop.id)
         mid = self.node(hop.role, hop.id, hop.stage, 10, True, hop.id, kind="handoff")
         mid.text = handoff_constants(hop) or [hop.to]
-        mid.note = f"{hop.role} → {_target_role(hop)}"
+        mid.note = f"{hop.role} → {target_role(hop)}"
         self._target(mid, hop)
         self._target(to, hop)
         for ev in hop.evidence:
             n = frm if ev.function == tail_name and ev.role == hop.role else \
-                to if ev.function == head_name and ev.role == _target_role(hop) else None
+                to if ev.function == head_name and ev.role == target_role(hop) else None
             if n is not None:
                 self._set_call(n, ev.path, ev.line)
         tip = self._hop_head(hop) + ["constants: " + ", ".join(mid.text)] + self._evidence_lines(hop) + \
             self._hop_tail(hop)
         prod = next((e for e in hop.evidence if e.role == hop.role), None)
-        cons = next((e for e in hop.evidence if e.role == _target_role(hop) and e is not prod), None)
+        cons = next((e for e in hop.evidence if e.role == target_role(hop) and e is not prod), None)
         self.edge(frm, mid, "handoff", [], hop, tip, (hop.role, prod.path, prod.line) if prod else ("", "", 0))
         self.edge(mid, to, "handoff", [], hop, tip,
-                  (_target_role(hop), cons.path, cons.line) if cons else ("", "", 0))
+                  (target_role(hop), cons.path, cons.line) if cons else ("", "", 0))
 
     def _flag(self, hop: HopResult) -> None:
         frm = self.node(hop.role, _name_of(hop.matched_from, hop.frm), hop.stage, 0.5, False, hop.id)

@@ -13,11 +13,11 @@ from typing import Iterable, Sequence
 
 import re
 
-from flowscan.facts import CallSite, ConstantUse, FileFacts, FunctionDef, GlobalRef, PointerStore
-from flowscan.qom import QomIndex, TypeNode
-from flowscan.index import Index, build_in_memory
-from flowscan.registrations import Registration, chain_name
-from flowscan.registry import Registry, default_registry
+from flowscan.extract.facts import CallSite, ConstantUse, FileFacts, FunctionDef, GlobalRef, PointerStore
+from flowscan.graph.qom import QomIndex, TypeNode
+from flowscan.index.store import Index, build_in_memory
+from flowscan.extract.registrations import Registration, chain_name
+from flowscan.extract.apis import Registry, default_registry
 
 DIRECT = "direct"
 _WS = re.compile(r"\s+")

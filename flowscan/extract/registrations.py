@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from typing import Iterable
 
-from flowscan.facts import CallSite, PointerStore
-from flowscan.registry import Registry
+from flowscan.extract.facts import CallSite, PointerStore
+from flowscan.extract.apis import Registry
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def _field_registration(call: CallSite, api) -> Registration:
         if not _is_nothing(value) and value.isidentifier():
             callbacks.append((st.phase, st.field, value))
     storage = _arg(call, api.parent_arg) if api.parent_arg >= 0 else ""
-    from flowscan.extract import field_path_text  # (tree-sitter: not needed by queries on an index)
+    from flowscan.extract.parse import field_path_text
 
     base, path = field_path_text(_strip_ref(storage)) if storage else ("", "")
     return Registration(api=api.api, kind="field", path=call.path, line=call.line, function=call.caller,

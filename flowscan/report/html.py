@@ -12,9 +12,9 @@ from __future__ import annotations
 import html
 import re
 
-from flowscan.render import STATUS_COLOURS, hop_class, source_url
-from flowscan.report import _ev_loc, _names, _path_text, _sorted_items, _stages, hop_how, primary_evidence
-from flowscan.results import DriftReport, FlowResult, SourceInfo
+from flowscan.report.diagram import STATUS_COLOURS, hop_class, source_url
+from flowscan.report.hops import ev_loc, hop_how, hop_names, path_text, primary_evidence, sorted_items, stages
+from flowscan.flow.results import DriftReport, FlowResult, SourceInfo
 
 _CSP = ("default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:; "
         "base-uri 'none'; form-action 'none'")
@@ -203,12 +203,12 @@ def html_page(result: FlowResult, svg: str, report: DriftReport | None = None) -
             out += ['<table class="drift"><thead><tr><th>severity</th><th>class</th><th>stage</th><th>hop</th>'
                     "<th>what changed</th><th>old</th><th>new</th></tr></thead><tbody>"]
             hop_ids = {h.id for h in result.hops}
-            for it in _sorted_items(report):
+            for it in sorted_items(report):
                 hop = (f'<a href="#{hop_class(it.hop)}"><code>{_e(it.hop)}</code></a>' if it.hop in hop_ids
                        else f"<code>{_e(it.hop)}</code>" if it.hop else "—")
                 what = _e(it.subject) + (f'<div class="sub">{_e(it.detail)}</div>' if it.detail else "")
-                old = _link(old_src, it.old.role, it.old.path, it.old.line, _ev_loc(it.old)) if it.old else ""
-                new = _link(new_src, it.new.role, it.new.path, it.new.line, _ev_loc(it.new)) if it.new else ""
+                old = _link(old_src, it.old.role, it.old.path, it.old.line, ev_loc(it.old)) if it.old else ""
+                new = _link(new_src, it.new.role, it.new.path, it.new.line, ev_loc(it.new)) if it.new else ""
                 out.append(f'<tr class="drift-item"><td class="nowrap sev-{_e(it.severity)}">{_e(it.severity)}</td>'
                            f'<td class="nowrap">{_e(it.kind)}</td><td class="nowrap">{_e(it.stage)}</td>'
                            f'<td>{hop}</td><td class="what">{what}</td>'
@@ -218,17 +218,17 @@ def html_page(result: FlowResult, svg: str, report: DriftReport | None = None) -
     # hop table
     out += ["<h2>Hops</h2>", '<table class="hops" id="hops"><thead><tr><th>hop</th><th>status</th><th>how</th>'
                              "<th>where</th><th>conditions</th><th>notes</th></tr></thead><tbody>"]
-    for i, st in enumerate(_stages(result), 1):
+    for i, st in enumerate(stages(result), 1):
         hops = [h for h in result.hops if h.stage == st.id]
         if not hops:
             continue
         out.append(f'<tr class="stage"><th colspan="6">{i}. {_e(st.title)} '
                    f'<span class="sub">stage {_e(st.id)} · role {_e(st.role)}</span></th></tr>')
         for h in hops:
-            frm, to = _names(h)
+            frm, to = hop_names(h)
             ev = primary_evidence(h)
-            where = _link(sources, ev.role, ev.path, ev.line, _ev_loc(ev)) if ev else ""
-            path = _path_text(h)
+            where = _link(sources, ev.role, ev.path, ev.line, ev_loc(ev)) if ev else ""
+            path = path_text(h)
             cell = f"<code>{_e(frm)}</code> → <code>{_e(to)}</code>"
             if path:
                 cell += f'<div class="sub mono">{_e(path)}</div>'

@@ -23,10 +23,9 @@ from dataclasses import astuple, fields
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from flowscan.facts import (EXTRACTOR_VERSION, CallSite, ConstantUse, FieldDecl, FileFacts, FunctionDef,
-                            GlobalRef, MacroDef, PointerStore, QomType)
-from flowscan.registrations import Registration, find_registrations, synthetic_stores
-from flowscan.registry import Registry
+from flowscan.extract.facts import EXTRACTOR_VERSION, CallSite, ConstantUse, FieldDecl, FileFacts, FunctionDef, GlobalRef, MacroDef, PointerStore, QomType
+from flowscan.extract.registrations import Registration, find_registrations, synthetic_stores
+from flowscan.extract.apis import Registry
 
 INDEX_VERSION = "ix-3"
 SEP = "\x1f"

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import jsonschema
 
+from flowscan.config import ROLES
 from flowscan.errors import FlowscanError
 from flowscan.resources import queries_dir
 
-ROLES = ("guest", "host", "vmm")
 _NAMES = {"oneOf": [{"type": "string", "minLength": 1},
                     {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}}]}
 SCHEMA = {

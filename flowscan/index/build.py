@@ -26,11 +26,12 @@ from typing import Callable, Iterator, Sequence
 
 import click
 
-from flowscan import index as ixm
-from flowscan.cache import FactsCache
-from flowscan.facts import FileFacts
-from flowscan.registry import Registry, default_registry
-from flowscan.sources import MAX_FILE_SIZE, FileEntry, Tree
+from flowscan.index import store as ixm
+from flowscan.index.facts_cache import FactsCache
+from flowscan.extract.facts import FileFacts
+from flowscan.extract.apis import Registry, default_registry
+from flowscan.sources.refs import MAX_FILE_SIZE, FileEntry
+from flowscan.sources.trees import Tree
 
 BINARY_PROBE = 8192
 BATCH_FILES = 16  # files to extract per task sent to a worker
@@ -46,7 +47,7 @@ _EXTRACT: Callable[[bytes, str], FileFacts] | None = None
 def _extractor() -> Callable[[bytes, str], FileFacts]:
     global _EXTRACT
     if _EXTRACT is None:
-        from flowscan.extract import extract_file
+        from flowscan.extract.parse import extract_file
         _EXTRACT = extract_file
     return _EXTRACT
 

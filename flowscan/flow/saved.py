@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from flowscan.errors import FlowscanError
-from flowscan.results import SCHEMA_VERSION, DriftReport, FlowResult
+from flowscan.flow.results import SCHEMA_VERSION, DriftReport, FlowResult
 
 
 def load_result_file(path: Path) -> tuple[FlowResult, DriftReport | None, FlowResult | None]:

@@ -6,9 +6,9 @@ import difflib
 import re
 from typing import Iterable
 
-from flowscan.graph import Edge, Graph
-from flowscan.results import Evidence, FlowResult, HopResult, SourceInfo, StageInfo, Step
-from flowscan.spec import FlowSpec, Hop
+from flowscan.graph.callgraph import Edge, Graph
+from flowscan.flow.results import Evidence, FlowResult, HopResult, SourceInfo, StageInfo, Step
+from flowscan.flow.spec import FlowSpec, Hop
 
 
 def verify(spec: FlowSpec, graphs: dict[str, Graph], sources: Iterable[SourceInfo] = ()) -> FlowResult:

@@ -2,24 +2,26 @@
 
 Computed from the directive lines alone (not from the syntax tree), so it stays right where tree-sitter
 produces ERROR nodes around `#if` groups, and costs one regex pass over files that have directives.
-Include guards (`#ifndef X` followed by `#define X`) are not conditions.
+Include guards (`#ifndef X` followed by `#define X`) are not conditions. `flatten_conditionals` keeps one
+branch of every group, for a second parse of files whose first parse broke around `#if`.
 """
 
 from __future__ import annotations
 
 import bisect
 import re
+from flowscan.extract.lexer import BLANK, COMMENT_IN_DIR, LEX, at_line_start
 
-_DIRECTIVE = re.compile(
+DIRECTIVE = re.compile(
     rb"^[ \t]*#[ \t]*(if|ifdef|ifndef|elif|elifdef|elifndef|else|endif)\b((?:[^\n\\]|\\.|\\\n)*)",
     re.M | re.S)
 _COMMENT = re.compile(r"/\*.*?\*/|//.*$", re.S)
-_WS = re.compile(r"\s+")
+WS = re.compile(r"\s+")
 
 
 def _clean(raw: bytes) -> str:
     text = raw.decode("utf-8", "replace").replace("\\\n", " ")
-    return _WS.sub(" ", _COMMENT.sub(" ", text)).strip()
+    return WS.sub(" ", _COMMENT.sub(" ", text)).strip()
 
 
 class ConditionMap:
@@ -34,7 +36,7 @@ class ConditionMap:
             return
         # Each frame: [condition shown for the current branch, conditions of earlier branches, is_guard]
         frames: list[list] = []
-        matches = list(_DIRECTIVE.finditer(data))
+        matches = list(DIRECTIVE.finditer(data))
         pos, newlines = 0, 0  # newlines before `pos`, counted once (not from the start for each directive)
         for i, m in enumerate(matches):
             kind = m.group(1).decode()
@@ -79,3 +81,68 @@ def _negate(cond: str) -> str:
     if cond.startswith("!") and " " not in cond:
         return cond[1:]
     return f"!({cond})" if " " in cond else f"!{cond}"
+
+
+_COND_KW = re.compile(rb"\#[ \t\f\v]*([A-Za-z_]\w*)")
+_OPENERS = frozenset((b"if", b"ifdef", b"ifndef"))
+_MIDDLES = frozenset((b"elif", b"else", b"elifdef", b"elifndef"))
+
+
+def flatten_conditionals(data: bytes) -> bytes:
+    """Keep one branch of each #if group, blank the rest and the conditional directives.
+
+    The kept branch is the first one, except that a branch opened by a literal `#if 0` (or
+    `#elif 0`) is skipped in favour of the next one.  Length and newline offsets unchanged.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError("flatten_conditionals() takes bytes")
+    data = bytes(data)
+    if b"#" not in data:
+        return data
+    out = bytearray(data)
+    stack: list[list[bool]] = []  # [parent_active, a branch was taken, current branch kept]
+    active = True
+    cur = 0
+    translate = bytes.translate
+    for lm in LEX.finditer(data):
+        s, e = lm.span()
+        if data[s] != 35 or not at_line_start(data, s):
+            continue
+        ds = s
+        m = _COND_KW.match(data, ds, e)
+        kw = m.group(1) if m else b""
+        if kw in _OPENERS:
+            if not active:
+                out[cur:s] = translate(data[cur:s], BLANK)
+            cur = e
+            out[s:e] = translate(data[s:e], BLANK)
+            take = not (kw == b"if" and _is_zero(data[ds:e], b"if"))
+            stack.append([active, take, take])
+            active = active and take
+        elif kw in _MIDDLES or kw == b"endif":
+            if not active:
+                out[cur:s] = translate(data[cur:s], BLANK)
+            cur = e
+            out[s:e] = translate(data[s:e], BLANK)
+            if not stack:
+                continue
+            top = stack[-1]
+            if kw == b"endif":
+                stack.pop()
+                active = top[0]
+            else:
+                take = not top[1] and not (kw == b"elif" and _is_zero(data[ds:e], b"elif"))
+                if take:
+                    top[1] = True
+                top[2] = take
+                active = top[0] and take
+    if not active and cur < len(data):
+        out[cur:] = translate(data[cur:], BLANK)
+    return bytes(out)
+
+
+def _is_zero(directive: bytes, kw: bytes) -> bool:
+    """Is this directive `#if 0` / `#elif 0` (comments ignored)?"""
+    body = COMMENT_IN_DIR.sub(lambda m: b" " if m.group()[:1] == b"/" else m.group(), directive)
+    parts = body.replace(b"#", b" ", 1).split()
+    return len(parts) == 2 and parts[0] == kw and parts[1].strip(b"0") == b""

@@ -1,0 +1,389 @@
+"""Trees: list (path, blob id) within a scope, read blobs, search them (a directory on disk or a git commit)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+import tempfile
+import weakref
+from dataclasses import replace
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+
+from flowscan.errors import FlowscanError
+from flowscan.sources.git import GitFailed, config_bool, git, git_env, last_error_line, locked, progress_flag, say, tty_progress
+from flowscan.sources.refs import FileEntry, show
+from flowscan.sources.scopes import is_c, norm_scope, pathspec_of, select
+
+
+
+GREP_PATHS = 3000  # paths per `git grep` run (argument lists stay far below the system's limit)
+GREP_WORDS = 300  # words per pattern
+
+
+def _alternation(words: Iterable[str]) -> bytes:
+    return b"|".join(re.escape(w.encode()) for w in sorted(set(words)))
+
+
+def _line_test(words: Iterable[str], members: Iterable[str], defs: Iterable[str]):
+    """Does a line (or a whole file: the pattern is multi-line) spell a word, access a member, or spell a
+    defined name in a definition-like line?"""
+    alts = []
+    if words:
+        alts.append(rb"(?<!\w)(?:" + _alternation(words) + rb")(?!\w)")
+    if members:
+        alts.append(rb"(?:\.|->)\s*(?:" + _alternation(members) + rb")(?!\w)")
+    if defs:
+        alts.append(rb"^(?=[^\s#])(?![^\n]*;[ \t\r]*$)[^\n]*?(?<!\w)(?:" + _alternation(defs) + rb")(?!\w)")
+    pattern = re.compile(b"|".join(alts), re.MULTILINE) if alts else None
+    return lambda line: pattern is not None and pattern.search(line) is not None
+
+
+class Tree:
+    """An opened source, ready to list and read."""
+
+    label: str = ""
+    commit: str = ""
+
+    def files(self, scopes: Sequence[str] = (), strict: bool = True) -> list[FileEntry]:
+        raise NotImplementedError
+
+    def snapshot(self, scopes: Sequence[str] = ()) -> str:
+        """What fixes the contents of these scopes without listing them ('' when only a listing can tell)."""
+        return ""
+
+    def grep(self, entries: Sequence[FileEntry], words: Iterable[str] = (), members: Iterable[str] = (),
+             defs: Iterable[str] = ()) -> set[str]:
+        """The paths among `entries` that spell one of `words` as a whole word, access one of `members`
+        (`.m`, `->m`), or have one of `defs` on a line that could open a definition: it starts in column 0
+        with neither blank nor `#` (a definition's return type or name stands there: `int\nfoo(void)`,
+        `SYSCALL_DEFINE1(foo, ...)`; calls are indented) and does not end with `;` (a prototype, or
+        `EXPORT_SYMBOL(foo);`)."""
+        if not (words or members or defs):
+            return set()
+        test = _line_test(words, members, defs)
+        return {e.path for e, data in self.read(entries) if test(data)}
+
+    def read(self, entries: Iterable[FileEntry]) -> Iterator[tuple[FileEntry, bytes]]:
+        raise NotImplementedError
+
+    def read_one(self, path: str) -> bytes:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "Tree":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.label}>"
+
+
+def git_blob_id(data: bytes) -> str:
+    """The id `git hash-object` gives these bytes."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+class DirTree(Tree):
+    """A plain directory: walked (no symlinks, no .git), blob ids computed like git does."""
+
+    def __init__(self, root: Path):
+        root = Path(root).expanduser()
+        if not root.is_dir():
+            raise FlowscanError(f"no such directory: {root}")
+        self.root = root.resolve()
+        self.label = str(root)
+        self.commit = ""
+        self._ids: dict[str, tuple[tuple[int, int, int], str]] = {}  # path -> (stat key, blob id)
+
+    def _walk(self) -> list[str]:
+        out: list[str] = []
+        stack = [("", str(self.root))]
+        while stack:
+            rel, path = stack.pop()
+            try:
+                with os.scandir(path) as it:
+                    for ent in it:
+                        if ent.is_symlink():  # git stores links, not what they point to
+                            continue
+                        name = f"{rel}/{ent.name}" if rel else ent.name
+                        if ent.is_dir(follow_symlinks=False):
+                            if ent.name != ".git":
+                                stack.append((name, ent.path))
+                        elif ent.is_file(follow_symlinks=False):
+                            out.append(name)
+            except OSError:
+                continue
+        return out
+
+    def files(self, scopes: Sequence[str] = (), strict: bool = True) -> list[FileEntry]:
+        norm = [norm_scope(s, self.root) for s in scopes]
+        chosen = select(self._walk(), norm, self.label, strict)
+        entries = []
+        for path in sorted(p for p in chosen if is_c(p)):
+            full = self.root / path
+            st = full.stat()
+            key = (st.st_ino, st.st_size, st.st_mtime_ns)
+            known = self._ids.get(path)
+            if known is None or known[0] != key:  # hash once per file version, not per listing
+                known = (key, git_blob_id(full.read_bytes()))
+                self._ids[path] = known
+            entries.append(FileEntry(path, known[1], st.st_size))
+        return entries
+
+    def _resolve(self, path: str) -> Path:
+        rel = norm_scope(path, self.root)
+        full = (self.root / rel).resolve()
+        if full != self.root and self.root not in full.parents:
+            raise FlowscanError(f"'{show(path)}' points outside the tree {self.label}")
+        return full
+
+    def read(self, entries: Iterable[FileEntry]) -> Iterator[tuple[FileEntry, bytes]]:
+        for entry in entries:
+            data = self._resolve(entry.path).read_bytes()
+            blob = git_blob_id(data)
+            if blob != entry.blob:  # edited since listing: report what was actually read
+                entry = replace(entry, blob=blob, size=len(data))
+            yield entry, data
+
+    def read_one(self, path: str) -> bytes:
+        full = self._resolve(path)
+        if not full.is_file():
+            raise FlowscanError(f"no file '{show(path)}' in {self.label}")
+        return full.read_bytes()
+
+
+class _CatFile:
+    """One long-lived `git cat-file --batch`, pipelined in chunks small enough never to fill a pipe."""
+
+    CHUNK = 256  # requests of <= 100 bytes: well under the 64 KiB pipe buffer
+
+    def __init__(self, gitdir: Path):
+        self._err = tempfile.TemporaryFile()
+        try:
+            self.proc = subprocess.Popen(["git", "cat-file", "--batch"], cwd=gitdir,
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=self._err, env=git_env())
+        except FileNotFoundError as exc:
+            raise FlowscanError("git is not installed (no 'git' on PATH)") from exc
+        self._finalizer = weakref.finalize(self, _CatFile._stop, self.proc, self._err)
+
+    @staticmethod
+    def _stop(proc: subprocess.Popen, err) -> None:
+        try:
+            if proc.stdin and not proc.stdin.closed:
+                proc.stdin.close()
+            proc.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            proc.kill()
+            proc.wait()
+        finally:
+            if proc.stdout:
+                proc.stdout.close()
+            err.close()
+
+    def close(self) -> None:
+        self._finalizer()
+
+    def _response(self) -> tuple[str, str, bytes | None]:
+        header = self.proc.stdout.readline()
+        if not header:
+            self._err.seek(0)
+            raise FlowscanError(f"git cat-file stopped: "
+                                f"{last_error_line(self._err.read().decode('utf-8', 'replace'))}")
+        parts = header.decode("utf-8", "surrogateescape").rstrip("\n").split(" ")
+        if len(parts) == 3 and parts[2].isdigit():
+            size = int(parts[2])
+            data = self.proc.stdout.read(size + 1)
+            return parts[0], parts[1], data[:size]
+        return parts[0], "missing", None
+
+    def stream(self, requests: list[str]) -> Iterator[tuple[str, str, bytes | None]]:
+        """Yield (name, type, data) for each request ('<oid>' or '<commit>:<path>'), in order."""
+        for start in range(0, len(requests), self.CHUNK):
+            chunk = requests[start:start + self.CHUNK]
+            self.proc.stdin.write("".join(r + "\n" for r in chunk).encode("utf-8", "surrogateescape"))
+            self.proc.stdin.flush()
+            pending = len(chunk)
+            try:
+                for _ in chunk:
+                    item = self._response()
+                    pending -= 1
+                    yield item
+            finally:
+                for _ in range(pending):  # consumer stopped early: keep the protocol in step
+                    self._response()
+
+
+class GitTree(Tree):
+    """A commit in a cache clone."""
+
+    def __init__(self, gitdir: Path, commit: str, label: str, lock_path: Path, progress: bool):
+        self.gitdir = gitdir
+        self.commit = commit
+        self.label = label
+        self._lock_path = lock_path
+        self._progress = progress
+        self._cat: _CatFile | None = None
+        self._known: dict[str, int] = {}  # blob id -> size of blobs known to be in the clone
+
+    def _catfile(self) -> _CatFile:
+        if self._cat is None:
+            self._cat = _CatFile(self.gitdir)
+        return self._cat
+
+    def _ls_tree(self, scopes: Sequence[str]) -> list[tuple[str, str]]:
+        args = ["--literal-pathspecs", "ls-tree", "-r", "-z", "--full-tree", self.commit]
+        specs = sorted({pathspec_of(s) for s in scopes})
+        if scopes and "" not in specs:
+            args += ["--", *specs]
+        out = git(args, cwd=self.gitdir)
+        rows = []
+        for rec in out.split(b"\0"):
+            if not rec:
+                continue
+            meta, _, path = rec.partition(b"\t")
+            mode, kind, oid = meta.decode("ascii").split(" ")
+            if kind == "blob" and mode in ("100644", "100755"):  # no symlinks, no submodules
+                rows.append((path.decode("utf-8", "surrogateescape"), oid))
+        return rows
+
+    def _present(self) -> dict[str, int]:
+        """Blob id -> size of every blob already in the clone (no lazy fetch)."""
+        out = git(["cat-file", "--batch-all-objects", "--unordered",
+                    "--batch-check=%(objectname) %(objecttype) %(objectsize)"], cwd=self.gitdir)
+        sizes = {}
+        for line in out.decode("ascii").splitlines():
+            oid, kind, size = line.split(" ")
+            if kind == "blob":
+                sizes[oid] = int(size)
+        return sizes
+
+    def _sizes(self, oids: Sequence[str]) -> dict[str, int]:
+        out = git(["cat-file", "--batch-check=%(objectname) %(objectsize)"], cwd=self.gitdir,
+                   input="".join(o + "\n" for o in oids).encode())
+        sizes = {}
+        for line in out.decode("ascii").splitlines():
+            parts = line.split(" ")
+            if len(parts) == 2 and parts[1].isdigit():
+                sizes[parts[0]] = int(parts[1])
+        return sizes
+
+    def ensure_blobs(self, oids: Iterable[str]) -> dict[str, int]:
+        """Fetch, in one request, the wanted blobs a partial clone lacks; return their sizes."""
+        wanted = sorted(set(oids))
+        if all(o in self._known for o in wanted):
+            return {o: self._known[o] for o in wanted}
+        sizes = self._present()
+        missing = [o for o in wanted if o not in sizes]
+        if missing and config_bool(self.gitdir, "flowscan.partial"):
+            with locked(self._lock_path):
+                sizes = self._present()  # another process may have fetched them meanwhile
+                missing = [o for o in wanted if o not in sizes]
+                if missing:
+                    say(self._progress, f"fetching {len(missing)} file(s) of {self.label}")
+                    try:
+                        git(["-c", "fetch.negotiationAlgorithm=noop", "fetch", "origin", "--no-tags",
+                              "--no-write-fetch-head", "--recurse-submodules=no", "--filter=blob:none",
+                              "--stdin", *progress_flag(self._progress)], cwd=self.gitdir,
+                             input="".join(o + "\n" for o in missing).encode(),
+                             show_progress=tty_progress(self._progress))
+                    except GitFailed as exc:
+                        raise FlowscanError(f"cannot fetch files of {self.label}: {exc.message}") from None
+            sizes.update(self._sizes(missing))
+        lost = [o for o in wanted if o not in sizes]
+        if lost:
+            raise FlowscanError(f"{len(lost)} blobs of {self.label} could not be fetched (first: {lost[0]})")
+        got = {o: sizes[o] for o in wanted}
+        self._known.update(got)
+        return got
+
+    def grep(self, entries: Sequence[FileEntry], words: Iterable[str] = (), members: Iterable[str] = (),
+             defs: Iterable[str] = ()) -> set[str]:
+        """`git grep` over the commit, no checkout (see Tree.grep)."""
+        words, members, defs = sorted(set(words)), sorted(m for m in set(members) if m.isidentifier()), sorted(set(defs))
+        if not entries or not (words or members or defs):
+            return set()
+        # The files are named one by one: a directory would also hold files whose blobs this partial
+        # clone lacks, and git would fetch those one request each.
+        self.ensure_blobs(e.blob for e in entries)
+        # One pass over the blobs for every word as a whole word; which kind of match each line is
+        # (word, member access, definition line) is decided here. One extended pattern per few hundred
+        # words: git tests each -e pattern separately on every line, so 140 fixed strings cost 2.5x one
+        # alternation of them.
+        test = _line_test(words, members, defs)
+        allw = sorted({*words, *members, *defs})
+        pats = [a for i in range(0, len(allw), GREP_WORDS)
+                for a in ("-e", "(" + "|".join(re.sub(r"([][.*+?{}()|^$\\])", r"\\\1", w)
+                                                for w in allw[i:i + GREP_WORDS]) + ")")]
+        return {p for p, text in self._grep(["-w", "-E", *pats], entries) if test(text)}
+
+    def _grep(self, pattern: list[str], entries: Sequence[FileEntry]) -> Iterator[tuple[str, bytes]]:
+        """(path, matching line) pairs."""
+        args = ["--literal-pathspecs", "grep", "-z", "-I", "--no-color", *pattern]
+        prefix = (self.commit + ":").encode()
+        paths = [e.path for e in entries]
+        for i in range(0, len(paths), GREP_PATHS):
+            try:
+                out = git([*args, self.commit, "--", *paths[i:i + GREP_PATHS]], cwd=self.gitdir)
+            except GitFailed as exc:
+                if exc.code == 1:  # nothing matched
+                    continue
+                raise FlowscanError(f"cannot search {self.label}: {exc.message}") from None
+            for line in out.split(b"\n"):
+                name, _, text = line.partition(b"\0")
+                if not name:
+                    continue
+                if name.startswith(prefix):
+                    name = name[len(prefix):]
+                yield name.decode("utf-8", "surrogateescape"), text
+
+    def snapshot(self, scopes: Sequence[str] = ()) -> str:
+        return "git " + self.commit + "\0" + "\0".join(sorted({norm_scope(s) for s in scopes}))
+
+    def files(self, scopes: Sequence[str] = (), strict: bool = True) -> list[FileEntry]:
+        norm = [norm_scope(s) for s in scopes]
+        rows = self._ls_tree(norm)
+        chosen = select((p for p, _ in rows), norm, self.label, strict)
+        picked = sorted((p, o) for p, o in rows if p in chosen and is_c(p))
+        sizes = self.ensure_blobs(o for _, o in picked)
+        return [FileEntry(p, o, sizes[o]) for p, o in picked]
+
+    def read(self, entries: Iterable[FileEntry]) -> Iterator[tuple[FileEntry, bytes]]:
+        entries = list(entries)
+        if not entries:
+            return
+        self.ensure_blobs(e.blob for e in entries)
+        stream = self._catfile().stream([e.blob for e in entries])
+        try:
+            for entry, (name, kind, data) in zip(entries, stream):
+                if data is None or kind != "blob":
+                    raise FlowscanError(f"blob {name} of {entry.path} is missing from {self.label}")
+                yield entry, data
+        finally:
+            stream.close()
+
+    def read_one(self, path: str) -> bytes:
+        rel = norm_scope(path)
+        if not rel or "\n" in rel:
+            raise FlowscanError(f"no file '{show(path)}' in {self.label}")
+        for _name, kind, data in self._catfile().stream([f"{self.commit}:{rel}"]):
+            if data is None or kind != "blob":
+                raise FlowscanError(f"no file '{show(path)}' in {self.label}")
+            return data
+        raise FlowscanError(f"no file '{show(path)}' in {self.label}")
+
+    def close(self) -> None:
+        if self._cat is not None:
+            self._cat.close()
+            self._cat = None
+
+
+# ------------------------------------------------------------------------------------------ the cache clones
