@@ -39,6 +39,16 @@ SCHEMA = {
         "dispatch": {"type": "array", "items": {
             "type": "object", "additionalProperties": False, "required": ["api", "chain_arg"],
             "properties": {"api": {"type": "string"}, "chain_arg": _ARG}}},
+        "ops_call": {"type": "array", "items": {
+            "type": "object", "additionalProperties": False, "required": ["macro", "owner"],
+            "properties": {"macro": {"type": "string"}, "owner": {"type": "string"},
+                           "prefix": {"type": "string"}}}},
+        "region_ops": {"type": "array", "items": {
+            "type": "object", "additionalProperties": False, "required": ["api", "region_arg", "ops_arg"],
+            "properties": {"api": {"type": "string"}, "region_arg": _ARG, "ops_arg": _ARG}}},
+        "region_map": {"type": "array", "items": {
+            "type": "object", "additionalProperties": False, "required": ["api", "region_arg", "address_arg"],
+            "properties": {"api": {"type": "string"}, "region_arg": _ARG, "address_arg": _ARG}}},
     },
 }
 
@@ -69,12 +79,36 @@ class NotifierApi:
     chain_map: tuple[tuple[str, str], ...] = ()
 
 
+@dataclass(frozen=True)
+class OpsCall:
+    """`macro(prefix + member)(args)` calls the `member` of an ops struct of type `owner`
+    (`static_call(kvm_x86_handle_exit)(vcpu)`, `kvm_x86_call(handle_exit)(vcpu)`)."""
+
+    macro: str
+    owner: str
+    prefix: str = ""
+
+
+@dataclass(frozen=True)
+class RegionApi:
+    """An API that binds an ops table to a region (`ops_arg`) or maps a region at an address
+    (`address_arg`): which handler serves an I/O port or MMIO address is decided by these calls."""
+
+    api: str
+    region_arg: int
+    ops_arg: int = -1
+    address_arg: int = -1
+
+
 @dataclass
 class Registry:
     fields: dict[str, FieldApi] = field(default_factory=dict)
     notifiers: dict[str, NotifierApi] = field(default_factory=dict)
     dispatch: dict[str, int] = field(default_factory=dict)  # api -> chain argument
     spawn: dict[str, int] = field(default_factory=dict)  # api -> callback argument (threads, work)
+    ops_calls: dict[str, tuple[OpsCall, ...]] = field(default_factory=dict)  # macro -> its rows
+    region_ops: dict[str, RegionApi] = field(default_factory=dict)
+    region_maps: dict[str, RegionApi] = field(default_factory=dict)
 
     def api_names(self) -> list[str]:
         return sorted({*self.fields, *self.notifiers, *self.spawn})
@@ -131,3 +165,11 @@ def _merge(reg: Registry, path: Path) -> None:
         reg.dispatch[row["api"]] = row["chain_arg"]
     for row in data.get("spawn", ()):
         reg.spawn[row["api"]] = row["callback_arg"]
+    for row in data.get("ops_call", ()):
+        rows = [r for r in reg.ops_calls.get(row["macro"], ()) if r.prefix != row.get("prefix", "")]
+        rows.append(OpsCall(row["macro"], row["owner"], row.get("prefix", "")))
+        reg.ops_calls[row["macro"]] = tuple(sorted(rows, key=lambda r: -len(r.prefix)))  # longest first
+    for row in data.get("region_ops", ()):
+        reg.region_ops[row["api"]] = RegionApi(row["api"], row["region_arg"], ops_arg=row["ops_arg"])
+    for row in data.get("region_map", ()):
+        reg.region_maps[row["api"]] = RegionApi(row["api"], row["region_arg"], address_arg=row["address_arg"])

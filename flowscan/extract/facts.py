@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass, field, fields
 
 # Bump whenever extraction output changes: it is part of every cache key.
-EXTRACTOR_VERSION = "fx-8"
+EXTRACTOR_VERSION = "fx-9"
 
 
 @dataclass(slots=True)

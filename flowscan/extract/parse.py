@@ -75,6 +75,19 @@ def type_name(text: str) -> str:
     return words[-1] if words else _norm(text)
 
 
+def _declared_name(decl: Node | None) -> str:
+    """The variable a declarator declares: `handlers[]`, `*p`, and the function-pointer tables
+    `(*kvm_vmx_exit_handlers[])(struct kvm_vcpu *)` / `(*const svm_exit_handlers[])(...)`."""
+    while decl is not None and decl.type != "identifier":
+        if decl.type in ("array_declarator", "pointer_declarator", "function_declarator"):
+            decl = decl.child_by_field_name("declarator")
+        elif decl.type == "parenthesized_declarator":
+            decl = next((c for c in decl.named_children if c.type != "type_qualifier"), None)
+        else:
+            break
+    return _text(decl) if decl is not None else ""
+
+
 def field_path(node: Node) -> tuple[str, str]:
     """`rc->phases.hold` -> ("rc", "phases.hold"); the base is the innermost non-field expression."""
     parts = []
@@ -352,10 +365,7 @@ class _Collector:
                     elif not index:
                         index = _norm(_text(d).strip("[]"), 60)
             elif node.type == "init_declarator":
-                decl = node.child_by_field_name("declarator")
-                while decl is not None and decl.type in ("array_declarator", "pointer_declarator"):
-                    decl = decl.child_by_field_name("declarator")
-                var = _text(decl) if decl is not None else ""
+                var = _declared_name(node.child_by_field_name("declarator"))
                 dtype = node.parent.child_by_field_name("type") if node.parent is not None else None
                 return ".".join(reversed(fields)), index, var, type_name(_text(dtype)) if dtype else ""
             elif node.type not in ("initializer_list",):

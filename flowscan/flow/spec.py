@@ -55,6 +55,7 @@ SCHEMA = {
                         "flag": {"type": "string"},
                         "class_init": _NAMES, "phase": {"type": "string"}, "callback": _NAMES,
                         "api": _NAMES,
+                        "address": _NAMES,
                         "constant": {"type": "array", "minItems": 1, "items": {
                             "type": "object", "additionalProperties": False, "required": ["name"],
                             "properties": {"name": _NAMES, "produced_by": _NAMES, "consumed_by": _NAMES}}},
@@ -105,6 +106,7 @@ class Hop:
     callback: tuple[str, ...] = ()
     api: tuple[str, ...] = ()
     constants: tuple[Constant, ...] = ()
+    address: tuple[str, ...] = ()  # call hops through an ops table: the address (port) it must serve
     line: int = 0  # in the spec file
 
 
@@ -220,5 +222,5 @@ def load_flow(path: Path) -> FlowSpec:
                 callback=_names(h.get("callback")), api=_names(h.get("api")),
                 constants=tuple(Constant(_names(c["name"]), _names(c.get("produced_by")),
                                          _names(c.get("consumed_by"))) for c in h.get("constant", ())),
-                line=line))
+                address=_names(h.get("address")), line=line))
     return spec

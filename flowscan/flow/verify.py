@@ -6,7 +6,8 @@ import difflib
 import re
 from typing import Iterable
 
-from flowscan.graph.callgraph import Edge, Graph
+from flowscan.extract.facts import ConstantUse
+from flowscan.graph.callgraph import Edge, Graph, address_key
 from flowscan.flow.results import Evidence, FlowResult, HopResult, SourceInfo, StageInfo, Step
 from flowscan.flow.spec import FlowSpec, Hop
 
@@ -168,6 +169,8 @@ def _verify_call(hop: Hop, g: Graph) -> HopResult:
             edges = sorted(g.callees(d), key=lambda e: (e.line, e.callee, e.callee_path))
             callees.extend(e.callee for e in edges)
             hits = [e for e in edges if e.callee in hop.to and _matches_when(e, hop.when)]
+            if hits and hop.address:
+                return _verify_address(hop, g, hits, f)
             if hits:
                 # prefer an order-stable, defined target: first by line
                 hits.sort(key=lambda e: (e.line, 0 if e.callee_path else 1))
@@ -193,6 +196,46 @@ def _verify_call(hop: Hop, g: Graph) -> HopResult:
                  note=note)
 
 
+def _verify_address(hop: Hop, g: Graph, hits: list[Edge], from_name: str) -> HopResult:
+    """A call through an ops table's member (`mr->ops->write`) that reaches `to` only if `to`'s table is
+    the one mapped at the hop's address: the call site's fan-out narrowed by where regions are mapped."""
+    member = hits[0].via.rsplit(".", 1)[-1] if hits[0].via else hits[0].callee
+    handlers = g.region_handlers(member, hop.address)
+    served = {(h.function, h.function_path): h for h in handlers}
+    kept = [e for e in hits if (e.callee, e.callee_path) in served]
+    if not kept:
+        held = ", ".join(f"{h.function} ({h.ops})" for h in handlers) or "no ops table"
+        return _base(hop, "missing", matched_from=from_name, evidence=edge_evidence(hop.role, hits[0]),
+                     note=f"{'|'.join(hop.address)}: mapped to {held}, not {'|'.join(hop.to)}",
+                     candidates=[f"{h.function} (mapped at {h.address})" for h in handlers][:6])
+    res = _finish_call(hop, g, [kept[0]], from_name)
+    h = served[(kept[0].callee, kept[0].callee_path)]
+    res.evidence.extend([
+        Evidence(role=hop.role, path=h.map_path, line=h.map_line, function=h.map_function, what="region-map",
+                 text=f"{h.map_api}(..., {h.address}): the region of {h.ops}"),
+        Evidence(role=hop.role, path=h.ops_path, line=h.ops_line, what="region-ops",
+                 text=f"{h.ops_api}(..., &{h.ops}, ...)"),
+    ])
+    res.conditions.append(f"address {h.address}: {len(handlers)} of {kept[0].fanout} targets "
+                          f"({', '.join(x.function for x in handlers)})")
+    return res
+
+
+def _literal_uses(g: Graph, names: tuple[str, ...], functions: set[str]) -> list[ConstantUse]:
+    """Numbers passed to calls (`outb(0xfe, 0x64)`): the index keeps named constants only, so a literal
+    handoff constant (an I/O port) is looked up among the arguments of the functions' call sites."""
+    wanted = {address_key(n) for n in names if n[:1].isdigit()}
+    out: list[ConstantUse] = []
+    if not wanted:
+        return out
+    for f in sorted(functions):
+        for d in g.preferred(g.definitions(f)):
+            for c in g.calls_of(d):
+                out.extend(ConstantUse(name=a, kind="call-arg", target=c.callee, function=f, path=c.path,
+                                       line=c.line) for a in c.args if address_key(a) in wanted)
+    return out
+
+
 def _verify_handoff(hop: Hop, gp: Graph, gc: Graph) -> HopResult:
     evidence: list[Evidence] = []
     conditions: list[str] = []
@@ -202,8 +245,10 @@ def _verify_handoff(hop: Hop, gp: Graph, gc: Graph) -> HopResult:
         consumers = set(c.consumed_by or hop.to)
         prod = [u for n in c.names for u in gp.constant_uses(n)
                 if u.function in producers and u.kind in ("assign", "call-arg")]
+        prod += _literal_uses(gp, c.names, producers)
         cons = [u for n in c.names for u in gc.constant_uses(n)
                 if u.function in consumers and u.kind in ("case", "call-arg", "assign")]
+        cons += _literal_uses(gc, c.names, consumers)
         if not prod:
             missing.append(f"{'|'.join(c.names)} not produced by {'|'.join(sorted(producers))}")
         if not cons:

@@ -22,7 +22,8 @@ from flowscan.extract.apis import Registry, default_registry
 DIRECT = "direct"
 _WS = re.compile(r"\s+")
 INDIRECT_KINDS = ("field", "registration", "qom-parent", "table", "type", "variable", "argument", "notifier",
-                  "spawn")
+                  "spawn", "ops-call")
+_MACRO_CALL = re.compile(r"([A-Za-z_]\w*)\s*\(\s*([A-Za-z_]\w*)\s*\)$")
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,69 @@ def _suffix_match(a: str, b: str) -> bool:
     pa, pb = a.split("."), b.split(".")
     n = min(len(pa), len(pb))
     return pa[-n:] == pb[-n:]
+
+
+@dataclass(frozen=True)
+class RegionHandler:
+    """The function an ops table's member holds, for an ops table mapped at an address: the three
+    sites that decide it (where the region is mapped, where it gets its ops, where the ops are set)."""
+
+    function: str
+    function_path: str
+    ops: str  # the ops table variable (`i8042_cmd_ops`)
+    address: str  # as spelled at the map site (`0x64`, `ICH9_RST_CNT_IOPORT`)
+    map_api: str
+    map_path: str
+    map_line: int
+    map_function: str
+    ops_api: str
+    ops_path: str
+    ops_line: int
+    store_path: str
+    store_line: int
+
+
+def address_key(text: str) -> str:
+    """`0x64`, `0X64`, `100`, `0x64u` -> one spelling; names stay as written."""
+    t = text.strip().rstrip("uUlL") if text.strip()[:1].isdigit() else text.strip()
+    try:
+        return str(int(t, 0))
+    except ValueError:
+        return t
+
+
+def region_key(text: str) -> str:
+    """The region argument without its base variable (`&isa_s->io[1]`, `isa_s->io + 1` -> `io+1`, `io[1]`):
+    the binding and the mapping of one region are often in different functions of one file."""
+    t = _WS.sub("", text.lstrip("&"))
+    m = re.match(r"[A-Za-z_]\w*(?:->|\.)", t)
+    return t[m.end():] if m else t
+
+
+def split_params(params: str) -> list[str]:
+    """`(int a, void (*fn)(int, int), char *b)` -> its three parameters (commas inside parentheses kept)."""
+    text = params.strip()
+    if text.startswith("(") and text.endswith(")"):
+        text = text[1:-1]
+    out, depth, cur = [], 0, []
+    for ch in text:
+        if ch == "," and depth == 0:
+            out.append("".join(cur).strip())
+            cur = []
+            continue
+        depth += (ch == "(") - (ch == ")")
+        cur.append(ch)
+    out.append("".join(cur).strip())
+    return out
+
+
+def param_name(param: str) -> str:
+    """The name a parameter declares: `MemTxResult (*access_fn)(MemoryRegion *mr, ...)` -> access_fn."""
+    m = re.match(r"[^(]*\(\s*\*\s*(?:const\s+)?([A-Za-z_]\w*)", param)
+    if m:
+        return m.group(1)
+    words = re.findall(r"[A-Za-z_]\w*", param.split("[", 1)[0])
+    return words[-1] if words else ""
 
 
 class Graph:
@@ -192,7 +256,7 @@ class Graph:
             return self._resolve_field(call)
         if call.kind == "variable":
             return self._resolve_variable(call)
-        return []
+        return self._resolve_ops_call(call)
 
     def _stores_to_edges(self, call: CallSite, stores: Iterable[PointerStore], kind_of, via: str) -> list[Edge]:
         pairs = []
@@ -223,6 +287,65 @@ class Graph:
             candidates.append(s)
         return self._stores_to_edges(
             call, candidates, lambda s: "registration" if s.kind == "registration" else "field", call.callee)
+
+    def ops_member(self, callee: str) -> tuple[str, str] | None:
+        """`static_call(kvm_x86_handle_exit)` -> ("kvm_x86_ops", "handle_exit") by the [[ops_call]] rows."""
+        m = _MACRO_CALL.match(callee)
+        if m is None:
+            return None
+        for row in self.registry.ops_calls.get(m.group(1), ()):
+            if m.group(2).startswith(row.prefix) and len(m.group(2)) > len(row.prefix):
+                return row.owner, m.group(2)[len(row.prefix):]
+        return None
+
+    def _resolve_ops_call(self, call: CallSite) -> list[Edge]:
+        """A dispatch macro (`kvm_x86_call(handle_exit)(vcpu)`): the functions stored in that member of
+        the ops struct's initializers (`vmx_x86_ops`, `svm_x86_ops`), each an alternative."""
+        found = self.ops_member(call.callee) if call.kind == "other" else None
+        if found is None:
+            return []
+        owner, member = found
+        stores = [s for s in self.ix.stores_where("last", member)
+                  if s.field and _last(s.field) == member and self.owner_type(s.var_type, s.field) == owner]
+        return self._stores_to_edges(call, stores, lambda s: "ops-call", f"{owner}.{member}")
+
+    def ops_call_sites(self, store: PointerStore) -> list[CallSite]:
+        """Dispatch-macro call sites that can reach the function of `store` (for callers())."""
+        out: list[CallSite] = []
+        member = _last(store.field)
+        for macro, rows in sorted(self.registry.ops_calls.items()):
+            for row in rows:
+                if self.owner_type(store.var_type, store.field) == row.owner:
+                    self.ix.ask("name", macro)
+                    out.extend(self.ix.calls_to(f"{macro}({row.prefix}{member})", "other", ask=False))
+        return out
+
+    def region_handlers(self, member: str, addresses: Sequence[str]) -> list[RegionHandler]:
+        """The functions in `member` of the ops tables whose region is mapped at one of `addresses`, by
+        the [[region_ops]]/[[region_map]] APIs (`memory_region_init_io` + `isa_register_ioport`)."""
+        wanted = {address_key(a) for a in addresses}
+        out: dict[tuple[str, str], RegionHandler] = {}
+        for map_api, mapper in sorted(self.registry.region_maps.items()):
+            for site in self.ix.calls_to(map_api, DIRECT):
+                if max(mapper.region_arg, mapper.address_arg) >= len(site.args) \
+                        or address_key(site.args[mapper.address_arg]) not in wanted:
+                    continue
+                region = region_key(site.args[mapper.region_arg])
+                for ops_api, binder in sorted(self.registry.region_ops.items()):
+                    for init in self.ix.calls_to(ops_api, DIRECT):
+                        if init.path != site.path or max(binder.region_arg, binder.ops_arg) >= len(init.args) \
+                                or region_key(init.args[binder.region_arg]) != region:
+                            continue
+                        ops = init.args[binder.ops_arg].lstrip("&").strip()
+                        stores = [s for s in self.ix.stores_where("variable", ops)
+                                  if s.field and _last(s.field) == member]
+                        stores = [s for s in stores if s.path == init.path] or stores
+                        for s in stores:
+                            for d in self.lookup(s.function, s.path):
+                                out.setdefault((d.name, d.path), RegionHandler(
+                                    d.name, d.path, ops, site.args[mapper.address_arg], map_api, site.path,
+                                    site.line, site.caller, ops_api, init.path, init.line, s.path, s.line))
+        return sorted(out.values(), key=lambda h: (h.function_path, h.function))
 
     def _defined(self, stores: list[PointerStore]) -> list[PointerStore]:
         """Stores of names some file defines (the whole index has no others; a partial one may, until
@@ -272,10 +395,8 @@ class Graph:
         fn = self.def_at(call.caller, call.path)
         if fn is None:
             return []
-        params = [p.strip() for p in fn.params.strip("()").split(",")]
-        index = next((i for i, p in enumerate(params)
-                      if p.replace("*", " ").replace("(", " ").replace(")", " ").split()[-1:] == [call.callee]),
-                     -1)
+        params = split_params(fn.params)
+        index = next((i for i, p in enumerate(params) if param_name(p) == call.callee), -1)
         if index < 0:
             return []
         pairs = []
@@ -345,6 +466,8 @@ class Graph:
             for s in self.ix.stores_where("function", name):
                 if s.field:  # by last member: also finds parent-phase calls (`parent_phases.hold`)
                     sites.extend(self.ix.field_calls(_last(s.field)))
+                    if self.registry.ops_calls and s.var_type:
+                        sites.extend(self.ops_call_sites(s))
                 elif s.variable:
                     sites.extend(self.ix.calls_to(s.variable, "variable"))
                 if s.var_type and s.var_type not in _PRIMITIVE:
