@@ -19,7 +19,7 @@ import pytest
 from flowscan.report import diagram as render
 from flowscan.report import documents as report
 from flowscan.report import html as html_report
-from flowscan.flow.results import SEVERITIES, DriftItem, DriftReport, Evidence, FlowResult, HopResult, SourceInfo, StageInfo, Step
+from flowscan.flow.results import SCHEMA_VERSION, SEVERITIES, DriftItem, DriftReport, Evidence, FlowResult, HopResult, SourceInfo, StageInfo, Step
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -266,7 +266,7 @@ def test_result_schema_rejects_bad_documents(result_schema, sample):
     good = sample.to_json()
     bad_status = json.loads(json.dumps(good))
     bad_status["hops"][0]["status"] = "ok"
-    bad_version = dict(good, schema_version=2)
+    bad_version = dict(good, schema_version=SCHEMA_VERSION + 1)
     unknown = dict(good, extra=1)
     no_steps = json.loads(json.dumps(good))
     no_steps["hops"][0]["steps"] = []

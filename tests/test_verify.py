@@ -74,9 +74,11 @@ def test_reach_hop_reports_the_path(new):
 def test_handoffs_and_flags(new):
     h = hop(new, "kvm-exit:SYSTEM_EVENT_RESET")
     assert h.status == "verified"
-    got = {(e.role, e.function, e.what, e.text.split(": ", 1)[1]) for e in h.evidence}
-    assert ("host", "kvm_prepare_system_event", "assign", "KVM_EXIT_SYSTEM_EVENT (assign run.exit_reason)") in got
-    assert ("vmm", "kvm_cpu_exec", "case", "case KVM_SYSTEM_EVENT_RESET") in got
+    got = {(e.role, e.function, e.what, e.constant, e.target, e.side) for e in h.evidence}
+    assert ("host", "kvm_prepare_system_event", "assign", "KVM_EXIT_SYSTEM_EVENT", "run.exit_reason",
+            "producer") in got
+    assert ("vmm", "kvm_cpu_exec", "case", "KVM_SYSTEM_EVENT_RESET", "run->system_event.type", "consumer") in got
+    assert h.constants == ["KVM_EXIT_SYSTEM_EVENT", "KVM_SYSTEM_EVENT_RESET"]
     h = hop(new, "flag:reset_requested")
     assert [(e.what, e.function) for e in h.evidence][0] == ("write", "qemu_system_reset_request")
     assert h.evidence[-1].what == "read" and h.evidence[-1].function == "qemu_reset_requested"

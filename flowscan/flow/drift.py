@@ -12,7 +12,8 @@ import json
 import re
 from typing import Iterable
 
-from flowscan.flow.results import SEVERITIES, DriftItem, DriftReport, Evidence, FlowResult, HopResult
+from flowscan.flow.results import (MISSING, SEVERITIES, VERIFIED, DriftItem, DriftReport, Evidence, FlowResult,
+                                   HopResult, step_evidence)
 
 SEVERITY_OF = {"broken": "broken", "renamed": "changed", "moved": "changed", "signature-changed": "changed",
                "registration-api-changed": "changed", "path-changed": "changed", "newly-verified": "info",
@@ -27,7 +28,7 @@ def _ev(h: HopResult) -> Evidence | None:
 def _to_ev(h: HopResult) -> Evidence | None:
     if h.to_path:
         return Evidence(role=h.to_role or h.role, path=h.to_path, line=h.to_line, function=h.matched_to,
-                        what="definition", text=f"{h.matched_to}{h.signature}")
+                        what="definition", signature=h.signature)
     return _ev(h)
 
 
@@ -95,7 +96,7 @@ def diff_results(old: FlowResult, new: FlowResult) -> DriftReport:
         o = old_hops.get(h.id)
         if o is None:
             continue
-        if o.status == "verified" and h.status == "missing":
+        if o.status == VERIFIED and h.status == MISSING:
             cand = next((c for c in h.candidates if "likely rename" in c), "")
             if cand and h.kind == "call":
                 newname = cand.split(" ", 1)[0]
@@ -107,10 +108,10 @@ def diff_results(old: FlowResult, new: FlowResult) -> DriftReport:
                 continue
             items.append(_item("broken", h, f"{h.frm} -> {h.to}", h.note, _ev(o), None))
             continue
-        if o.status != "verified" and h.status == "verified":
+        if o.status != VERIFIED and h.status == VERIFIED:
             items.append(_item("newly-verified", h, f"{h.frm} -> {h.to}", h.note, None, _ev(h)))
             continue
-        if o.status != "verified" or h.status != "verified":
+        if o.status != VERIFIED or h.status != VERIFIED:
             continue
         if h.kind == "registration":
             rename(h, o.matched_to, h.matched_to, _to_ev(o), _to_ev(h))
@@ -141,10 +142,7 @@ def diff_results(old: FlowResult, new: FlowResult) -> DriftReport:
                          min(len(o.steps), len(h.steps)) - 1)
                 so, sn = o.steps[max(i, 0)], h.steps[max(i, 0)]
                 items.append(_item("path-changed", h, f"{h.frm} -> {h.to}", f"was: {before}; now: {after}",
-                                   Evidence(role=h.role, path=so.path, line=so.line, function=so.caller,
-                                            what="call", text=f"{so.caller} -> {so.callee} [{so.kind}]"),
-                                   Evidence(role=h.role, path=sn.path, line=sn.line, function=sn.caller,
-                                            what="call", text=f"{sn.caller} -> {sn.callee} [{sn.kind}]")))
+                                   step_evidence(h.role, so), step_evidence(h.role, sn)))
         elif h.kind == "flag":
             note_path(o, h)
 
@@ -153,7 +151,8 @@ def diff_results(old: FlowResult, new: FlowResult) -> DriftReport:
                    next(h for h in new.hops if h.role == role or h.to_role == role))
         items.append(DriftItem(kind="moved", severity="changed", hop="", stage=hop.stage, role=role,
                                subject=f"{po} -> {pn}", detail="functions: " + ", ".join(sorted(fns)),
-                               old=Evidence(role=role, path=po, line=0), new=Evidence(role=role, path=pn, line=0)))
+                               old=Evidence(role=role, path=po, line=0, what="file"),
+                               new=Evidence(role=role, path=pn, line=0, what="file")))
     items.extend(_neighbourhood(old, new, renames))
     report.items = sorted(items, key=lambda i: (SEVERITIES.index(i.severity) * -1, i.stage, i.kind, i.subject))
     return report

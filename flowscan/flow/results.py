@@ -1,30 +1,62 @@
 """The results of verifying a flow, and drift items: plain dataclasses with a versioned JSON form.
 
-This is the contract between verify -> drift -> render/report, and the `--format json` output users keep
-(baselines). Bump SCHEMA_VERSION on any incompatible change; docs/result-schema.json describes it.
+This is the contract between verify -> drift -> report, and the `--format json` output users keep
+(baselines). Facts are fields, never prose: every output builds its text from them
+(flowscan.report.hops). Bump SCHEMA_VERSION on any incompatible change and teach flowscan.flow.upgrade to
+read the previous version; docs/result-schema.json describes the current one. A new field with a default
+is compatible: older files of the same version read with the default (fields use
+dataclasses.field(): a fact named `field` shadows the bare name in the class body).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+import typing
+import dataclasses
+from dataclasses import asdict, dataclass, fields, is_dataclass
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-STATUSES = ("verified", "missing", "unverifiable", "skipped-optional")
+VERIFIED = "verified"
+MISSING = "missing"
+UNVERIFIABLE = "unverifiable"
+SKIPPED = "skipped-optional"
+STATUSES = (VERIFIED, MISSING, UNVERIFIABLE, SKIPPED)
+PASSING = (VERIFIED, UNVERIFIABLE, SKIPPED)  # statuses that do not fail a flow
+NOT_FOUND = (MISSING, SKIPPED)  # statuses of a hop whose target was not found
 HOP_KINDS = ("call", "reach", "handoff", "flag", "registration", "unverifiable")
+
+# Evidence.what: the kind of fact one piece of evidence is.
+EVIDENCE_KINDS = ("call", "unresolved", "store", "argument", "registration", "assign", "call-arg", "case",
+                  "write", "read", "definition", "file", "region-map", "region-ops")
+PRODUCER, CONSUMER = "producer", "consumer"  # Evidence.side of a handoff's constant uses
 
 
 @dataclass
 class Evidence:
-    """One place in one tree that backs a hop: a call site, a store, a case label, a flag write."""
+    """One place in one tree that backs a hop: a call site, a store, a constant use, a flag access.
+
+    Which fields are set depends on `what` (see EVIDENCE_KINDS); the others keep their defaults.
+    """
 
     role: str  # guest | host | vmm
     path: str
     line: int
-    function: str = ""  # enclosing function
-    what: str = ""  # "call", "store", "case", "assign", "registration", "read", "write", "definition"
-    text: str = ""  # short human text: "kvm_psci_1_x_call -> kvm_psci_system_reset2 [direct]"
+    function: str = ""  # enclosing function (registrations: the class_init)
+    what: str = ""  # one of EVIDENCE_KINDS
+    callee: str = ""  # call / unresolved: the function called; store / argument / registration: the one stored
+    how: str = ""  # call: how it resolved (direct, field, registration, ...); unresolved: the call's kind
+    via: str = ""  # the field path, table, variable or chain an indirect call went through
+    fanout: int = 0  # call: how many targets its call site resolves to (0: not known)
+    constant: str = ""  # assign / call-arg / case: the constant; region-map: the address mapped
+    target: str = ""  # assign: the field written; call-arg: the function called; case: the switch expression;
+    #                   region-map / region-ops: the ops table
+    side: str = ""  # handoffs: PRODUCER or CONSUMER of the constant
+    api: str = ""  # registration: the registration API ("assignment" for a plain store); region-*: the call
+    field: str = ""  # registration: the field it fills ("phases.hold")
+    flag: str = ""  # write / read: the flag variable
+    signature: str = ""  # definition: the parameter list
+    macro: str = ""  # the macro the fact was written through, when any
 
 
 @dataclass
@@ -41,9 +73,14 @@ class Step:
     store_line: int = 0
     fanout: int = 1
     callee_path: str = ""
-    cases: list[str] = field(default_factory=list)
-    ifs: list[str] = field(default_factory=list)
-    conditions: list[str] = field(default_factory=list)
+    cases: list[str] = dataclasses.field(default_factory=list)
+    ifs: list[str] = dataclasses.field(default_factory=list)
+    conditions: list[str] = dataclasses.field(default_factory=list)
+
+
+def step_evidence(role: str, st: Step) -> Evidence:
+    """A call edge of a hop's path as evidence: where the call is, what it calls, how it resolved."""
+    return Evidence(role, st.path, st.line, st.caller, "call", callee=st.callee, how=st.kind, fanout=st.fanout)
 
 
 @dataclass
@@ -60,14 +97,17 @@ class HopResult:
     matched_from: str = ""  # which alternative matched
     matched_to: str = ""
     resolution: str = ""  # how the (last) call resolved: direct, field, registration, qom-parent, ...
-    steps: list[Step] = field(default_factory=list)
-    evidence: list[Evidence] = field(default_factory=list)
-    conditions: list[str] = field(default_factory=list)  # #if / case / if conditions putting it on the path
-    candidates: list[str] = field(default_factory=list)  # missing: nearest candidates
+    steps: list[Step] = dataclasses.field(default_factory=list)
+    evidence: list[Evidence] = dataclasses.field(default_factory=list)
+    conditions: list[str] = dataclasses.field(default_factory=list)  # #if / case / if conditions putting it on the path
+    candidates: list[str] = dataclasses.field(default_factory=list)  # missing: nearest candidates
     signature: str = ""  # params of the matched `to` definition (for signature drift)
     to_path: str = ""  # file of the matched `to` definition
     to_line: int = 0
     api: str = ""  # registrations: the API used
+    field: str = ""  # registrations: the field filled ("phases.hold"); not found: the spec's phase
+    constants: list[str] = dataclasses.field(default_factory=list)  # handoffs: the constants that carry it
+    flag: str = ""  # flags: the variable set and polled
     note: str = ""
 
 
@@ -92,12 +132,12 @@ class StageInfo:
 class FlowResult:
     flow: str
     title: str
-    sources: list[SourceInfo] = field(default_factory=list)
-    stages: list[StageInfo] = field(default_factory=list)
-    hops: list[HopResult] = field(default_factory=list)
+    sources: list[SourceInfo] = dataclasses.field(default_factory=list)
+    stages: list[StageInfo] = dataclasses.field(default_factory=list)
+    hops: list[HopResult] = dataclasses.field(default_factory=list)
     # The neighbourhood of the path, for drift: "callees" maps "role:function" to the sorted names it calls;
     # "registrations" maps a class_init on the path to its sorted "api field=function" registrations.
-    context: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    context: dict[str, dict[str, list[str]]] = dataclasses.field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
     tool: str = "flowscan"
 
@@ -111,7 +151,7 @@ class FlowResult:
     @property
     def ok(self) -> bool:
         """Every required hop is verified (unverifiable and optional hops don't fail a flow)."""
-        return all(h.status in ("verified", "unverifiable", "skipped-optional") for h in self.hops)
+        return all(h.status in PASSING for h in self.hops)
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -123,17 +163,8 @@ class FlowResult:
 
     @classmethod
     def from_json(cls, data: dict) -> "FlowResult":
-        hops = []
-        for h in data.get("hops", ()):
-            h = dict(h)
-            h["steps"] = [Step(**s) for s in h.get("steps", ())]
-            h["evidence"] = [Evidence(**e) for e in h.get("evidence", ())]
-            hops.append(HopResult(**h))
-        return cls(flow=data["flow"], title=data.get("title", ""),
-                   sources=[SourceInfo(**s) for s in data.get("sources", ())],
-                   stages=[StageInfo(**s) for s in data.get("stages", ())], hops=hops,
-                   context=data.get("context", {}),
-                   schema_version=data.get("schema_version", SCHEMA_VERSION), tool=data.get("tool", "flowscan"))
+        """From the current schema's JSON (flowscan.flow.upgrade converts older ones first)."""
+        return from_dict(cls, {k: v for k, v in data.items() if k != "summary"})
 
 
 DRIFT_CLASSES = ("renamed", "moved", "signature-changed", "registration-api-changed", "path-changed",
@@ -158,9 +189,9 @@ class DriftItem:
 @dataclass
 class DriftReport:
     flow: str
-    old_sources: list[SourceInfo] = field(default_factory=list)
-    new_sources: list[SourceInfo] = field(default_factory=list)
-    items: list[DriftItem] = field(default_factory=list)
+    old_sources: list[SourceInfo] = dataclasses.field(default_factory=list)
+    new_sources: list[SourceInfo] = dataclasses.field(default_factory=list)
+    items: list[DriftItem] = dataclasses.field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
 
     def to_json(self) -> dict:
@@ -171,12 +202,41 @@ class DriftReport:
 
     @classmethod
     def from_json(cls, data: dict) -> "DriftReport":
-        items = []
-        for it in data.get("items", ()):
-            it = dict(it)
-            it["old"] = Evidence(**it["old"]) if it.get("old") else None
-            it["new"] = Evidence(**it["new"]) if it.get("new") else None
-            items.append(DriftItem(**it))
-        return cls(flow=data["flow"], old_sources=[SourceInfo(**s) for s in data.get("old_sources", ())],
-                   new_sources=[SourceInfo(**s) for s in data.get("new_sources", ())], items=items,
-                   schema_version=data.get("schema_version", SCHEMA_VERSION))
+        return from_dict(cls, {k: v for k, v in data.items() if k not in ("old", "new")})
+
+
+def from_dict(cls, data: dict):
+    """A result dataclass from its JSON form, nested dataclasses included (by the field types).
+
+    Missing keys take the field's default; an unknown key is a TypeError (not a result of this version).
+    """
+    if not isinstance(data, dict):
+        raise TypeError(f"{cls.__name__}: expected an object, got {type(data).__name__}")
+    hints = _hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise TypeError(f"{cls.__name__}: unknown field {unknown[0]!r}")
+    return cls(**{k: _value(hints[k], v) for k, v in data.items()})
+
+
+_HINTS: dict[type, dict] = {}
+
+
+def _hints(cls) -> dict:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def _value(hint, value):
+    if value is None:
+        return None
+    if is_dataclass(hint):
+        return from_dict(hint, value)
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) is list and args and is_dataclass(args[0]):
+        return [from_dict(args[0], v) for v in value]
+    if len(args) == 1 and is_dataclass(args[0]):  # X | None
+        return from_dict(args[0], value)
+    return value

@@ -1,4 +1,5 @@
-"""Read saved results: a trace result, a baseline, or a diff (which carries both results)."""
+"""Read saved results: a trace result, a baseline, or a diff (which carries both results), of this schema
+version or the previous one (flowscan.flow.upgrade)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import json
 from pathlib import Path
 
 from flowscan.errors import FlowscanError
-from flowscan.flow.results import SCHEMA_VERSION, DriftReport, FlowResult
+from flowscan.flow.results import DriftReport, FlowResult
+from flowscan.flow.upgrade import upgrade
 
 
 def load_result_file(path: Path) -> tuple[FlowResult, DriftReport | None, FlowResult | None]:
@@ -19,14 +21,14 @@ def load_result_file(path: Path) -> tuple[FlowResult, DriftReport | None, FlowRe
         raise FlowscanError(f"{path}: not a flowscan result (invalid JSON: {exc})") from None
     if not isinstance(data, dict) or data.get("schema_version") is None:
         raise FlowscanError(f"{path}: not a flowscan result (no schema_version)")
-    if data["schema_version"] != SCHEMA_VERSION:
-        raise FlowscanError(f"{path}: result schema version {data['schema_version']} is not supported "
-                            f"(this flowscan reads version {SCHEMA_VERSION})")
     try:
+        data = upgrade(data)
         if "items" in data and "new" in data:
             return FlowResult.from_json(data["new"]), DriftReport.from_json(data), FlowResult.from_json(data["old"])
         if "hops" in data:
             return FlowResult.from_json(data), None, None
-    except (KeyError, TypeError) as exc:
+    except FlowscanError as exc:  # a version this flowscan cannot read
+        raise FlowscanError(f"{path}: {exc}") from None
+    except (KeyError, TypeError, AttributeError) as exc:
         raise FlowscanError(f"{path}: malformed flowscan result ({exc})") from None
     raise FlowscanError(f"{path}: not a flowscan result (neither a trace nor a diff)")

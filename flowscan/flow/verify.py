@@ -8,7 +8,8 @@ from typing import Iterable
 
 from flowscan.extract.facts import ConstantUse
 from flowscan.graph.callgraph import Edge, Graph, address_key
-from flowscan.flow.results import Evidence, FlowResult, HopResult, SourceInfo, StageInfo, Step
+from flowscan.flow.results import (CONSUMER, MISSING, PRODUCER, SKIPPED, UNVERIFIABLE, VERIFIED, Evidence,
+                                   FlowResult, HopResult, SourceInfo, StageInfo, Step)
 from flowscan.flow.spec import FlowSpec, Hop
 
 
@@ -17,8 +18,8 @@ def verify(spec: FlowSpec, graphs: dict[str, Graph], sources: Iterable[SourceInf
                         stages=[StageInfo(s.id, s.title, s.role) for s in spec.stages])
     for hop in spec.hops:
         res = _verify_hop(hop, graphs)
-        if res.status == "missing" and hop.optional:
-            res.status = "skipped-optional"
+        if res.status == MISSING and hop.optional:
+            res.status = SKIPPED
         result.hops.append(res)
     result.context = neighbourhood(result, graphs)
     return result
@@ -37,7 +38,7 @@ def neighbourhood(result: FlowResult, graphs: dict[str, Graph]) -> dict[str, dic
     callees: dict[str, list[str]] = {}
     regs: dict[str, list[str]] = {}
     for h in result.hops:
-        if h.status != "verified":
+        if h.status != VERIFIED:
             continue
         g = graphs.get(h.role)
         if g is None:
@@ -72,7 +73,7 @@ def _verify_hop(hop: Hop, graphs: dict[str, Graph]) -> HopResult:
     role = hop.to_role if hop.kind == "handoff" else hop.role
     for r in {hop.role, role}:
         if r not in graphs:
-            return _base(hop, "unverifiable", note=f"no source configured for role '{r}'")
+            return _base(hop, UNVERIFIABLE, note=f"no source configured for role '{r}'")
     g = graphs[hop.role]
     if hop.kind in ("call", "reach"):
         return _verify_call(hop, g)
@@ -100,14 +101,18 @@ def edge_conditions(e: Edge) -> list[str]:
 
 
 def edge_evidence(role: str, e: Edge) -> list[Evidence]:
-    out = [Evidence(role=role, path=e.path, line=e.line, function=e.caller, what="call",
-                    text=f"{e.caller} -> {e.callee} [{e.kind}{': ' + e.via if e.via else ''}]")]
+    out = [call_evidence(role, e)]
     if e.store_path:
         what = {"argument": "argument", "notifier": "registration", "registration": "registration"}.get(
             e.kind, "store")
-        out.append(Evidence(role=role, path=e.store_path, line=e.store_line, what=what,
-                            text=f"{e.callee} stored for {e.via}" if e.via else e.callee))
+        out.append(Evidence(role=role, path=e.store_path, line=e.store_line, what=what, callee=e.callee,
+                            via=e.via))
     return out
+
+
+def call_evidence(role: str, e: Edge) -> Evidence:
+    return Evidence(role=role, path=e.path, line=e.line, function=e.caller, what="call", callee=e.callee,
+                    how=e.kind, via=e.via, fanout=e.fanout)
 
 
 def _matches_when(e: Edge, when: tuple[str, ...]) -> bool:
@@ -144,7 +149,7 @@ def _finish_call(hop: Hop, g: Graph, edges: list[Edge], from_name: str) -> HopRe
         for c in edge_conditions(e):
             if c not in conditions:
                 conditions.append(c)
-    return _base(hop, "verified", matched_from=from_name, matched_to=last.callee, resolution=last.kind,
+    return _base(hop, VERIFIED, matched_from=from_name, matched_to=last.callee, resolution=last.kind,
                  steps=[step_of(e) for e in edges], evidence=evidence, conditions=conditions,
                  signature=to_def.params if to_def else "", to_path=to_def.path if to_def else "",
                  to_line=to_def.line if to_def else 0)
@@ -155,7 +160,7 @@ def _verify_call(hop: Hop, g: Graph) -> HopResult:
     from_defs = [(f, d) for f in hop.frm for d in g.preferred(g.definitions(f))]
     if not from_defs:
         cands = [f"{c} (similar name)" for f in hop.frm for c in _similar(f, g.def_names(), 4)]
-        return _base(hop, "missing", candidates=cands[:6],
+        return _base(hop, MISSING, candidates=cands[:6],
                      note=f"{'|'.join(hop.frm)} is not defined in the scanned scope")
     callees: list[str] = []
     if hop.kind == "reach":
@@ -178,7 +183,7 @@ def _verify_call(hop: Hop, g: Graph) -> HopResult:
             near = [e for e in edges if e.callee in hop.to]
             if near and hop.when:
                 e = near[0]
-                return _base(hop, "missing", matched_from=f, evidence=edge_evidence(hop.role, e),
+                return _base(hop, MISSING, matched_from=f, evidence=edge_evidence(hop.role, e),
                              note=f"{e.callee} is called at {e.path}:{e.line} but not under "
                                   f"{', '.join(hop.when)} (cases: {', '.join(e.cases) or 'none'})")
     note = ""
@@ -192,7 +197,7 @@ def _verify_call(hop: Hop, g: Graph) -> HopResult:
             break
     if not note:
         note = f"{'|'.join(hop.to)} not called from {'|'.join(hop.frm)}"
-    return _base(hop, "missing", matched_from=from_defs[0][0], candidates=_candidates(g, hop, callees),
+    return _base(hop, MISSING, matched_from=from_defs[0][0], candidates=_candidates(g, hop, callees),
                  note=note)
 
 
@@ -205,16 +210,16 @@ def _verify_address(hop: Hop, g: Graph, hits: list[Edge], from_name: str) -> Hop
     kept = [e for e in hits if (e.callee, e.callee_path) in served]
     if not kept:
         held = ", ".join(f"{h.function} ({h.ops})" for h in handlers) or "no ops table"
-        return _base(hop, "missing", matched_from=from_name, evidence=edge_evidence(hop.role, hits[0]),
+        return _base(hop, MISSING, matched_from=from_name, evidence=edge_evidence(hop.role, hits[0]),
                      note=f"{'|'.join(hop.address)}: mapped to {held}, not {'|'.join(hop.to)}",
                      candidates=[f"{h.function} (mapped at {h.address})" for h in handlers][:6])
     res = _finish_call(hop, g, [kept[0]], from_name)
     h = served[(kept[0].callee, kept[0].callee_path)]
     res.evidence.extend([
         Evidence(role=hop.role, path=h.map_path, line=h.map_line, function=h.map_function, what="region-map",
-                 text=f"{h.map_api}(..., {h.address}): the region of {h.ops}"),
-        Evidence(role=hop.role, path=h.ops_path, line=h.ops_line, what="region-ops",
-                 text=f"{h.ops_api}(..., &{h.ops}, ...)"),
+                 api=h.map_api, constant=h.address, target=h.ops),
+        Evidence(role=hop.role, path=h.ops_path, line=h.ops_line, what="region-ops", api=h.ops_api,
+                 target=h.ops),
     ])
     res.conditions.append(f"address {h.address}: {len(handlers)} of {kept[0].fanout} targets "
                           f"({', '.join(x.function for x in handlers)})")
@@ -255,17 +260,20 @@ def _verify_handoff(hop: Hop, gp: Graph, gc: Graph) -> HopResult:
             missing.append(f"{'|'.join(c.names)} not consumed by {'|'.join(sorted(consumers))}")
         for u in sorted(prod, key=lambda u: (u.path, u.line))[:2]:
             evidence.append(Evidence(role=hop.role, path=u.path, line=u.line, function=u.function,
-                                     what=u.kind, text=f"{u.function}: {u.name} ({u.kind} {u.target})"))
+                                     what=u.kind, constant=u.name, target=u.target, side=PRODUCER))
         for u in sorted(cons, key=lambda u: (u.path, u.line))[:2]:
             evidence.append(Evidence(role=hop.to_role, path=u.path, line=u.line, function=u.function,
-                                     what=u.kind, text=f"{u.function}: {u.kind} {u.name}"))
+                                     what=u.kind, constant=u.name, target=u.target, side=CONSUMER))
             if u.kind == "case":
                 conditions.append(f"case {u.name}")
+    # the constants as the consumer spells them (the producer's spelling when nothing consumes them)
+    consumed = [e.constant for e in evidence if e.side == CONSUMER]
+    constants = list(dict.fromkeys(consumed or [e.constant for e in evidence if e.side == PRODUCER]))
     if missing:
-        return _base(hop, "missing", evidence=evidence, note="; ".join(missing),
+        return _base(hop, MISSING, evidence=evidence, note="; ".join(missing), constants=constants,
                      candidates=_constant_candidates(hop, gp, gc))
-    return _base(hop, "verified", evidence=evidence, conditions=conditions, resolution="constant",
-                 matched_from="|".join(hop.frm), matched_to="|".join(hop.to))
+    return _base(hop, VERIFIED, evidence=evidence, conditions=conditions, resolution="constant",
+                 matched_from="|".join(hop.frm), matched_to="|".join(hop.to), constants=constants)
 
 
 def _constant_candidates(hop: Hop, gp: Graph, gc: Graph) -> list[str]:
@@ -282,28 +290,28 @@ def _verify_flag(hop: Hop, g: Graph) -> HopResult:
     writes = [r for r in g.global_refs(hop.flag) if r.write and r.function in hop.frm]
     if not writes:
         cands = sorted({r.name for f in hop.frm for r in g.globals_in(f) if r.write})
-        return _base(hop, "missing", note=f"{'|'.join(hop.frm)} does not write '{hop.flag}'",
+        return _base(hop, MISSING, note=f"{'|'.join(hop.frm)} does not write '{hop.flag}'", flag=hop.flag,
                      candidates=[f"{c} (written there)" for c in cands][:6])
     reads = {r.function: r for r in g.global_refs(hop.flag) if not r.write}
     w = sorted(writes, key=lambda r: (r.path, r.line))[0]
     evidence = [Evidence(role=hop.role, path=w.path, line=w.line, function=w.function, what="write",
-                         text=f"{w.function} sets {hop.flag}")]
+                         flag=hop.flag)]
     for to in hop.to:
         if to in reads:
             r = reads[to]
             evidence.append(Evidence(role=hop.role, path=r.path, line=r.line, function=to, what="read",
-                                     text=f"{to} polls {hop.flag}"))
-            return _base(hop, "verified", evidence=evidence, resolution="flag", matched_from=w.function,
-                         matched_to=to)
+                                     flag=hop.flag))
+            return _base(hop, VERIFIED, evidence=evidence, resolution="flag", matched_from=w.function,
+                         matched_to=to, flag=hop.flag)
         for reader, r in sorted(reads.items()):
             path = g.path(to, reader, max_depth=hop.within or 2)
             if path:
                 evidence.extend(ev for e in path for ev in edge_evidence(hop.role, e))
                 evidence.append(Evidence(role=hop.role, path=r.path, line=r.line, function=reader,
-                                         what="read", text=f"{reader} polls {hop.flag}"))
-                return _base(hop, "verified", evidence=evidence, resolution="flag", matched_from=w.function,
-                             matched_to=to, steps=[step_of(e) for e in path])
-    return _base(hop, "missing", evidence=evidence,
+                                         what="read", flag=hop.flag))
+                return _base(hop, VERIFIED, evidence=evidence, resolution="flag", matched_from=w.function,
+                             matched_to=to, steps=[step_of(e) for e in path], flag=hop.flag)
+    return _base(hop, MISSING, evidence=evidence, flag=hop.flag,
                  note=f"'{hop.flag}' is not read by {'|'.join(hop.to)} within {hop.within or 2} calls",
                  candidates=[f"{f} reads it" for f in sorted(reads)][:6])
 
@@ -318,11 +326,11 @@ def _verify_registration(hop: Hop, g: Graph) -> HopResult:
         ci, s = sorted(found, key=lambda p: (p[1].kind != "registration", p[1].line))[0]
         api = s.variable if s.kind == "registration" else "assignment"
         if hop.api and api not in hop.api:
-            return _base(hop, "missing", note=f"{ci} registers {s.function} with {api}, not {'|'.join(hop.api)}",
-                         evidence=[_reg_evidence(hop, ci, s, api)], api=api)
+            return _base(hop, MISSING, note=f"{ci} registers {s.function} with {api}, not {'|'.join(hop.api)}",
+                         evidence=[_reg_evidence(hop, ci, s, api)], api=api, field=s.field)
         fn = g.lookup(s.function, s.path)
-        return _base(hop, "verified", evidence=[_reg_evidence(hop, ci, s, api)], resolution="registration",
-                     matched_from=ci, matched_to=s.function, api=api,
+        return _base(hop, VERIFIED, evidence=[_reg_evidence(hop, ci, s, api)], resolution="registration",
+                     matched_from=ci, matched_to=s.function, api=api, field=s.field,
                      signature=fn[0].params if fn else "", to_path=fn[0].path if fn else "",
                      to_line=fn[0].line if fn else 0, conditions=[f"#if {c}" for c in s.conditions])
     cands = []
@@ -335,12 +343,12 @@ def _verify_registration(hop: Hop, g: Graph) -> HopResult:
     defined = [ci for ci in hop.class_init if g.definitions(ci)]
     note = (f"{'|'.join(hop.class_init)} does not register {'|'.join(hop.callback)}" if defined
             else f"{'|'.join(hop.class_init)} is not defined in the scanned scope")
-    return _base(hop, "missing", note=note, candidates=sorted(set(cands))[:6])
+    return _base(hop, MISSING, note=note, candidates=sorted(set(cands))[:6], field=hop.phase)
 
 
 def _reg_evidence(hop: Hop, ci: str, s, api: str) -> Evidence:
     return Evidence(role=hop.role, path=s.path, line=s.line, function=ci, what="registration",
-                    text=f"{ci}: {api} {s.field} = {s.function}")
+                    callee=s.function, api=api, field=s.field)
 
 
 def _verify_unverifiable(hop: Hop, g: Graph) -> HopResult:
@@ -349,8 +357,8 @@ def _verify_unverifiable(hop: Hop, g: Graph) -> HopResult:
         for d in g.preferred(g.definitions(f)):
             for c in g.calls_of(d):
                 if any(c.callee == t or t.endswith("." + c.callee) or t.endswith(c.callee) for t in hop.to):
-                    evidence.append(Evidence(role=hop.role, path=c.path, line=c.line, function=f, what="call",
-                                             text=f"{f} -> {c.base + '.' if c.base else ''}{c.callee} "
-                                                  f"[{c.kind}: not resolvable statically]"))
+                    evidence.append(Evidence(role=hop.role, path=c.path, line=c.line, function=f,
+                                             what="unresolved", how=c.kind,
+                                             callee=f"{c.base + '.' if c.base else ''}{c.callee}"))
                     break
-    return _base(hop, "unverifiable", evidence=evidence[:2], note=hop.note or "cannot be checked statically")
+    return _base(hop, UNVERIFIABLE, evidence=evidence[:2], note=hop.note or "cannot be checked statically")

@@ -28,8 +28,8 @@ import graphviz
 
 from flowscan.errors import FlowscanError
 from flowscan.fileio import atomic_write_bytes
-from flowscan.report.hops import flag_name, handoff_constants, registration_field, target_role
-from flowscan.flow.results import DRIFT_CLASSES, SEVERITIES, DriftItem, DriftReport, FlowResult, HopResult, StageInfo
+from flowscan.report.hops import evidence_line, target_role
+from flowscan.flow.results import DRIFT_CLASSES, SEVERITIES, VERIFIED, DriftItem, DriftReport, FlowResult, HopResult, StageInfo
 
 __all__ = ["flow_graph", "drift_graph", "write", "dot_available", "svg_text", "node_id",
            "handoff_node_id", "hop_class", "source_url", "STATUS_COLOURS", "DRIFT_COLOURS", "INSTALL_HINT"]
@@ -261,7 +261,7 @@ class _Builder:
         return lines
 
     def _evidence_lines(self, hop: HopResult) -> list[str]:
-        return [f"{ev.role} {_loc(ev.path, ev.line)} [{ev.what}] {ev.text}".rstrip() for ev in hop.evidence]
+        return [evidence_line(ev) for ev in hop.evidence]
 
     # -- per hop ---------------------------------------------------------------------------------
     def add(self, hop: HopResult) -> None:
@@ -343,7 +343,7 @@ class _Builder:
         frm = self.node(hop.role, tail_name, hop.stage, 0.5, False, hop.id)
         to = self.node(target_role(hop), head_name, hop.stage, 0.5, False, hop.id)
         mid = self.node(hop.role, hop.id, hop.stage, 10, True, hop.id, kind="handoff")
-        mid.text = handoff_constants(hop) or [hop.to]
+        mid.text = list(hop.constants) or [hop.to]
         mid.note = f"{hop.role} → {target_role(hop)}"
         self._target(mid, hop)
         self._target(to, hop)
@@ -367,7 +367,7 @@ class _Builder:
         write = next((e for e in hop.evidence if e.what == "write"), None)
         if write:
             self._set_call(frm, write.path, write.line)
-        name = flag_name(hop)
+        name = hop.flag or "flag"
         tip = self._hop_head(hop) + [f"flag: {name}"] + self._evidence_lines(hop) + self._hop_tail(hop)
         label = [f"flag: {name}"] + (["missing"] if hop.status == "missing" else [])
         self.edge(frm, to, "flag", label, hop, tip, (hop.role, write.path, write.line) if write else ("", "", 0))
@@ -383,14 +383,13 @@ class _Builder:
             next((e for e in hop.evidence), None)
         if ev:
             self._set_call(ci, ev.path, ev.line)
-        api, fld = registration_field(hop)
-        label = [f"registers {fld.rsplit('.', 1)[-1]}" if fld else "registers"]
-        if api or hop.api:
-            label.append(api or hop.api)
-        if hop.status != "verified":
+        label = [f"registers {hop.field.rsplit('.', 1)[-1]}" if hop.field else "registers"]
+        if hop.api:
+            label.append(hop.api)
+        if hop.status != VERIFIED:
             label.append(hop.status)
-        tip = self._hop_head(hop) + ([f"api: {api or hop.api}"] if (api or hop.api) else []) + \
-            ([f"field: {fld}"] if fld else []) + self._evidence_lines(hop) + self._hop_tail(hop)
+        tip = self._hop_head(hop) + ([f"api: {hop.api}"] if hop.api else []) + \
+            ([f"field: {hop.field}"] if hop.field else []) + self._evidence_lines(hop) + self._hop_tail(hop)
         self.edge(ci, cb, "registration", label, hop, tip, (hop.role, ev.path, ev.line) if ev else ("", "", 0))
 
     # -- placement -----------------------------------------------------------------------------
@@ -535,7 +534,7 @@ def _node_tooltip(n: _Node, model: _Model, extra: list[str]) -> str:
     if n.kind == "handoff":
         hop = model.hops[n.target_of[0]]
         lines = [f"handoff {n.note}: {', '.join(n.text)}", f"hop {hop.id} [{hop.status}]"]
-        lines += [f"{ev.role} {_loc(ev.path, ev.line)} [{ev.what}] {ev.text}" for ev in hop.evidence]
+        lines += [evidence_line(ev) for ev in hop.evidence]
         if hop.note:
             lines.append("note: " + hop.note)
     else:

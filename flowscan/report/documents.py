@@ -14,7 +14,7 @@ from pathlib import Path
 
 from flowscan import __version__
 from flowscan.report.diagram import source_url
-from flowscan.report.hops import ev_loc, hop_how, hop_names, path_text, primary_evidence, sorted_items, stages
+from flowscan.report.hops import ev_loc, evidence_line, evidence_text, hop_how, hop_names, path_text, primary_evidence, sorted_items, stages
 from flowscan.flow.results import DRIFT_CLASSES, SEVERITIES, DriftItem, DriftReport, Evidence, FlowResult, HopResult, SourceInfo
 
 __all__ = ["trace_table", "trace_markdown", "drift_markdown", "drift_text", "junit_xml", "sarif",
@@ -197,7 +197,7 @@ def trace_markdown(result: FlowResult) -> str:
             if h.note:
                 out += [h.note, ""]
             if h.evidence:
-                out += ["Seen:", ""] + [f"- {_md_link(ev_loc(e), _link(src, e.role, e.path, e.line))} {e.text}"
+                out += ["Seen:", ""] + [f"- {_md_link(ev_loc(e), _link(src, e.role, e.path, e.line))} {evidence_text(e)}"
                                         for e in h.evidence] + [""]
             if h.candidates:
                 out += ["Nearest candidates:", ""] + [f"- {c}" for c in h.candidates] + [""]
@@ -319,7 +319,7 @@ def junit_xml(result: FlowResult, report: DriftReport | None = None) -> str:
             out = [f"{h.kind}: {frm} -> {to} [{h.status}]", f"how: {hop_how(h)}"]
             if ev:
                 out.append(f"where: {ev.role} {ev_loc(ev)}")
-            out += [f"evidence: {e.role} {ev_loc(e)} [{e.what}] {e.text}" for e in h.evidence]
+            out += [f"evidence: {evidence_line(e)}" for e in h.evidence]
             if h.conditions:
                 out.append("conditions: " + "; ".join(h.conditions))
             if h.note:
@@ -375,9 +375,9 @@ def _drift_detail(it: DriftItem) -> str:
     if it.detail:
         lines.append(f"  {it.detail}")
     if it.old:
-        lines.append(f"  old: {it.old.role} {ev_loc(it.old)} {it.old.text}".rstrip())
+        lines.append(f"  old: {it.old.role} {ev_loc(it.old)} {evidence_text(it.old)}".rstrip())
     if it.new:
-        lines.append(f"  new: {it.new.role} {ev_loc(it.new)} {it.new.text}".rstrip())
+        lines.append(f"  new: {it.new.role} {ev_loc(it.new)} {evidence_text(it.new)}".rstrip())
     return "\n".join(lines)
 
 
@@ -458,7 +458,7 @@ def sarif(report: DriftReport, new: FlowResult | None = None) -> dict:
             res["locations"] = [{"physicalLocation": _physical(where)}]
         if it.old is not None and it.old.path:
             res["relatedLocations"] = [{"id": 1, "physicalLocation": _physical(it.old, old=True),
-                                        "message": {"text": f"before: {it.old.text or ev_loc(it.old)}"}}]
+                                        "message": {"text": f"before: {evidence_text(it.old) or ev_loc(it.old)}"}}]
         key = "|".join((report.flow, it.hop, it.kind, it.subject))
         res["partialFingerprints"] = {"flowscanDrift/v1": hashlib.sha256(key.encode()).hexdigest()[:32]}
         res["properties"] = {"hop": it.hop, "stage": it.stage, "role": it.role, "severity": it.severity,

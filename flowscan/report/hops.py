@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import re
-
-from flowscan.flow.results import SEVERITIES, DriftItem, DriftReport, Evidence, FlowResult, HopResult, StageInfo
-
-_REG_TEXT = re.compile(r"^[^:]+: (\S+) (\S+) = (\S+)$")  # "ci: api field = fn"
-_CONSUMER_TEXT = re.compile(r"^[^:]+: (?:case|assign|call-arg) (.+)$")  # "fn: case NAME"
-_PRODUCER_TEXT = re.compile(r"^[^:]+: (.+) \((?:assign|call-arg|case)\b[^()]*\)$")  # "fn: NAME (kind target)"
-_FLAG_TEXT = re.compile(r" (?:sets|polls|clears|reads|writes) (\S+)$")
+from flowscan.flow.results import (CONSUMER, NOT_FOUND, PRODUCER, SEVERITIES, UNVERIFIABLE, DriftItem, DriftReport,
+                                   Evidence, FlowResult, HopResult, StageInfo, step_evidence)
 
 
 def loc(path: str, line: int) -> str:
@@ -36,13 +30,10 @@ def hop_names(hop: HopResult) -> tuple[str, str]:
 
 def primary_evidence(hop: HopResult) -> Evidence | None:
     """Where a hop is best seen: the call into the target, the consumer's case, the flag write, the registration."""
-    if hop.steps:
-        if hop.kind != "flag":
-            st = hop.steps[-1]
-            return Evidence(hop.role, st.path, st.line, st.caller, "call",
-                            f"{st.caller} -> {st.callee} [{st.kind}]")
+    if hop.steps and hop.kind != "flag":
+        return step_evidence(hop.role, hop.steps[-1])
     if hop.kind == "handoff":
-        cons = [e for e in hop.evidence if e.role == (hop.to_role or hop.role) and e.what == "case"]
+        cons = [e for e in hop.evidence if e.role == target_role(hop) and e.what == "case"]
         if cons:
             return cons[0]
     if hop.kind == "flag":
@@ -56,19 +47,49 @@ def primary_evidence(hop: HopResult) -> Evidence | None:
     return hop.evidence[0] if hop.evidence else None
 
 
+def evidence_text(ev: Evidence) -> str:
+    """One piece of evidence in a few words, from its fields."""
+    if ev.what == "call":
+        return f"{ev.function} -> {ev.callee} [{ev.how}{': ' + ev.via if ev.via else ''}]"
+    if ev.what == "unresolved":
+        return f"{ev.function} -> {ev.callee} [{ev.how}: not resolvable statically]"
+    if ev.what == "registration" and ev.api:
+        return f"{ev.function}: {ev.api} {ev.field} = {ev.callee}"
+    if ev.what in ("store", "argument", "registration"):
+        return f"{ev.callee} stored for {ev.via}" if ev.via else ev.callee
+    if ev.side == PRODUCER:
+        return f"{ev.function}: {ev.constant} ({ev.what} {ev.target})"
+    if ev.side == CONSUMER:
+        return f"{ev.function}: {ev.what} {ev.constant}"
+    if ev.what == "write":
+        return f"{ev.function} sets {ev.flag}"
+    if ev.what == "read":
+        return f"{ev.function} polls {ev.flag}"
+    if ev.what == "definition":
+        return f"{ev.function}{ev.signature}"
+    if ev.what == "region-map":
+        return f"{ev.api}(..., {ev.constant}): the region of {ev.target}"
+    if ev.what == "region-ops":
+        return f"{ev.api}(..., &{ev.target}, ...)"
+    return ""
+
+
+def evidence_line(ev: Evidence) -> str:
+    """`role path:line [what] text`: one piece of evidence on a line of its own (tooltips, JUnit)."""
+    return f"{ev.role} {ev_loc(ev)} [{ev.what}] {evidence_text(ev)}".rstrip()
+
+
 def hop_how(hop: HopResult) -> str:
     """How a hop was resolved, in a few words."""
     if hop.kind == "handoff":
-        consts = handoff_constants(hop)
-        return "handoff" + (f": {', '.join(consts)}" if consts else "")
+        return "handoff" + (f": {', '.join(hop.constants)}" if hop.constants else "")
     if hop.kind == "flag":
-        return f"flag: {flag_name(hop)}"
+        return f"flag: {hop.flag or 'flag'}"
     if hop.kind == "registration":
-        api, fld = registration_field(hop)
-        return "registration" + (f": {api or hop.api}" if (api or hop.api) else "") + (f" {fld}" if fld else "")
-    if hop.status in ("missing", "skipped-optional") and not hop.steps:
+        return "registration" + (f": {hop.api}" if hop.api else "") + (f" {hop.field}" if hop.field else "")
+    if hop.status in NOT_FOUND and not hop.steps:
         return "-"
-    if hop.status == "unverifiable":
+    if hop.status == UNVERIFIABLE:
         return "not checkable statically"
     if hop.kind == "reach" and hop.steps:
         last = hop.steps[-1]
@@ -89,44 +110,6 @@ def path_text(hop: HopResult) -> str:
 def sorted_items(report: DriftReport) -> list[DriftItem]:
     rank = {s: i for i, s in enumerate(SEVERITIES)}
     return sorted(report.items, key=lambda it: -rank.get(it.severity, 0))  # stable: input order within
-
-
-def handoff_constants(hop: HopResult) -> list[str]:
-    """The constants that carry a handoff, as the consumer spells them (producer spelling when unconsumed)."""
-    consumed: list[str] = []
-    produced: list[str] = []
-    for ev in hop.evidence:
-        m = _CONSUMER_TEXT.match(ev.text)
-        if m and ev.role == target_role(hop) and m.group(1) not in consumed:
-            consumed.append(m.group(1))
-            continue
-        m = _PRODUCER_TEXT.match(ev.text)
-        if m and m.group(1) not in produced:
-            produced.append(m.group(1))
-    for c in hop.conditions:
-        if c.startswith("case ") and c[5:] not in consumed:
-            consumed.append(c[5:])
-    return consumed or produced
-
-
-def flag_name(hop: HopResult) -> str:
-    for ev in hop.evidence:
-        m = _FLAG_TEXT.search(ev.text)
-        if m:
-            return m.group(1)
-    if ":" in hop.id:
-        return hop.id.split(":", 1)[1]
-    return hop.note or "flag"
-
-
-def registration_field(hop: HopResult) -> tuple[str, str]:
-    """(api, field) of a registration hop, from its evidence ('ci: api field = fn')."""
-    for ev in hop.evidence:
-        m = _REG_TEXT.match(ev.text)
-        if m:
-            return m.group(1), m.group(2)
-    phase = hop.id.rsplit(":", 1)[1] if ":" in hop.id else ""
-    return hop.api, phase
 
 
 def target_role(hop: HopResult) -> str:
