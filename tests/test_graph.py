@@ -63,7 +63,7 @@ def test_table_through_typedef(lnx):
 
 def test_variable_assigned_at_probe_time(lnx):
     targets = {(e.callee, e.kind, e.store_line) for d in lnx.definitions("psci_sys_reset")
-               for e in lnx.callees(d) if e.kind != "direct"}
+               for e in lnx.callees(d) if e.indirect}
     assert targets == {("__invoke_psci_fn_hvc", "variable", 57), ("__invoke_psci_fn_smc", "variable", 60)}
 
 

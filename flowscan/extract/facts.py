@@ -26,6 +26,7 @@ class FunctionDef:
     static: bool
     return_type: str = ""
     conditions: tuple[str, ...] = ()  # enclosing preprocessor conditions, outermost first
+    inline: str = ""  # "always" for __always_inline (the compiler sees through it), "inline", or ''
 
 
 @dataclass(slots=True)
@@ -111,12 +112,18 @@ class FieldDecl:
 
 @dataclass(slots=True)
 class MacroDef:
-    """An object-like #define whose value is a string literal (QOM type names)."""
+    """A #define: its body (continuation lines joined) and, for a function-like macro, its parameters.
+
+    Object-like macros are kept when their value names something (an identifier or a string literal:
+    QOM type names, aliases of functions); pure numbers are left out (register layouts are most of a
+    tree's #defines and never decide a call or a constant's name)."""
 
     name: str
     value: str
     path: str
     line: int
+    params: str = ""  # "(version, name)", "()", "(fmt, ...)"; '' for an object-like macro
+    conditions: tuple[str, ...] = ()  # enclosing preprocessor conditions, outermost first
 
 
 @dataclass(slots=True)

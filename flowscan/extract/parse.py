@@ -23,7 +23,7 @@ from flowscan.resources import query_text
 
 MAX_FILE_BYTES = 4 * 1024 * 1024
 QUERY_FILES = ("definitions", "declarations", "calls", "initializers", "assignments", "cases", "types",
-               "macros", "structs")
+               "structs")
 _UPPER = re.compile(r"[A-Z_][A-Z0-9_]*\Z")
 _NOT_STORED = frozenset({"NULL", "true", "false", "nullptr", "NOTIFY_DONE", "NOTIFY_OK"})
 _WS = re.compile(r"\s+")
@@ -240,7 +240,6 @@ class _Collector:
         self._assignments(by_kind["assignments"])
         self._cases(by_kind["cases"])
         self._types(by_kind["types"])
-        self._macros(by_kind["macros"])
         self._members(by_kind["structs"])
         self._globals()
         return self.facts
@@ -267,11 +266,13 @@ class _Collector:
             while decl is not None and decl.type == "pointer_declarator":
                 stars += 1
                 decl = decl.child_by_field_name("declarator")
+            specs = self.orig[node.start_byte:name_node.start_byte]
+            inline = "always" if _ALWAYS_INLINE.search(specs) else "inline" if _INLINE.search(specs) else ""
             self.facts.functions.append(FunctionDef(
                 name=name, path=self.path, line=line, end_line=node.end_point.row + 1,
                 params=_norm(_text(caps["params"][0]), 300), static=static,
                 return_type=(_norm(_text(rtype), 80) if rtype is not None else "") + "*" * stars,
-                conditions=self.conds.at(line)))
+                conditions=self.conds.at(line), inline=inline))
 
     def _declarations(self, matches) -> None:
         for caps in matches:
@@ -453,14 +454,6 @@ class _Collector:
                     class_init=vals.get("class_init", ""), instance_init=vals.get("instance_init", ""),
                     path=self.path, line=one.start_point.row + 1))
 
-    def _macros(self, matches) -> None:
-        for caps in matches:
-            value = _text(caps["value"][0]).strip()
-            name = caps["name"][0]
-            if value.startswith('"') and self.keep(name.start_byte):
-                self.facts.macros.append(MacroDef(name=_text(name), value=value, path=self.path,
-                                                  line=name.start_point.row + 1))
-
     def _members(self, matches) -> None:
         for caps in matches:
             fnode = caps["field"][0]
@@ -496,6 +489,41 @@ class _Collector:
                                                     path=self.path, line=last_line))
 
 
+_ALWAYS_INLINE = re.compile(rb"\b(?:__always_inline|QEMU_ALWAYS_INLINE|G_ALWAYS_INLINE)\b|always_inline")
+_INLINE = re.compile(rb"\b(?:inline|__inline__|__inline)\b")
+# A #define and its logical line (continuations joined): name, parameters when function-like, body.
+_DEFINE = re.compile(rb"^[ \t]*#[ \t]*define[ \t]+([A-Za-z_$][\w$]*)(\([^)\n]*\))?((?:[^\n\\]|\\.|\\\n)*)",
+                     re.M | re.S)
+_DEF_COMMENT = re.compile(r"/\*.*?\*/|//[^\n]*", re.S)
+_NUMBERS = re.compile(r"\b(?:0[xX][0-9a-fA-F]+|[0-9][\w.]*)")
+MAX_MACRO_BODY = 2000
+
+
+def scan_macros(data: bytes, path: str, conds: ConditionMap) -> list[MacroDef]:
+    """Every #define that can decide a call or a name: function-like ones, and object-like ones whose
+    value names something (see MacroDef)."""
+    if b"define" not in data:
+        return []
+    out = []
+    newlines, pos = 0, 0
+    for m in _DEFINE.finditer(data):
+        raw = m.group(3)
+        if len(raw) > MAX_MACRO_BODY:
+            continue
+        body = _DEF_COMMENT.sub(" ", raw.decode("utf-8", "replace").replace("\\\n", " "))
+        body = _WS.sub(" ", body).strip()
+        params = m.group(2)
+        if params is None and (not body or not re.search(r"[A-Za-z_\"]", _NUMBERS.sub("", body))):
+            continue
+        newlines += data.count(b"\n", pos, m.start())
+        pos = m.start()
+        line = newlines + 1
+        out.append(MacroDef(name=m.group(1).decode(), value=body, path=path, line=line,
+                            params=_WS.sub("", params.decode("utf-8", "replace")) if params else "",
+                            conditions=conds.at(line)))
+    return out
+
+
 _IDENT = re.compile(rb"(?<![\w.>])[A-Za-z_]\w{2,}\b")  # not a field after `.` or `->`
 _WRITE_AFTER = re.compile(rb"[ \t]*(?:[-+*/|&^]?=(?!=)|\+\+|--)")
 _INCDEC_BEFORE = re.compile(rb"(?:\+\+|--)[ \t]*\Z")
@@ -514,6 +542,7 @@ def extract_file(data: bytes, path: str) -> FileFacts:
     if not errors or b"#if" not in data:
         facts = _Collector(path, clean, root, conds, lambda b: True, data).run()
         facts.parse_errors = _count_errors(root)
+        facts.macros = scan_macros(data, path, conds)
         return facts
     # Broken top-level structure, usually #if around alternative headers or braces: re-parse with each
     # #if group flattened to its first branch and take that parse's facts inside the broken regions.
@@ -534,6 +563,7 @@ def extract_file(data: bytes, path: str) -> FileFacts:
         rows.sort(key=lambda r: (r.line, repr(r)))
         getattr(merged, name).extend(rows)
     merged.parse_errors = min(_count_errors(root), _count_errors(root2))
+    merged.macros = scan_macros(data, path, conds)
     return merged
 
 

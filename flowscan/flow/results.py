@@ -28,7 +28,7 @@ HOP_KINDS = ("call", "reach", "handoff", "flag", "registration", "unverifiable")
 
 # Evidence.what: the kind of fact one piece of evidence is.
 EVIDENCE_KINDS = ("call", "unresolved", "store", "argument", "registration", "assign", "call-arg", "case",
-                  "write", "read", "definition", "file", "region-map", "region-ops")
+                  "write", "read", "definition", "file", "region-map", "region-ops", "macro")
 PRODUCER, CONSUMER = "producer", "consumer"  # Evidence.side of a handoff's constant uses
 
 

@@ -102,7 +102,13 @@ def edge_conditions(e: Edge) -> list[str]:
 
 def edge_evidence(role: str, e: Edge) -> list[Evidence]:
     out = [call_evidence(role, e)]
-    if e.store_path:
+    if e.store_path and e.kind == "macro":  # the #define the call went through
+        out.append(Evidence(role=role, path=e.store_path, line=e.store_line, what="macro", callee=e.callee,
+                            macro=e.via.split(">", 1)[0], via=e.via))
+    elif e.store_path and e.kind == "inline":  # the call in the body of an __always_inline function
+        out.append(Evidence(role=role, path=e.store_path, line=e.store_line, what="call",
+                            function=e.via.rsplit(">", 1)[-1], callee=e.callee, how="direct"))
+    elif e.store_path:
         what = {"argument": "argument", "notifier": "registration", "registration": "registration"}.get(
             e.kind, "store")
         out.append(Evidence(role=role, path=e.store_path, line=e.store_line, what=what, callee=e.callee,
@@ -254,18 +260,35 @@ def _verify_handoff(hop: Hop, gp: Graph, gc: Graph) -> HopResult:
         cons = [u for n in c.names for u in gc.constant_uses(n)
                 if u.function in consumers and u.kind in ("case", "call-arg", "assign")]
         cons += _literal_uses(gc, c.names, consumers)
+        # Written through a macro (`PSCI_FN_NATIVE(0_2, CPU_ON)` -> PSCI_0_2_FN64_CPU_ON): the #define
+        # is evidence, and the #if branch that defines it a condition.
+        via_macro = [(prod, hop.role, x) for f in sorted(producers) for x in gp.expanded_constants(f)
+                     if x[1] in c.names and x[0].kind in ("assign", "call-arg")]
+        via_macro += [(cons, hop.to_role, x) for f in sorted(consumers) for x in gc.expanded_constants(f)
+                      if x[1] in c.names and x[0].kind in ("case", "call-arg", "assign")]
+        macro_evidence = []
+        through: dict[int, str] = {}  # id of a use written through a macro -> the macro
+        for side, role, (u, name, macro, conds) in via_macro:
+            side.append(u)
+            through[id(u)] = macro.name
+            macro_evidence.append(Evidence(role=role, path=macro.path, line=macro.line, function=u.function,
+                                           what="macro", constant=name, target=u.name, macro=macro.name))
+            conditions.extend(f"#if {x}" for x in conds if f"#if {x}" not in conditions)
         if not prod:
             missing.append(f"{'|'.join(c.names)} not produced by {'|'.join(sorted(producers))}")
         if not cons:
             missing.append(f"{'|'.join(c.names)} not consumed by {'|'.join(sorted(consumers))}")
         for u in sorted(prod, key=lambda u: (u.path, u.line))[:2]:
             evidence.append(Evidence(role=hop.role, path=u.path, line=u.line, function=u.function,
-                                     what=u.kind, constant=u.name, target=u.target, side=PRODUCER))
+                                     what=u.kind, constant=u.name, target=u.target, side=PRODUCER,
+                                     macro=through.get(id(u), "")))
         for u in sorted(cons, key=lambda u: (u.path, u.line))[:2]:
             evidence.append(Evidence(role=hop.to_role, path=u.path, line=u.line, function=u.function,
-                                     what=u.kind, constant=u.name, target=u.target, side=CONSUMER))
+                                     what=u.kind, constant=u.name, target=u.target, side=CONSUMER,
+                                     macro=through.get(id(u), "")))
             if u.kind == "case":
                 conditions.append(f"case {u.name}")
+        evidence.extend(macro_evidence)
     # the constants as the consumer spells them (the producer's spelling when nothing consumes them)
     consumed = [e.constant for e in evidence if e.side == CONSUMER]
     constants = list(dict.fromkeys(consumed or [e.constant for e in evidence if e.side == PRODUCER]))

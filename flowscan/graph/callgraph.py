@@ -13,13 +13,18 @@ from typing import Iterable, Sequence
 
 import re
 
-from flowscan.extract.facts import CallSite, ConstantUse, FileFacts, FunctionDef, GlobalRef, PointerStore
+from flowscan.extract.facts import CallSite, ConstantUse, FileFacts, FunctionDef, GlobalRef, MacroDef, PointerStore
 from flowscan.graph.qom import QomIndex, TypeNode
 from flowscan.index.store import Index, build_in_memory
 from flowscan.extract.registrations import Registration, chain_name
 from flowscan.extract.apis import Registry, default_registry
+from flowscan.graph.expansion import Macros, Truth
 
 DIRECT = "direct"
+MACRO = "macro"  # through a #define: the edge's store is the #define's file:line
+INLINE = "inline"  # called in the body of an __always_inline callee, which the compiler sees through
+COMPILED = (DIRECT, MACRO, INLINE)  # what a compiler emits as a direct call ("--direct-only")
+MAX_INLINE_DEPTH = 8
 _WS = re.compile(r"\s+")
 INDIRECT_KINDS = ("field", "registration", "qom-parent", "table", "type", "variable", "argument", "notifier",
                   "spawn", "ops-call")
@@ -46,7 +51,7 @@ class Edge:
 
     @property
     def indirect(self) -> bool:
-        return self.kind != DIRECT
+        return self.kind not in COMPILED
 
     def to_json(self) -> dict:
         out = {"caller": self.caller, "caller_path": self.caller_path, "callee": self.callee,
@@ -150,10 +155,11 @@ class Graph:
     """The call graph of one tree and scope, read from its index (see flowscan.index)."""
 
     def __init__(self, facts: Sequence[FileFacts] | Index, registry: Registry | None = None,
-                 prefer: Sequence[str] = ()):
+                 prefer: Sequence[str] = (), truth: Truth | None = None):
         self.registry = registry or default_registry()
         self.prefer = tuple(p.rstrip("/") + "/" for p in prefer)
         self.ix = facts if isinstance(facts, Index) else build_in_memory(facts, self.registry)
+        self.macros = Macros(self.ix, self.prefer, truth)
         self._memo: dict[int, list[Edge]] = {}
         self._qom: QomIndex | None = None
 
@@ -210,12 +216,36 @@ class Graph:
     def calls_of(self, fn: FunctionDef) -> list[CallSite]:
         return self.ix.calls_in(fn.name, fn.path, fn.line, fn.end_line)
 
-    def callees(self, fn: FunctionDef, direct_only: bool = False) -> list[Edge]:
+    def callees(self, fn: FunctionDef, direct_only: bool = False, inline: bool = False) -> list[Edge]:
+        """What `fn` calls. `direct_only`: what the compiler emits as direct calls (through macros
+        too). `inline`: also, as `inline` edges, what the bodies of its __always_inline callees call."""
         out: list[Edge] = []
         for call in self.calls_of(fn):
             for e in self.resolve(call):
-                if not direct_only or e.kind == DIRECT:
+                if not direct_only or e.kind in COMPILED:
                     out.append(e)
+        if inline:
+            out.extend(self._through_inline(fn, out))
+        return out
+
+    def _through_inline(self, fn: FunctionDef, edges: list[Edge]) -> list[Edge]:
+        out: list[Edge] = []
+        seen = {(fn.name, fn.path)}
+        todo = [(e, e, 0) for e in edges if e.kind in COMPILED]
+        while todo:
+            outer, e, depth = todo.pop(0)
+            d = self.def_at(e.callee, e.callee_path) if e.callee_path else None
+            if d is None or d.inline != "always" or (d.name, d.path) in seen or depth >= MAX_INLINE_DEPTH:
+                continue
+            seen.add((d.name, d.path))
+            chain = f"{outer.via}>{d.name}" if outer.kind == INLINE else d.name
+            for inner in self.callees(d, direct_only=True):
+                via = replace(outer, callee=inner.callee, callee_path=inner.callee_path, kind=INLINE, via=chain,
+                              store_path=inner.path, store_line=inner.line, fanout=1,
+                              conditions=outer.conditions + tuple(c for c in inner.conditions
+                                                                  if c not in outer.conditions))
+                out.append(via)
+                todo.append((via, inner, depth + 1))
         return out
 
     def resolve(self, call: CallSite) -> list[Edge]:
@@ -234,9 +264,38 @@ class Graph:
                     store_line=store.line if store is not None else 0, fanout=fanout, cases=call.cases,
                     ifs=call.ifs, conditions=call.conditions, args=call.args)
 
+    def _through_macro(self, call: CallSite, has_function: bool) -> list[Edge]:
+        """`arm_smccc_hvc(...)` -> `__arm_smccc_hvc` [macro]: the functions the macro's expansion calls,
+        per #if alternative of the #defines; the macro itself (callee with no path) only where no
+        function stands behind it."""
+        alts = self.macros.call(call.callee, call.args, call.path)
+        if not alts:
+            return []
+        pairs: dict[tuple[str, str], tuple] = {}
+        for alt in alts:
+            for name in alt.calls:
+                if name == call.callee and has_function:
+                    continue  # `#define f(x) f(x, 0)`: the function is already an edge of its own
+                for d in self.lookup(name, call.path) or [None]:
+                    pairs.setdefault((name, d.path if d is not None else ""), (alt, d))
+        if not pairs:
+            if has_function:
+                return []
+            alt = alts[0]
+            conds = alt.conditions if len(alts) == 1 else ()
+            return [replace(self._edge(call, call.callee, "", MACRO, call.callee, alt.macro),
+                            conditions=call.conditions + conds)]
+        out = []
+        for (name, path), (alt, _d) in pairs.items():
+            e = self._edge(call, name, path, MACRO, ">".join(alt.chain), alt.macro, len(pairs))
+            extra = tuple(c for c in alt.conditions if c not in call.conditions)
+            out.append(replace(e, conditions=call.conditions + extra))
+        return out
+
     def _resolve(self, call: CallSite) -> list[Edge]:
         if call.kind == DIRECT:
             out = [self._edge(call, d.name, d.path, DIRECT) for d in self.lookup(call.callee, call.path)]
+            out += self._through_macro(call, bool(out))
             if not out:
                 out = [self._edge(call, call.callee, "", DIRECT)]
             spawn_arg = self.registry.spawn.get(call.callee)
@@ -491,7 +550,7 @@ class Graph:
                 continue
             seen.add(id(site))
             for e in self.resolve(site):
-                if e.callee == name and (not direct_only or e.kind == DIRECT):
+                if e.callee == name and (not direct_only or e.kind in COMPILED):
                     out.append(e)
         return sorted(set(out), key=lambda e: (e.path, e.line, e.caller, e.kind))
 
@@ -535,6 +594,18 @@ class Graph:
 
     def constants_in(self, function: str) -> list[ConstantUse]:
         return self.ix.constant_uses(function, column="function")
+
+    def expanded_constants(self, function: str) -> list[tuple[ConstantUse, str, MacroDef, tuple[str, ...]]]:
+        """Constants `function` writes through a macro (`PSCI_FN_NATIVE(0_2, CPU_ON)`), each with the
+        name it comes to on one #if alternative, the #define, and the conditions of that alternative."""
+        out = []
+        for u in self.constants_in(function):
+            if "(" not in u.name and not u.name.isidentifier():
+                continue
+            for name, ex in self.macros.constant(u.name, u.path):
+                if name != u.name:
+                    out.append((u, name, ex.macros[0], ex.conditions))
+        return out
 
     def global_refs(self, name: str) -> list[GlobalRef]:
         return self.ix.global_refs("name", name)

@@ -27,7 +27,7 @@ from flowscan.extract.facts import EXTRACTOR_VERSION, CallSite, ConstantUse, Fie
 from flowscan.extract.registrations import Registration, find_registrations, synthetic_stores
 from flowscan.extract.apis import Registry
 
-INDEX_VERSION = "ix-3"
+INDEX_VERSION = "ix-4"
 SEP = "\x1f"
 
 _TABLES = {"functions": FunctionDef, "calls": CallSite, "stores": PointerStore, "types": QomType,
@@ -74,6 +74,7 @@ CREATE INDEX stores_last ON stores(last);
 CREATE INDEX stores_variable ON stores(variable);
 CREATE INDEX stores_var_type ON stores(var_type);
 CREATE INDEX members_key ON members(struct, field);
+CREATE INDEX macros_name ON macros(name);
 CREATE INDEX globals_name ON globals(name);
 CREATE INDEX globals_function ON globals(function);
 CREATE TABLE file_calls(file INTEGER PRIMARY KEY, lo INT, hi INT);
@@ -390,7 +391,13 @@ class Index:
         return out
 
     def qom_rows(self) -> tuple[list[QomType], list[MacroDef]]:
-        return (self._decode("types", QomType, "1", ()), self._decode("macros", MacroDef, "1", ()))
+        return (self._decode("types", QomType, "1", ()),
+                self._decode("macros", MacroDef, "params = '' AND value LIKE '\"%'", ()))
+
+    def macros(self, name: str) -> list[MacroDef]:
+        """The #defines of `name` (one per #if branch, per file), in file order."""
+        self.ask("def", name)
+        return self._cached(("macro", name), lambda: self._decode("macros", MacroDef, "name = ?", (name,)))
 
     def constant_uses(self, key: str, column: str = "key") -> list[ConstantUse]:
         self.ask("name", key)

@@ -57,6 +57,10 @@ def evidence_text(ev: Evidence) -> str:
         return f"{ev.function}: {ev.api} {ev.field} = {ev.callee}"
     if ev.what in ("store", "argument", "registration"):
         return f"{ev.callee} stored for {ev.via}" if ev.via else ev.callee
+    if ev.what == "macro":
+        if ev.constant:
+            return f"#define {ev.macro}: {ev.target} -> {ev.constant}"
+        return f"#define {ev.macro}: -> {ev.callee}" + (f" [{ev.via}]" if ev.via and ev.via != ev.macro else "")
     if ev.side == PRODUCER:
         return f"{ev.function}: {ev.constant} ({ev.what} {ev.target})"
     if ev.side == CONSUMER:

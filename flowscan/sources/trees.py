@@ -38,6 +38,7 @@ def _line_test(words: Iterable[str], members: Iterable[str], defs: Iterable[str]
         alts.append(rb"(?:\.|->)\s*(?:" + _alternation(members) + rb")(?!\w)")
     if defs:
         alts.append(rb"^(?=[^\s#])(?![^\n]*;[ \t\r]*$)[^\n]*?(?<!\w)(?:" + _alternation(defs) + rb")(?!\w)")
+        alts.append(rb"^[ \t]*\#[ \t]*define[ \t]+(?:" + _alternation(defs) + rb")(?![\w$])")  # a macro
     pattern = re.compile(b"|".join(alts), re.MULTILINE) if alts else None
     return lambda line: pattern is not None and pattern.search(line) is not None
 
