@@ -130,7 +130,8 @@ def defs(ctx, name, src, repo, ref, scopes, prefer, whole, fmt):
 @click.argument("func")
 @tree_options
 @question_options
-@click.option("--direct-only", is_flag=True, help="Only direct calls (no resolved indirect calls).")
+@click.option("--direct-only", is_flag=True, help="Only what the compiler emits as direct calls: direct, through "
+              "macros, and from the bodies of __always_inline callees (no resolved indirect calls).")
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
 @click.pass_obj
 def callees(ctx, func, src, repo, ref, scopes, prefer, whole, direct_only, fmt):
@@ -140,7 +141,7 @@ def callees(ctx, func, src, repo, ref, scopes, prefer, whole, direct_only, fmt):
     def question(graph):
         out = []
         for d in graph.preferred(_known(graph, func)):
-            out.extend(graph.callees(d, direct_only))
+            out.extend(graph.callees(d, direct_only, inline=True))
         return answers.edges(out, fmt, "callee")
 
     click.echo(_ask(ctx, src, repo, ref, scopes, prefer, whole, [func], question), nl=False)

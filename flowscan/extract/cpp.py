@@ -218,6 +218,8 @@ class Expander:
             for i, a in enumerate(rest):
                 if i:
                     joined.append(Tok(",", "punct", arg=True))
+                    if a:
+                        a = [Tok(a[0].text, a[0].kind, a[0].hide, a[0].arg, True), *a[1:]]
                 joined.extend(a)
             actuals = fixed + [joined]
 
@@ -276,7 +278,7 @@ def expand(name: str, args: Sequence[str] | None, lookup: Callable[[str], Sequen
         for i, a in enumerate(args):
             if i:
                 toks.append(Tok(",", "punct"))
-            toks.extend(tokenize(a, arg=True))
+            toks.extend(tokenize(" " + a if i else a, arg=True))
         toks.append(Tok(")", "punct"))
     results: list[Expansion] = []
     seen: set[tuple] = set()

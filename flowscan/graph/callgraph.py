@@ -281,10 +281,13 @@ class Graph:
         if not pairs:
             if has_function:
                 return []
-            alt = alts[0]
-            conds = alt.conditions if len(alts) == 1 else ()
-            return [replace(self._edge(call, call.callee, "", MACRO, call.callee, alt.macro),
-                            conditions=call.conditions + conds)]
+            shown: dict[tuple[str, int], Edge] = {}  # one per #define (per #if branch), with its conditions
+            for alt in alts:
+                conds = tuple(c for c in alt.macro.conditions if c not in call.conditions)
+                shown.setdefault((alt.macro.path, alt.macro.line), replace(
+                    self._edge(call, call.callee, "", MACRO, call.callee, alt.macro, len(alts)),
+                    conditions=call.conditions + conds))
+            return list(shown.values())
         out = []
         for (name, path), (alt, _d) in pairs.items():
             e = self._edge(call, name, path, MACRO, ">".join(alt.chain), alt.macro, len(pairs))

@@ -25,7 +25,8 @@ def _how(e: Edge) -> str:
         return "direct"
     out = f"{e.kind}: {e.via}" if e.via else e.kind
     if e.store_path:
-        out += f" (stored at {e.store_path}:{e.store_line}"
+        at = {"macro": "#define at", "inline": "called at"}.get(e.kind, "stored at")
+        out += f" ({at} {e.store_path}:{e.store_line}"
         out += f", 1 of {e.fanout})" if e.fanout > 1 else ")"
     return out
 
