@@ -24,8 +24,32 @@ def _clean(raw: bytes) -> str:
     return WS.sub(" ", _COMMENT.sub(" ", text)).strip()
 
 
+# What a line's conditions show at most: real code nests a handful of levels, a hostile file 20,000. The
+# innermost MAX_DEPTH levels are kept and the outer ones summarised in one entry, and an #elif chain shows
+# its first MAX_TERMS earlier branches, so the map (and every fact's conditions) stays linear in the file.
+MAX_DEPTH = 32
+MAX_TERMS = 16
+
+
+def _shown(visible: list[str]) -> tuple[str, ...]:
+    if len(visible) <= MAX_DEPTH:
+        return tuple(visible)
+    return (f"... ({len(visible) - MAX_DEPTH} outer levels)", *visible[-MAX_DEPTH:])
+
+
+def _branch(earlier: list[str], new: str | None) -> str:
+    """The condition of an #else (new None) or #elif branch after the `earlier` branches."""
+    terms = [_negate(c) for c in earlier[:MAX_TERMS]]
+    if len(earlier) > MAX_TERMS:
+        terms.append(f"... {len(earlier) - MAX_TERMS} more branches not taken")
+    return " && ".join(terms if new is None else [*terms, new])
+
+
 class ConditionMap:
-    """`at(line)` -> the conditions in force at that 1-based line, outermost first."""
+    """`at(line)` -> the conditions in force at that 1-based line, outermost first.
+
+    One (line, conditions) entry per directive, each at most MAX_DEPTH + 1 long, kept incrementally
+    (never rebuilt from the whole stack): memory and time linear in the file however deep it nests."""
 
     __slots__ = ("_lines", "_stacks")
 
@@ -34,35 +58,43 @@ class ConditionMap:
         self._stacks: list[tuple[str, ...]] = [()]
         if b"#" not in data:
             return
-        # Each frame: [condition shown for the current branch, conditions of earlier branches, is_guard]
+        # Each frame: [earlier branches' conditions, is_guard]; `visible` holds the condition shown for
+        # the current branch of every frame that is not an include guard.
         frames: list[list] = []
-        matches = list(DIRECTIVE.finditer(data))
+        visible: list[str] = []
         pos, newlines = 0, 0  # newlines before `pos`, counted once (not from the start for each directive)
-        for i, m in enumerate(matches):
+        for m in DIRECTIVE.finditer(data):
             kind = m.group(1).decode()
             arg = _clean(m.group(2))
             if kind in ("if", "ifdef", "ifndef"):
-                cond = {"if": arg, "ifdef": arg, "ifndef": f"!{arg}"}[kind]
+                cond = f"!{arg}" if kind == "ifndef" else arg
                 guard = kind == "ifndef" and not frames and self._is_guard(data, m, arg)
-                frames.append([cond, [cond], guard])
+                frames.append([[cond], guard])
+                if not guard:
+                    visible.append(cond)
             elif not frames:
                 continue  # unbalanced: ignore rather than fail
             elif kind == "endif":
-                frames.pop()
+                if not frames.pop()[1]:
+                    visible.pop()
             elif kind == "else":
                 f = frames[-1]
-                f[0] = " && ".join(_negate(c) for c in f[1])
+                if not f[1]:
+                    visible[-1] = _branch(f[0], None)
             else:  # elif / elifdef / elifndef
                 f = frames[-1]
-                new = {"elif": arg, "elifdef": arg, "elifndef": f"!{arg}"}[kind]
-                f[0] = " && ".join([_negate(c) for c in f[1]] + [new])
-                f[1].append(new)
+                new = f"!{arg}" if kind == "elifndef" else arg
+                if not f[1]:
+                    visible[-1] = _branch(f[0], new)
+                f[0].append(new)
             newlines += data.count(b"\n", pos, m.end())
             pos = m.end()
             line = newlines + 2  # the directive's effect starts on the next line
-            stack = tuple(f[0] for f in frames if not f[2])
+            stack = _shown(visible)
             if line == self._lines[-1]:
                 self._stacks[-1] = stack
+            elif stack == self._stacks[-1]:
+                continue
             else:
                 self._lines.append(line)
                 self._stacks.append(stack)

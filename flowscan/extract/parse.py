@@ -18,7 +18,7 @@ from tree_sitter import Language, Node, Parser, Query, QueryCursor
 from flowscan.extract.facts import CallSite, ConstantUse, FieldDecl, FileFacts, FunctionDef, GlobalRef, MacroDef, PointerStore, QomType
 from flowscan.extract.conditionals import flatten_conditionals
 from flowscan.extract.prepass import prepass
-from flowscan.extract.conditionals import ConditionMap
+from flowscan.extract.conditionals import MAX_DEPTH, ConditionMap
 from flowscan.resources import query_text
 
 MAX_FILE_BYTES = 4 * 1024 * 1024
@@ -30,6 +30,9 @@ _WS = re.compile(r"\s+")
 _QUALIFIERS = re.compile(r"\b(?:const|volatile|struct|union|enum|static|extern|inline|unsigned|signed|"
                          r"__\w+)\b")
 _ARG_MAX = 96
+# A call's `if`/`case` context is looked for this many statements up at most (real code nests a dozen; a
+# hostile file 20,000 deep would make every call walk them all), and shown for the innermost MAX_DEPTH.
+MAX_CONTEXT_WALK = 256
 
 
 @cache
@@ -133,17 +136,60 @@ class _Scopes:
         return fidx >= 0 and name in self.locals[fidx]
 
 
-def _context(node: Node, stop: Node | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+class _Lineage:
+    """A node's ancestors without `Node.parent`: tree-sitter finds a parent by walking down from the root,
+    so asking for parents per fact is quadratic in the depth (a file nested 20,000 `#if` levels deep took
+    minutes). The ancestors of the last node asked are kept; the next node's are found by dropping those
+    that do not contain it and walking down from the deepest one that does, which costs the distance
+    between the two nodes: linear over a pass in document order."""
+
+    def __init__(self, root: Node):
+        self.root = root
+        self.chain: list[Node] = [root]  # the root, ..., the parent of the last node asked
+        self._siblings: dict[int, dict[int, int]] = {}
+
+    def of(self, node: Node) -> list[Node]:
+        """The ancestors of `node`, outermost (the root) first."""
+        chain = self.chain
+        s, e = node.start_byte, node.end_byte
+        while len(chain) > 1 and not (chain[-1].start_byte <= s and e <= chain[-1].end_byte
+                                      and chain[-1] != node):
+            chain.pop()
+        while True:
+            child = chain[-1].child_with_descendant(node)
+            if child is None:  # not below the kept chain after all (zero-width nodes): from the root
+                if len(chain) == 1:
+                    break
+                del chain[1:]
+                continue
+            if child == node:
+                break
+            chain.append(child)
+        return chain
+
+    def prev_named_siblings(self, node: Node, parent: Node) -> list[Node]:
+        """The named siblings before `node`, nearest first (`prev_named_sibling` also asks for the parent)."""
+        kids = parent.named_children
+        at = self._siblings.get(parent.id)
+        if at is None:
+            at = self._siblings[parent.id] = {k.id: i for i, k in enumerate(kids)}
+        i = at.get(node.id, 0)
+        return kids[i - 1::-1] if i else []
+
+
+def _context(node: Node, lineage: _Lineage, stop: Node | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Enclosing case labels and if conditions of `node`, outermost first."""
     cases: list[str] = []
     ifs: list[str] = []
     prev = node
-    cur = node.parent
-    while cur is not None and (stop is None or cur.start_byte >= stop.start_byte) and \
-            cur.type != "function_definition":
+    chain = lineage.of(node)
+    for i in range(len(chain) - 1, max(0, len(chain) - 1 - MAX_CONTEXT_WALK), -1):  # (the root is no statement)
+        cur = chain[i]
+        if (stop is not None and cur.start_byte < stop.start_byte) or cur.type == "function_definition":
+            break
         t = cur.type
         if t == "case_statement":
-            cases.append(_case_label(cur))
+            cases.append(_case_label(cur, chain[i - 1], lineage))
         elif t == "if_statement":
             cond = cur.child_by_field_name("condition")
             alt = cur.child_by_field_name("alternative")
@@ -156,19 +202,23 @@ def _context(node: Node, stop: Node | None) -> tuple[tuple[str, ...], tuple[str,
                         all(c not in text for c in " |&?") else f"!({text})"
                 ifs.append(text)
         prev = cur
-        cur = cur.parent
-    cases.reverse()
-    ifs.reverse()
-    return tuple(cases), tuple(ifs)
+    return _innermost(cases, "case"), _innermost(ifs, "if")
 
 
-def _case_label(case: Node) -> str:
+def _innermost(found: list[str], what: str) -> tuple[str, ...]:
+    """Conditions found innermost first -> outermost first, at most MAX_DEPTH of them (the innermost)."""
+    if len(found) <= MAX_DEPTH:
+        return tuple(reversed(found))
+    return (f"... ({len(found) - MAX_DEPTH} outer {what} levels)", *reversed(found[:MAX_DEPTH]))
+
+
+def _case_label(case: Node, parent: Node, lineage: _Lineage) -> str:
     """`case A: case B: stmt` -> "A|B" (fall-through labels are empty case statements before it)."""
     labels = [_case_value(case)]
-    sib = case.prev_named_sibling
-    while sib is not None and sib.type == "case_statement" and sib.named_child_count <= 1:
+    for sib in lineage.prev_named_siblings(case, parent):
+        if sib.type != "case_statement" or sib.named_child_count > 1:
+            break
         labels.append(_case_value(sib))
-        sib = sib.prev_named_sibling
     return "|".join(reversed(labels))
 
 
@@ -227,6 +277,7 @@ class _Collector:
         self.conds = conds
         self.keep = keep
         self.facts = FileFacts(path=path)
+        self.lineage = _Lineage(root)
 
     def run(self) -> FileFacts:
         query, owner = _query()
@@ -306,7 +357,7 @@ class _Collector:
             constants = tuple(a for a in args if a not in _NOT_STORED and _UPPER.match(a) or
                               (a[:1].isupper() and "(" in a and _UPPER.match(a.split("(", 1)[0])))
             line = call.start_point.row + 1
-            cases, ifs = _context(call, scopes.functions[fidx][3] if fidx >= 0 else None)
+            cases, ifs = _context(call, self.lineage, scopes.functions[fidx][3] if fidx >= 0 else None)
             self.facts.calls.append(CallSite(
                 caller=caller, callee=callee, kind=kind, path=self.path, line=line, args=args,
                 constants=constants, base=base, base_type=base_type, var_type=var_type, cases=cases,
@@ -357,8 +408,9 @@ class _Collector:
     def _designators(self, pair: Node) -> tuple[str, str, str, str]:
         fields: list[str] = []
         index = ""
-        node = pair
-        while node is not None:
+        chain = [*self.lineage.of(pair), pair]
+        for at in range(len(chain) - 1, 0, -1):
+            node = chain[at]
             if node.type == "initializer_pair":
                 for d in reversed(node.children_by_field_name("designator")):
                     if d.type == "field_designator":
@@ -367,11 +419,10 @@ class _Collector:
                         index = _norm(_text(d).strip("[]"), 60)
             elif node.type == "init_declarator":
                 var = _declared_name(node.child_by_field_name("declarator"))
-                dtype = node.parent.child_by_field_name("type") if node.parent is not None else None
+                dtype = chain[at - 1].child_by_field_name("type")
                 return ".".join(reversed(fields)), index, var, type_name(_text(dtype)) if dtype else ""
             elif node.type not in ("initializer_list",):
                 break
-            node = node.parent
         return ".".join(reversed(fields)), index, "", ""
 
     def _assignments(self, matches) -> None:
@@ -419,7 +470,8 @@ class _Collector:
             if not self.keep(case.start_byte):
                 continue
             value = _norm(_text(caps["value"][0]), 80)
-            switch = case.parent.parent if case.parent is not None else None
+            chain = self.lineage.of(case)
+            switch = chain[-2] if len(chain) > 1 else None
             target = ""
             if switch is not None and switch.type == "switch_statement":
                 cond = switch.child_by_field_name("condition")
