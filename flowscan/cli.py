@@ -25,11 +25,13 @@ DEFAULT_PREFER = ("arch/arm64", "target/arm")
 class Ctx:
     def __init__(self, config_path: str | None, cache_dir: str | None, jobs: int, quiet: bool):
         from flowscan.config import default_cache_dir, load_config
+        from flowscan.console import ClickProgress
 
         self.config = load_config(Path(config_path) if config_path else None)
         self.cache_dir = Path(cache_dir) if cache_dir else (self.config.cache_dir or default_cache_dir())
         self.jobs = jobs
-        self.progress = not quiet
+        self.progress = ClickProgress(quiet)
+        self.network_timeout = self.config.network_timeout
 
 
 def tree_options(fn):
@@ -62,7 +64,7 @@ def _graph(ctx: Ctx, src, repo, ref, scopes, prefer):
     from flowscan.workspace import load
 
     loaded = load(_source(src, repo, ref), scopes, cache_dir=ctx.cache_dir, jobs=ctx.jobs, progress=ctx.progress,
-                  prefer=prefer or DEFAULT_PREFER)
+                  prefer=prefer or DEFAULT_PREFER, network_timeout=ctx.network_timeout)
     return loaded.graph
 
 
@@ -71,7 +73,8 @@ def _ask(ctx: Ctx, src, repo, ref, scopes, prefer, whole, seeds, question):
     from flowscan.workspace import ask
 
     return ask(_source(src, repo, ref), scopes, question, seeds, cache_dir=ctx.cache_dir, jobs=ctx.jobs,
-               progress=ctx.progress, prefer=prefer or DEFAULT_PREFER, whole=whole)
+               progress=ctx.progress, prefer=prefer or DEFAULT_PREFER, whole=whole,
+               network_timeout=ctx.network_timeout)
 
 
 def question_options(fn):
@@ -173,7 +176,7 @@ def index_cmd(ctx, src, repo, ref, scopes, prefer):
     from flowscan.workspace import load
 
     loaded = load(_source(src, repo, ref), scopes, cache_dir=ctx.cache_dir, jobs=ctx.jobs, progress=ctx.progress,
-                  prefer=prefer or DEFAULT_PREFER)
+                  prefer=prefer or DEFAULT_PREFER, network_timeout=ctx.network_timeout)
     st = loaded.stats
     how = "already indexed" if st.indexed else f"{st.parsed} parsed, {st.reused} from the facts cache"
     click.echo(f"{loaded.tree.label}: {st.files} files ({how}, {st.skipped} skipped) in {st.seconds:.1f} s")
@@ -301,7 +304,7 @@ def fetch(ctx, **kw):
         if (src.repo, src.ref, src.src) in done:
             continue
         done.add((src.repo, src.ref, src.src))
-        tree = open_tree(src, ctx.cache_dir, progress=ctx.progress)
+        tree = open_tree(src, ctx.cache_dir, progress=ctx.progress, network_timeout=ctx.network_timeout)
         click.echo(f"{role}: {tree.label} {tree.commit[:12]}".rstrip())
         tree.close()
 
@@ -389,7 +392,7 @@ def _trace(ctx: Ctx, spec, sources):
     from flowscan.workspace import load_roles
 
     loaded = load_roles(spec, sources, cache_dir=ctx.cache_dir, jobs=ctx.jobs, progress=ctx.progress,
-                        url_templates=_url_templates(ctx))
+                        url_templates=_url_templates(ctx), network_timeout=ctx.network_timeout)
     graphs = {r: l.graph for r, l in loaded.items()}
     return verify(spec, graphs, [l.info for l in loaded.values()]), loaded
 

@@ -27,6 +27,7 @@ from flowscan.index.store import Index
 from flowscan.extract.registrations import chain_name
 from flowscan.extract.apis import Registry
 from flowscan.index.build import build_index
+from flowscan.progress import NULL, Progress
 from flowscan.sources.refs import FileEntry
 from flowscan.sources.trees import Tree
 
@@ -78,7 +79,7 @@ def fresh(wanted: dict[str, set[str]], searched: dict[str, set[str]]) -> dict[st
 
 def answer(tree: Tree, entries: Sequence[FileEntry], question: Callable[[Graph], T], seeds: Sequence[str], *,
            cache: FactsCache | None, registry: Registry, prefer: Sequence[str] = (), jobs: int = 0,
-           progress: bool = True, work_dir: Path | None = None) -> tuple[T, int, int]:
+           progress: Progress = NULL, work_dir: Path | None = None) -> tuple[T, int, int]:
     """Ask `question` on the fewest files that give the whole tree's answer; returns (answer, files
     used, rounds).
     Raises TooWide when that is not worth it."""

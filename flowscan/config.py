@@ -2,6 +2,8 @@
 
     flow = "arm64-reboot"
     cache_dir = ".flowscan-cache"          # optional
+    network_timeout = 60                   # optional: seconds a remote may stay silent
+                                           # ($FLOWSCAN_NETWORK_TIMEOUT overrides it)
     [sources.guest]
     repo = "https://..."                   # or a local path; or src = "a/plain/dir"
     ref = "v6.12.8"
@@ -28,7 +30,7 @@ DEFAULT_REPOS = {
     "vmm": "https://gitlab.com/qemu-project/qemu.git",
 }
 CONFIG_NAME = "flowscan.toml"
-_TOP_KEYS = ("flow", "cache_dir", "sources")
+_TOP_KEYS = ("flow", "cache_dir", "network_timeout", "sources")
 _SOURCE_KEYS = ("repo", "ref", "src", "scope", "url_template")
 
 
@@ -58,6 +60,7 @@ class Config:
     cache_dir: Path = field(default_factory=default_cache_dir)
     sources: dict[str, SourceConfig] = field(default_factory=dict)
     path: Path | None = None
+    network_timeout: float | None = None  # None: the default (flowscan.sources.git)
 
     def source(self, role: str) -> SourceConfig:
         """The configured source for a role (empty when the file has none)."""
@@ -112,6 +115,11 @@ def load_config(path: Path | None = None) -> Config:
         if not isinstance(data["cache_dir"], str) or not data["cache_dir"].strip():
             raise bad("cache_dir", "must be a non-empty string")
         cfg.cache_dir = Path(_resolve_path(data["cache_dir"], base))
+    if "network_timeout" in data:
+        value = data["network_timeout"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e6:
+            raise bad("network_timeout", "must be a number of seconds above 0")
+        cfg.network_timeout = float(value)
     sources = data.get("sources", {})
     if not isinstance(sources, dict):
         raise bad("sources", "must be a table ([sources.guest], [sources.host], [sources.vmm])")

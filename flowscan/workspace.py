@@ -13,8 +13,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
 
-import click
-
 from flowscan import cold as prefilter
 from flowscan.index.facts_cache import FactsCache
 from flowscan.errors import FlowscanError
@@ -25,6 +23,7 @@ from flowscan.extract.apis import default_registry
 from flowscan.resources import fixtures_dir
 from flowscan.flow.results import SourceInfo
 from flowscan.index.build import ScanStats, build_index
+from flowscan.progress import NULL, Progress
 from flowscan.sources.refs import FileEntry, Source
 from flowscan.sources.trees import Tree
 from flowscan.sources.clones import open_tree
@@ -98,11 +97,11 @@ def _no_files(tree: Tree, scopes: Sequence[str]) -> FlowscanError:
                                                                      if scopes else ""))
 
 
-def load(source: Source, scopes: Sequence[str] = (), *, cache_dir: Path, jobs: int = 0, progress: bool = True,
+def load(source: Source, scopes: Sequence[str] = (), *, cache_dir: Path, jobs: int = 0, progress: Progress = NULL,
          prefer: Sequence[str] = (), strict_scopes: bool = True, url_template: str = "",
-         tree: Tree | None = None) -> Loaded:
+         tree: Tree | None = None, network_timeout: float | None = None) -> Loaded:
     """The graph of a tree and scope from its index, built first when there is none."""
-    tree = tree or open_tree(source, cache_dir, progress=progress)
+    tree = tree or open_tree(source, cache_dir, progress=progress, network_timeout=network_timeout)
     registry = default_registry()
     path, entries = _index_path(tree, scopes, cache_dir, strict_scopes, registry)
     started = time.perf_counter()
@@ -129,12 +128,12 @@ def load(source: Source, scopes: Sequence[str] = (), *, cache_dir: Path, jobs: i
 
 
 def ask(source: Source, scopes: Sequence[str], question: Callable[[Graph], T], seeds: Sequence[str], *,
-        cache_dir: Path, jobs: int = 0, progress: bool = True, prefer: Sequence[str] = (),
-        whole: bool = False) -> T:
+        cache_dir: Path, jobs: int = 0, progress: Progress = NULL, prefer: Sequence[str] = (),
+        whole: bool = False, network_timeout: float | None = None) -> T:
     """Answer a question about named functions: from the tree's index when it has one (warm), else from
     the files that can matter to it (flowscan.prefilter), else (too many of those, or `whole`) by
     building the index."""
-    tree = open_tree(source, cache_dir, progress=progress)
+    tree = open_tree(source, cache_dir, progress=progress, network_timeout=network_timeout)
     registry = default_registry()
     path, entries = _index_path(tree, scopes, cache_dir, True, registry)
     if not whole and not path.is_file():
@@ -146,9 +145,8 @@ def ask(source: Source, scopes: Sequence[str], question: Callable[[Graph], T], s
             result, used, rounds = prefilter.answer(
                 tree, entries, question, seeds, cache=FactsCache(cache_dir / "facts"), registry=registry,
                 prefer=prefer, jobs=jobs, progress=progress, work_dir=path.parent)
-            if progress:
-                click.echo(f"flowscan: answered from the {used} of {len(entries)} files that spell the names "
-                           f"it needed ({rounds} rounds); --whole indexes all of {tree.label}", err=True)
+            progress.message(f"answered from the {used} of {len(entries)} files that spell the names "
+                             f"it needed ({rounds} rounds); --whole indexes all of {tree.label}")
             return result
         except prefilter.TooWide:
             pass
@@ -157,7 +155,8 @@ def ask(source: Source, scopes: Sequence[str], question: Callable[[Graph], T], s
 
 
 def load_roles(spec: FlowSpec, sources: dict[str, Source], *, cache_dir: Path, jobs: int = 0,
-               progress: bool = True, url_templates: dict[str, str] | None = None) -> dict[str, Loaded]:
+               progress: Progress = NULL, url_templates: dict[str, str] | None = None,
+               network_timeout: float | None = None) -> dict[str, Loaded]:
     """One graph per role the flow uses; a role whose source and scope equal another's shares its graph."""
     out: dict[str, Loaded] = {}
     by_key: dict[tuple, Loaded] = {}
@@ -167,7 +166,7 @@ def load_roles(spec: FlowSpec, sources: dict[str, Source], *, cache_dir: Path, j
         if key not in by_key:
             by_key[key] = load(src, spec.scopes.get(role, ()), cache_dir=cache_dir, jobs=jobs,
                                progress=progress, prefer=spec.prefer.get(role, ()), strict_scopes=False,
-                               url_template=(url_templates or {}).get(role, ""))
+                               url_template=(url_templates or {}).get(role, ""), network_timeout=network_timeout)
         loaded = by_key[key]  # shared with another role: same tree, own role and URL template
         out[role] = replace(loaded, source=src, info=replace(
             loaded.info, role=role, url_template=(url_templates or {}).get(role, "")))

@@ -14,6 +14,7 @@ from flowscan.index import build as scan_mod
 from flowscan.index.facts_cache import MAGIC, FactsCache, cache_info, facts_dir
 from flowscan.extract.facts import EXTRACTOR_VERSION, FileFacts, FunctionDef
 from flowscan.index.build import ScanStats, scan
+from flowscan.progress import Recorder
 from flowscan.sources.trees import DirTree, git_blob_id
 from flowscan.sources.refs import Source
 from flowscan.sources.clones import open_tree
@@ -139,7 +140,7 @@ def repo(tmp_path) -> Path:
 
 
 def tree_at(repo, tmp_path, ref):
-    return open_tree(Source("guest", str(repo), ref), tmp_path / "cache", progress=False)
+    return open_tree(Source("guest", str(repo), ref), tmp_path / "cache")
 
 
 def as_json(facts: list[FileFacts]) -> list[str]:
@@ -151,9 +152,9 @@ def test_second_scan_parses_nothing_and_second_tag_only_changes(repo, tmp_path, 
                                                                   monkeypatch):
     monkeypatch.setattr(scan_mod, "IN_PROCESS_BELOW", 0)  # use the pool even for a tiny tree
     with tree_at(repo, tmp_path, "v1") as tree:
-        facts1, s1 = scan(tree, [], facts_cache, jobs=jobs, progress=False)
+        facts1, s1 = scan(tree, [], facts_cache, jobs=jobs)
         assert (s1.files, s1.parsed, s1.reused, s1.skipped) == (6, 6, 0, 0)
-        again, s2 = scan(tree, [], facts_cache, jobs=jobs, progress=False)
+        again, s2 = scan(tree, [], facts_cache, jobs=jobs)
         assert (s2.files, s2.parsed, s2.reused) == (6, 0, 6)
         assert as_json(again) == as_json(facts1)
     assert [f.path for f in facts1] == sorted(f.path for f in facts1)
@@ -162,7 +163,7 @@ def test_second_scan_parses_nothing_and_second_tag_only_changes(repo, tmp_path, 
     assert entries["kernel/reboot.c"].blob == git_blob_id(
         b"void kernel_restart(char *cmd) { machine_restart(cmd); }\n")
     with tree_at(repo, tmp_path, "v2") as tree:
-        facts2, s3 = scan(tree, [], facts_cache, jobs=jobs, progress=False)
+        facts2, s3 = scan(tree, [], facts_cache, jobs=jobs)
     assert (s3.files, s3.parsed, s3.reused) == (6, 3, 3)  # psci.c, reboot.c changed, reboot_new.c added
     assert {f.path for f in facts2} == {f.path for f in facts1} - {"arch/x86/kernel/reboot.c"} | {
         "kernel/reboot_new.c"}
@@ -171,7 +172,7 @@ def test_second_scan_parses_nothing_and_second_tag_only_changes(repo, tmp_path, 
 
 def test_scan_scope_and_no_cache(repo, tmp_path):
     with tree_at(repo, tmp_path, "v1") as tree:
-        facts, stats = scan(tree, ["kernel", "arch/arm64"], None, jobs=1, progress=False)
+        facts, stats = scan(tree, ["kernel", "arch/arm64"], None, jobs=1)
     assert [f.path for f in facts] == ["arch/arm64/kernel/psci.c", "arch/arm64/kernel/setup.c",
                                        "kernel/reboot.c"]
     assert (stats.parsed, stats.reused) == (3, 0)
@@ -179,13 +180,13 @@ def test_scan_scope_and_no_cache(repo, tmp_path):
 
 def test_corrupt_entries_are_rebuilt_by_scan(repo, tmp_path, facts_cache):
     with tree_at(repo, tmp_path, "v1") as tree:
-        first, _ = scan(tree, [], facts_cache, jobs=1, progress=False)
+        first, _ = scan(tree, [], facts_cache, jobs=1)
         blob = {f.path: f.blob for f in first}["kernel/reboot.c"]
         path = facts_cache.path(blob)
         path.write_bytes(path.read_bytes()[:-10])  # truncated
         other = {f.path: f.blob for f in first}["include/linux/reboot.h"]
         FactsCache(facts_cache.root, version="fx-old").put(other, first[0].dumps())  # foreign version
-        again, stats = scan(tree, [], facts_cache, jobs=1, progress=False)
+        again, stats = scan(tree, [], facts_cache, jobs=1)
     assert (stats.parsed, stats.reused) == (2, 4)
     assert facts_cache.corrupt == 2
     assert as_json(again) == as_json(first)
@@ -194,9 +195,9 @@ def test_corrupt_entries_are_rebuilt_by_scan(repo, tmp_path, facts_cache):
 
 def test_checksummed_but_unloadable_entry_is_rebuilt(repo, tmp_path, facts_cache):
     with tree_at(repo, tmp_path, "v1") as tree:
-        first, _ = scan(tree, [], facts_cache, jobs=1, progress=False)
+        first, _ = scan(tree, [], facts_cache, jobs=1)
         facts_cache.put(first[0].blob, '{"not": "facts"}')
-        again, stats = scan(tree, [], facts_cache, jobs=1, progress=False)
+        again, stats = scan(tree, [], facts_cache, jobs=1)
     assert (stats.parsed, stats.reused) == (1, 5)
     assert as_json(again) == as_json(first)
 
@@ -205,9 +206,9 @@ def test_same_bytes_at_two_paths(tmp_path, facts_cache):
     root = tmp_path / "src"
     body = "int shared(void) { return 0; }\n"
     write(root, {"a/one.c": body})
-    facts, _ = scan(DirTree(root), [], facts_cache, jobs=1, progress=False)
+    facts, _ = scan(DirTree(root), [], facts_cache, jobs=1)
     write(root, {"b/two.c": body})  # the same blob at a new path (a copy, or a move between tags)
-    facts, stats = scan(DirTree(root), [], facts_cache, jobs=1, progress=False)
+    facts, stats = scan(DirTree(root), [], facts_cache, jobs=1)
     assert (stats.parsed, stats.reused) == (0, 2)
     two = {f.path: f for f in facts}["b/two.c"]
     assert two.path == "b/two.c" and two.functions[0].path == "b/two.c"
@@ -219,7 +220,7 @@ def test_skipped_files(tmp_path, facts_cache, monkeypatch):
     write(root, {"bin.c": b"int x;\0\0\0", "big.c": "int big(void);\n" * 10, "ok.c": "int ok(void);\n",
                  "bad.c": "EXPLODE\n"})
     monkeypatch.setattr(scan_mod, "MAX_FILE_SIZE", 100)
-    facts, stats = scan(DirTree(root), [], facts_cache, jobs=1, progress=False)
+    facts, stats = scan(DirTree(root), [], facts_cache, jobs=1)
     by = {f.path: f for f in facts}
     assert by["bin.c"].skipped == "binary" and by["big.c"].skipped == "too large"
     assert by["bad.c"].skipped == "error: RuntimeError: extractor bug"
@@ -228,22 +229,25 @@ def test_skipped_files(tmp_path, facts_cache, monkeypatch):
     assert cache_info(facts_cache.root)["entries"] == 1  # skipped files are not cached
 
 
-def test_progress_bar_on_stderr(tmp_path, facts_cache, capsys):
+def test_progress_reports_parsing(tmp_path, facts_cache, capsys):
     root = tmp_path / "src"
     write(root, {f"f{i:03}.c": f"int f{i}(void);\n" for i in range(60)})
-    facts, stats = scan(DirTree(root), [], facts_cache, jobs=2, progress=True)
+    rec = Recorder()
+    facts, stats = scan(DirTree(root), [], facts_cache, jobs=2, progress=rec)
     out = capsys.readouterr()
-    assert stats.parsed == 60 and out.out == ""
-    assert "parsing" in out.err
-    scan(DirTree(root), [], facts_cache, jobs=2, progress=True)  # nothing to parse: no bar
-    assert "parsing" not in capsys.readouterr().err
+    assert stats.parsed == 60 and out.out == "" and out.err == ""  # the core prints nothing itself
+    assert rec.events[0] == ("start", f"parsing {root}", 60) and rec.events[-1] == ("finish",)
+    assert sum(e[1] for e in rec.events if e[0] == "advance") == 60
+    rec = Recorder()
+    scan(DirTree(root), [], facts_cache, jobs=2, progress=rec)  # nothing to parse: no bar
+    assert rec.events == []
 
 
 def _scan_in_child(repo: str, cache_dir: str, out: str, barrier) -> None:
     scan_mod._EXTRACT = stub_extract
     barrier.wait()
-    with open_tree(Source("guest", repo, "v2"), Path(cache_dir), progress=False) as tree:
-        facts, stats = scan(tree, [], FactsCache(facts_dir(Path(cache_dir))), jobs=2, progress=False)
+    with open_tree(Source("guest", repo, "v2"), Path(cache_dir)) as tree:
+        facts, stats = scan(tree, [], FactsCache(facts_dir(Path(cache_dir))), jobs=2)
     Path(out).write_text(json.dumps({"facts": as_json(facts), "files": stats.files}))
 
 
@@ -263,8 +267,8 @@ def test_two_processes_scan_into_one_empty_cache(repo, tmp_path, monkeypatch):
     a, b = (json.loads(o.read_text()) for o in outs)
     assert a == b and a["files"] == 6
     cache = FactsCache(facts_dir(cache_dir))
-    with open_tree(Source("guest", str(repo), "v2"), cache_dir, progress=False) as tree:
-        facts, stats = scan(tree, [], cache, jobs=1, progress=False)
+    with open_tree(Source("guest", str(repo), "v2"), cache_dir) as tree:
+        facts, stats = scan(tree, [], cache, jobs=1)
     assert (stats.parsed, stats.reused) == (0, 6) and cache.corrupt == 0
     assert as_json(facts) == a["facts"]
 

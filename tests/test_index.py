@@ -78,7 +78,7 @@ def test_failed_build_leaves_nothing(fs, fixture_repos, tmp_path, monkeypatch):
 
     monkeypatch.setattr(ixm, "finish", boom)
     with pytest.raises(RuntimeError):
-        load(Source("", str(fixture_repos["linux"]), "v6.12"), cache_dir=tmp_path / "cache", progress=False)
+        load(Source("", str(fixture_repos["linux"]), "v6.12"), cache_dir=tmp_path / "cache")
     assert list((tmp_path / "cache" / "index").iterdir()) == []  # no index, no scratch directory
 
 
@@ -118,12 +118,12 @@ def test_cold_answers_equal_the_whole_index(fixture_repos, tmp_path, monkeypatch
     exactly those from the index of the whole tree."""
     monkeypatch.setattr(prefilter, "WIDE", 2.0)  # never fall back to the whole index here
     source = Source("", str(fixture_repos[project]), tag)
-    whole = load(source, cache_dir=tmp_path / "whole", progress=False).graph
+    whole = load(source, cache_dir=tmp_path / "whole").graph
     names = _questions(whole)
     assert len(names) > 40
     cold_cache = tmp_path / "cold"
     fewer = rounds = 0
-    with open_tree(source, cold_cache, progress=False) as tree:
+    with open_tree(source, cold_cache) as tree:
         entries = tree.files([])
         for name in names:
             for what in ("callers", "callees"):
@@ -134,7 +134,7 @@ def test_cold_answers_equal_the_whole_index(fixture_repos, tmp_path, monkeypatch
 
                 expected = question(whole)
                 got, used, n = prefilter.answer(tree, entries, question, [name], cache=None,
-                                                registry=default_registry(), jobs=1, progress=False)
+                                                registry=default_registry(), jobs=1)
                 assert got == expected, (what, name)
                 fewer += used < len(entries)
                 rounds = max(rounds, n)
@@ -146,11 +146,11 @@ def test_cold_question_follows_a_registration(fixture_repos, tmp_path, monkeypat
     """`kvm_arm_gicv3_reset_hold` is reached through a hold phase that only a registration API call
     fills (no file spells `.hold = kvm_arm_gicv3_reset_hold`): the member brings the API in."""
     monkeypatch.setattr(prefilter, "WIDE", 2.0)
-    with open_tree(Source("", str(fixture_repos["qemu"]), "v10.0.0"), tmp_path, progress=False) as tree:
+    with open_tree(Source("", str(fixture_repos["qemu"]), "v10.0.0"), tmp_path) as tree:
         entries = tree.files([])
         got, used, rounds = prefilter.answer(
             tree, entries, lambda g: {(e.caller, e.kind) for e in g.callers("kvm_arm_gicv3_reset_hold")},
-            ["kvm_arm_gicv3_reset_hold"], cache=None, registry=default_registry(), jobs=1, progress=False)
+            ["kvm_arm_gicv3_reset_hold"], cache=None, registry=default_registry(), jobs=1)
     assert ("resettable_phase_hold", "registration") in got
     assert used < len(entries) and rounds >= 2
 
@@ -172,7 +172,7 @@ def test_grep_git_and_directory_agree(fixture_repos, tmp_path):
     """The same words, members and definition lines, whether read with git grep or from a directory."""
     asks = [dict(words=["machine_restart"]), dict(members=["notifier_call"]), dict(defs=["kernel_restart"]),
             dict(words=["psci_sys_reset"], members=["hold"], defs=["smp_send_stop", "nothing_here"])]
-    with open_tree(Source("", str(fixture_repos["linux"]), "v6.12"), tmp_path, progress=False) as git_tree:
+    with open_tree(Source("", str(fixture_repos["linux"]), "v6.12"), tmp_path) as git_tree:
         git_entries = git_tree.files([])
         got_git = [git_tree.grep(git_entries, **a) for a in asks]
     d = DirTree(FIX / "linux" / "v6.12")
@@ -202,7 +202,7 @@ def test_scan_api_gives_facts_through_the_index(tmp_path):
     src = tmp_path / "s"
     src.mkdir()
     (src / "x.c").write_text("static int y(void) { return 1; }\nint x(void) { return y(); }\n")
-    facts, stats = scan_mod.scan(DirTree(src), [], None, jobs=1, progress=False)
+    facts, stats = scan_mod.scan(DirTree(src), [], None, jobs=1)
     assert [f.name for f in facts[0].functions] == ["y", "x"] and facts[0].functions[0].static is True
     assert (stats.parsed, stats.reused) == (1, 0)
 

@@ -9,7 +9,7 @@ PKG = Path(__file__).resolve().parent.parent / "flowscan"
 
 # Lowest first. A module may import modules of its own layer (no cycles) or of layers below it.
 LAYERS = [
-    ["flowscan.errors", "flowscan.fileio", "flowscan.resources", "flowscan"],
+    ["flowscan.errors", "flowscan.fileio", "flowscan.resources", "flowscan.progress", "flowscan"],
     ["flowscan.sources"],
     ["flowscan.config"],
     ["flowscan.extract"],
@@ -18,7 +18,7 @@ LAYERS = [
     ["flowscan.flow"],
     ["flowscan.report"],
     ["flowscan.workspace", "flowscan.cold"],
-    ["flowscan.cli", "flowscan.__main__"],
+    ["flowscan.cli", "flowscan.console", "flowscan.__main__"],
 ]
 
 

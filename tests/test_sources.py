@@ -13,6 +13,7 @@ import pytest
 from flowscan.sources import clones
 from flowscan.sources import git as gitmod
 from flowscan.errors import FlowscanError
+from flowscan.progress import Recorder
 from flowscan.sources.trees import DirTree, git_blob_id
 from flowscan.sources.refs import FileEntry, Source, validate_ref, validate_repo
 from flowscan.sources.clones import clone_dir, open_tree
@@ -108,14 +109,14 @@ def repos_in(cache: Path) -> list[str]:
 # ---------------------------------------------------------------------------------------------- git
 
 def test_listing_at_a_tag_equals_git_ls_tree(repo, cache):
-    with open_tree(Source("guest", str(repo), "v1"), cache, progress=False) as tree:
+    with open_tree(Source("guest", str(repo), "v1"), cache) as tree:
         assert tree.files() == ls_tree_c(repo, "v1")
         assert tree.commit == git(repo, "rev-parse", "v1^{commit}").strip()
         assert tree.label == "linux@v1"
 
 
 def test_read_returns_exact_bytes(repo, cache):
-    with open_tree(Source("guest", str(repo), "v2"), cache, progress=False) as tree:
+    with open_tree(Source("guest", str(repo), "v2"), cache) as tree:
         entries = tree.files()
         got = list(tree.read(entries))
         assert [e for e, _ in got] == entries
@@ -129,7 +130,7 @@ def test_read_returns_exact_bytes(repo, cache):
 
 
 def test_read_can_stop_early_and_continue(repo, cache):
-    with open_tree(Source("guest", str(repo), "v1"), cache, progress=False) as tree:
+    with open_tree(Source("guest", str(repo), "v1"), cache) as tree:
         entries = tree.files()
         it = tree.read(entries)
         first = next(it)
@@ -139,7 +140,7 @@ def test_read_can_stop_early_and_continue(repo, cache):
 
 
 def test_clone_is_shallow_partial_and_fetches_only_the_scope(repo, cache):
-    with open_tree(Source("guest", str(repo), "v1"), cache, progress=False) as tree:
+    with open_tree(Source("guest", str(repo), "v1"), cache) as tree:
         gitdir = clone_dir(cache, str(repo))
         assert (gitdir / "shallow").is_file()
         files = tree.files(["kernel"])
@@ -150,12 +151,12 @@ def test_clone_is_shallow_partial_and_fetches_only_the_scope(repo, cache):
 
 
 def test_second_tag_reuses_the_clone(repo, cache):
-    t1 = open_tree(Source("guest", str(repo), "v1"), cache, progress=False)
+    t1 = open_tree(Source("guest", str(repo), "v1"), cache)
     gitdir = clone_dir(cache, str(repo))
     inode = gitdir.stat().st_ino
     (gitdir / "flowscan-test-marker").write_text("first clone")
     t1.close()
-    with open_tree(Source("guest", str(repo), "v2"), cache, progress=False) as t2:
+    with open_tree(Source("guest", str(repo), "v2"), cache) as t2:
         assert t2.files() == ls_tree_c(repo, "v2")
         assert t2.commit == git(repo, "rev-parse", "v2^{commit}").strip()
     assert gitdir.stat().st_ino == inode
@@ -165,27 +166,27 @@ def test_second_tag_reuses_the_clone(repo, cache):
 
 def test_refs_already_fetched_need_no_remote(repo, cache, tmp_path):
     for ref in ("v1", "v2"):
-        with open_tree(Source("guest", str(repo), ref), cache, progress=False) as tree:
+        with open_tree(Source("guest", str(repo), ref), cache) as tree:
             tree.files()  # the refs and the blobs in scope are now in the cache clone
     away = tmp_path / "moved-away"
     repo.rename(away)  # the "remote" is gone: v1 and v2 must still open, without the network
     repo.mkdir()
     try:
         for ref in ("v1", "v2"):
-            with open_tree(Source("guest", str(repo), ref), cache, progress=False) as tree:
+            with open_tree(Source("guest", str(repo), ref), cache) as tree:
                 assert tree.files() == ls_tree_c(away, ref)
         with pytest.raises(FlowscanError, match="not a git repository"):
-            open_tree(Source("guest", str(repo), "v3"), cache, progress=False)
+            open_tree(Source("guest", str(repo), "v3"), cache)
     finally:
         repo.rmdir()
         away.rename(repo)
 
 
 def test_second_tag_fetches_only_changed_blobs(repo, cache):
-    open_tree(Source("guest", str(repo), "v1"), cache, progress=False).files()
+    open_tree(Source("guest", str(repo), "v1"), cache).files()
     gitdir = clone_dir(cache, str(repo))
     before = present_objects(gitdir)
-    with open_tree(Source("guest", str(repo), "v2"), cache, progress=False) as tree:
+    with open_tree(Source("guest", str(repo), "v2"), cache) as tree:
         files = tree.files()
     new_blobs = {e.blob for e in files} - {e.blob for e in ls_tree_c(repo, "v1")}
     assert len(new_blobs) == 3  # psci.c, reboot.c changed; reboot_new.c added
@@ -194,33 +195,33 @@ def test_second_tag_fetches_only_changed_blobs(repo, cache):
 
 def test_branch_head_and_commit_refs(repo, cache):
     head = git(repo, "rev-parse", "master").strip()
-    with open_tree(Source("guest", str(repo), "master"), cache, progress=False) as tree:
+    with open_tree(Source("guest", str(repo), "master"), cache) as tree:
         assert tree.commit == head
         assert "kernel/extra.c" in [e.path for e in tree.files()]
-    with open_tree(Source("guest", str(repo), ""), cache, progress=False) as tree:
+    with open_tree(Source("guest", str(repo), ""), cache) as tree:
         assert tree.commit == head and tree.label == "linux@HEAD"
     v1 = git(repo, "rev-parse", "v1^{commit}").strip()
-    with open_tree(Source("guest", str(repo), v1), cache, progress=False) as tree:
+    with open_tree(Source("guest", str(repo), v1), cache) as tree:
         assert tree.commit == v1
         assert tree.files() == ls_tree_c(repo, "v1")
     with pytest.raises(FlowscanError, match="full commit id"):
-        open_tree(Source("guest", str(repo), "deadbeef"), cache, progress=False)
+        open_tree(Source("guest", str(repo), "deadbeef"), cache)
 
 
 def test_file_url_and_bare_repo(repo, cache, tmp_path):
     bare = tmp_path / "bare.git"
     subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(bare)], check=True, env=GIT_ENV)
-    with open_tree(Source("vmm", f"file://{bare}", "v2"), cache, progress=False) as tree:
+    with open_tree(Source("vmm", f"file://{bare}", "v2"), cache) as tree:
         assert tree.files() == ls_tree_c(repo, "v2")
         assert (clone_dir(cache, f"file://{bare}") / "shallow").is_file()
-    with open_tree(Source("vmm", str(bare), "v1"), cache, progress=False) as tree:
+    with open_tree(Source("vmm", str(bare), "v1"), cache) as tree:
         assert tree.files() == ls_tree_c(repo, "v1")
     assert len(repos_in(cache)) == 2  # one clone per distinct URL
 
 
 def _open_in_child(repo: str, cache: str, ref: str, q) -> None:
     try:
-        with open_tree(Source("guest", repo, ref), Path(cache), progress=False) as tree:
+        with open_tree(Source("guest", repo, ref), Path(cache)) as tree:
             q.put([(e.path, e.blob) for e in tree.files()])
     except Exception as exc:  # pragma: no cover - reported to the parent
         q.put(repr(exc))
@@ -244,7 +245,7 @@ def test_two_processes_cloning_at_once(repo, cache):
 # ---------------------------------------------------------------------------------------------- scopes
 
 def test_scopes_dirs_files_and_globs(repo, cache):
-    with open_tree(Source("guest", str(repo), "v1"), cache, progress=False) as tree:
+    with open_tree(Source("guest", str(repo), "v1"), cache) as tree:
         paths = lambda scopes: [e.path for e in tree.files(scopes)]  # noqa: E731
         assert paths(["arch/arm64", "kernel"]) == ["arch/arm64/kernel/psci.c", "arch/arm64/kernel/setup.c",
                                                     "kernel/reboot.c"]
@@ -265,7 +266,7 @@ def test_scopes_dirs_files_and_globs(repo, cache):
     ("arch/*/nothing", "matches nothing"),
 ])
 def test_bad_scopes(repo, cache, scope, message):
-    with open_tree(Source("guest", str(repo), "v1"), cache, progress=False) as tree:
+    with open_tree(Source("guest", str(repo), "v1"), cache) as tree:
         with pytest.raises(FlowscanError, match=message.replace("(", r"\(").replace("*", r"\*")):
             tree.files([scope])
 
@@ -393,7 +394,7 @@ def test_valid_repos(url):
 def test_ext_transport_never_runs(tmp_path, cache):
     flag = tmp_path / "pwned"
     with pytest.raises(FlowscanError, match="transport 'ext::'"):
-        open_tree(Source("guest", f"ext::sh -c touch% {flag}", "v1"), cache, progress=False)
+        open_tree(Source("guest", f"ext::sh -c touch% {flag}", "v1"), cache)
     assert not flag.exists()
     # and git itself is fenced too, should a helper URL ever slip past validation
     proc = subprocess.run(["git", "ls-remote", f"ext::sh -c touch% {flag}"], env=gitmod.git_env(),
@@ -408,30 +409,30 @@ def no_partial_clone(cache: Path) -> bool:
 
 def test_unknown_tag(repo, cache):
     with pytest.raises(FlowscanError, match=f"^ref 'v9.9' not found in {repo}$"):
-        open_tree(Source("guest", str(repo), "v9.9"), cache, progress=False)
+        open_tree(Source("guest", str(repo), "v9.9"), cache)
     assert no_partial_clone(cache)
-    open_tree(Source("guest", str(repo), "v1"), cache, progress=False).close()
+    open_tree(Source("guest", str(repo), "v1"), cache).close()
     with pytest.raises(FlowscanError, match="ref 'v9.9' not found"):  # also on an existing clone
-        open_tree(Source("guest", str(repo), "v9.9"), cache, progress=False)
+        open_tree(Source("guest", str(repo), "v9.9"), cache)
 
 
 def test_not_a_repository(tmp_path, cache):
     plain = tmp_path / "plain"
     plain.mkdir()
     with pytest.raises(FlowscanError, match=f"^not a git repository: {plain}$"):
-        open_tree(Source("guest", str(plain), "v1"), cache, progress=False)
+        open_tree(Source("guest", str(plain), "v1"), cache)
     with pytest.raises(FlowscanError, match="no such repository"):
-        open_tree(Source("guest", str(tmp_path / "missing"), "v1"), cache, progress=False)
+        open_tree(Source("guest", str(tmp_path / "missing"), "v1"), cache)
     with pytest.raises(FlowscanError, match=f"^not a git repository: file://{plain}$"):
-        open_tree(Source("guest", f"file://{plain}", "v1"), cache, progress=False)
+        open_tree(Source("guest", f"file://{plain}", "v1"), cache)
     with pytest.raises(FlowscanError, match="no repository or directory"):
-        open_tree(Source("guest"), cache, progress=False)
+        open_tree(Source("guest"), cache)
     assert no_partial_clone(cache)
 
 
 def test_unreachable_url_fails_fast(cache):
     with pytest.raises(FlowscanError, match="cannot reach repository http://127.0.0.1:9/x.git"):
-        open_tree(Source("guest", "http://127.0.0.1:9/x.git", "v1"), cache, progress=False)
+        open_tree(Source("guest", "http://127.0.0.1:9/x.git", "v1"), cache)
     assert no_partial_clone(cache)
 
 
@@ -444,11 +445,11 @@ def test_interrupted_clone_leaves_nothing(repo, cache, monkeypatch):
 
     monkeypatch.setattr(clones, "_fetch_ref", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        open_tree(Source("guest", str(repo), "v1"), cache, progress=False)
+        open_tree(Source("guest", str(repo), "v1"), cache)
     assert no_partial_clone(cache)
     assert not [p for p in (cache / "repos").iterdir() if p.name.startswith(".tmp-")]
     monkeypatch.setattr(clones, "_fetch_ref", real)
-    with open_tree(Source("guest", str(repo), "v1"), cache, progress=False) as tree:
+    with open_tree(Source("guest", str(repo), "v1"), cache) as tree:
         assert tree.files() == ls_tree_c(repo, "v1")
 
 
@@ -456,7 +457,7 @@ def test_stale_temporary_clone_is_swept(repo, cache):
     target = clone_dir(cache, str(repo))
     stale = target.parent / f".tmp-{target.name}-killed"
     stale.mkdir(parents=True)
-    open_tree(Source("guest", str(repo), "v1"), cache, progress=False).close()
+    open_tree(Source("guest", str(repo), "v1"), cache).close()
     assert not stale.exists() and target.is_dir()
 
 
@@ -470,20 +471,26 @@ def test_clone_dir_naming(cache, repo):
     assert clone_dir(cache, "git@gitlab.com:qemu-project/qemu.git").name.startswith("qemu-")
 
 
-def test_progress_goes_to_stderr(repo, cache, capsys):
-    with open_tree(Source("guest", str(repo), "v1"), cache, progress=True) as tree:
-        tree.files()
+def test_progress_goes_to_the_callback(repo, cache, capsys):
+    rec = Recorder()
+    with open_tree(Source("guest", str(repo), "v1"), cache, progress=rec) as tree:
+        tree.files(["kernel"])
     out = capsys.readouterr()
-    assert out.out == ""
-    assert "cloning linux@v1" in out.err
-    with open_tree(Source("guest", str(repo), "v2"), cache, progress=False) as tree:
+    assert out.out == "" and out.err == ""  # sources print nothing themselves
+    messages = rec.texts("message")
+    assert messages[0].startswith("cloning linux@v1 (shallow, blob-less) into ")
+    assert messages[1] == "fetching 1 file(s) of linux@v1"
+    # git's transfer progress, parsed by GitPython's RemoteProgress: the blob fetch received one object
+    assert ("start", "linux@v1: receiving objects", 1) in rec.events
+    assert rec.texts("warn") == []
+    with open_tree(Source("guest", str(repo), "v2"), cache) as tree:  # the default reports nowhere
         tree.files()
     assert capsys.readouterr().err == ""
 
 
 def test_cached_repos(repo, cache):
-    open_tree(Source("guest", str(repo), "v1"), cache, progress=False).close()
-    open_tree(Source("guest", str(repo), "v2"), cache, progress=False).close()
+    open_tree(Source("guest", str(repo), "v1"), cache).close()
+    open_tree(Source("guest", str(repo), "v2"), cache).close()
     [info] = clones.cached_repos(cache)
     assert info["url"] == str(repo.resolve()) and info["tags"] == ["v1", "v2"]
 
@@ -495,7 +502,7 @@ def config_of(gitdir: Path, key: str) -> str:
 
 
 def test_local_server_gives_shallow_blobless_clone(repo, cache):
-    open_tree(Source("guest", str(repo), "v1"), cache, progress=False).close()
+    open_tree(Source("guest", str(repo), "v1"), cache).close()
     gitdir = clone_dir(cache, str(repo))
     assert config_of(gitdir, "flowscan.partial") == "true" and config_of(gitdir, "flowscan.shallow") == "true"
     assert config_of(gitdir, "remote.origin.promisor") == "true"
@@ -503,7 +510,7 @@ def test_local_server_gives_shallow_blobless_clone(repo, cache):
 
 def test_server_refusing_the_filter_gets_a_shallow_full_snapshot(repo, cache, monkeypatch):
     monkeypatch.setattr(clones, "LOCAL_UPLOAD_PACK", "git upload-pack")  # a server without allowFilter
-    with open_tree(Source("guest", str(repo), "v1"), cache, progress=False) as tree:
+    with open_tree(Source("guest", str(repo), "v1"), cache) as tree:
         gitdir = clone_dir(cache, str(repo))
         assert config_of(gitdir, "flowscan.partial") == "false"
         assert config_of(gitdir, "remote.origin.promisor") == ""  # no promisor: git never lazy-fetches
@@ -512,7 +519,7 @@ def test_server_refusing_the_filter_gets_a_shallow_full_snapshot(repo, cache, mo
         assert tree.files() == ls_tree_c(repo, "v1")
         assert dict((e.path, d) for e, d in tree.read(tree.files()))["kernel/reboot.c"] == V1[
             "kernel/reboot.c"].encode()
-    with open_tree(Source("guest", str(repo), "v2"), cache, progress=False) as tree:
+    with open_tree(Source("guest", str(repo), "v2"), cache) as tree:
         assert tree.files() == ls_tree_c(repo, "v2")
 
 
@@ -543,15 +550,15 @@ def dumb_http(tmp_path, repo):
 
 
 def test_dumb_http_server_gets_a_full_clone(dumb_http, repo, cache):
-    with open_tree(Source("guest", dumb_http, "v2"), cache, progress=False) as tree:
+    with open_tree(Source("guest", dumb_http, "v2"), cache) as tree:
         assert tree.files() == ls_tree_c(repo, "v2")
         gitdir = clone_dir(cache, dumb_http)
         assert config_of(gitdir, "flowscan.partial") == "false"
         assert config_of(gitdir, "flowscan.shallow") == "false"
         assert [d for _, d in tree.read(tree.files(["kernel/reboot.c"]))] == [V2["kernel/reboot.c"].encode()]
-    with open_tree(Source("guest", dumb_http, "v1"), cache, progress=False) as tree:
+    with open_tree(Source("guest", dumb_http, "v1"), cache) as tree:
         assert tree.files() == ls_tree_c(repo, "v1")
     with pytest.raises(FlowscanError, match="ref 'v9' not found in http://127.0.0.1"):
-        open_tree(Source("guest", dumb_http, "v9"), cache, progress=False)
+        open_tree(Source("guest", dumb_http, "v9"), cache)
     with pytest.raises(FlowscanError, match="cannot reach repository .*nope.git"):
-        open_tree(Source("guest", dumb_http.replace("linux.git", "nope.git"), "v1"), cache, progress=False)
+        open_tree(Source("guest", dumb_http.replace("linux.git", "nope.git"), "v1"), cache)

@@ -17,19 +17,17 @@ import multiprocessing
 import os
 import shutil
 import sqlite3
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-import click
-
 from flowscan.index import store as ixm
 from flowscan.index.facts_cache import FactsCache
 from flowscan.extract.facts import FileFacts
 from flowscan.extract.apis import Registry, default_registry
+from flowscan.progress import NULL, Progress
 from flowscan.sources.refs import MAX_FILE_SIZE, FileEntry
 from flowscan.sources.trees import Tree
 
@@ -173,7 +171,7 @@ def _batches(tree: Tree, ids: dict[str, int], cached: list[FileEntry],
 
 
 def build_index(tree: Tree, entries: Sequence[FileEntry], cache: FactsCache | None, dest: Path, *,
-                jobs: int = 0, progress: bool = True, registry: Registry | None = None,
+                jobs: int = 0, progress: Progress = NULL, registry: Registry | None = None,
                 meta: dict[str, str] | None = None, partial: bool = False) -> ScanStats:
     """Scan `entries` of `tree` into a new index at `dest` (written under a temporary name, then moved)."""
     started = time.perf_counter()
@@ -197,10 +195,9 @@ def build_index(tree: Tree, entries: Sequence[FileEntry], cache: FactsCache | No
                 todo.append(entry)
         jobs = jobs or os.cpu_count() or 1
         args = (str(work), str(cache.root) if cache else None, cache.version if cache else None)
-        bar = None
-        if progress and len(todo) > PROGRESS_ABOVE:
-            bar = click.progressbar(length=len(entries), label=f"parsing {tree.label}", file=sys.stderr)
-            bar.__enter__()
+        bar = len(todo) > PROGRESS_ABOVE
+        if bar:
+            progress.start(f"parsing {tree.label}", len(entries))
         shards: set[str] = set()
         by_path = {e.path: e for e in entries}
         retry: list[FileEntry] = []
@@ -222,8 +219,8 @@ def build_index(tree: Tree, entries: Sequence[FileEntry], cache: FactsCache | No
                     stats.reused += 1
                 else:
                     stats.skipped += 1
-            if bar is not None:
-                bar.update(len(done))
+            if bar:
+                progress.advance(len(done))
 
         try:
             rounds = [(cached, todo)]
@@ -247,8 +244,8 @@ def build_index(tree: Tree, entries: Sequence[FileEntry], cache: FactsCache | No
                     rounds.append(([], sorted(retry, key=lambda e: e.path)))
                     retry.clear()
         finally:
-            if bar is not None:
-                bar.__exit__(None, None, None)
+            if bar:
+                progress.finish()
         _close_own_shard(str(work))
         for shard in sorted(shards):
             ixm.merge(db, Path(shard))
@@ -271,7 +268,7 @@ def _close_own_shard(shard_dir: str) -> None:
 
 
 def scan(tree: Tree, scopes: Sequence[str], cache: FactsCache | None, jobs: int = 0,
-         progress: bool = True, strict: bool = True) -> tuple[list[FileFacts], ScanStats]:
+         progress: Progress = NULL, strict: bool = True) -> tuple[list[FileFacts], ScanStats]:
     """Every file's facts, in path order (through a throw-away index: the same path as real scans)."""
     entries = tree.files(scopes, strict)
     with tempfile.TemporaryDirectory(prefix="flowscan-scan-") as tmp:

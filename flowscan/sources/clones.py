@@ -11,30 +11,43 @@ a full clone; a promisor clone is never made against a server that cannot serve 
 told to allow the filter through ``remote.origin.uploadpack``. A second ref on an existing clone is
 fetched into it; a tag or commit already there is used without touching the network.
 
-Listing uses ``git ls-tree -r`` (never ``-l``: in a partial clone that fetches every blob one by one to
-learn its size; sizes come from ``cat-file --batch-check`` once the blobs are here). Reading goes through
-one long-lived ``git cat-file --batch`` process; no worktree is ever checked out.
+A tag already in the clone is checked against the remote with one ``ls-remote`` (a tag can be moved
+upstream): re-fetched when it moved; when the remote cannot be asked, the cached commit is used and the
+user is told which one and how old it is. Commit ids are immutable and never checked.
 
-Refs and URLs from users are validated before they reach git, and every git call runs with
-``GIT_ALLOW_PROTOCOL`` restricted to file/git/http(s)/ssh as a second fence.
+The clone is made by GitPython (``Repo.init`` of a bare repository, its configuration written by
+GitPython's config writer, then the same ``fetch`` a later ref uses) rather than ``Repo.clone_from``:
+``git clone`` takes no commit id (before git 2.49) and would record promisor settings before the
+remote's capabilities are known. Transfers report through a ``RemoteProgress`` forwarded to the caller's
+`Progress`, under the watchdog of `flowscan.sources.git.run_network`.
+
+Refs and URLs from users are validated before they reach git, and every git call runs fenced
+(`flowscan.sources.git`): ``GIT_ALLOW_PROTOCOL`` restricted to file/git/http(s)/ssh as a second fence, the
+repository pinned, no template hooks in the clone and ``core.hooksPath`` pointing nowhere.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import git as gitpython
 
 from flowscan.errors import FlowscanError
-from flowscan.sources.git import GitFailed, config_bool, git, locked, progress_flag, say, tty_progress
+from flowscan.fileio import atomic_write_text
+from flowscan.progress import NULL, Progress
+from flowscan.sources.git import (ForwardProgress, GitFailed, config_bool, http_limits, init_bare, locked,
+                                  outside, repo_at, run, run_network)
+from flowscan.sources.git import network_timeout as timeout_setting
 from flowscan.sources.refs import FULL_HEX, HEX, Source, is_local_path, local_transport, show, validate_ref, validate_repo
 from flowscan.sources.trees import DirTree, GitTree, Tree
-
 
 
 # What a local "server" (git upload-pack run on a repository on this machine) is told to allow: the blob
@@ -42,6 +55,8 @@ from flowscan.sources.trees import DirTree, GitTree, Tree
 # environment of local transports, so this goes into remote.origin.uploadpack of the cache clone.
 LOCAL_UPLOAD_PACK = ("git -c uploadpack.allowFilter=true -c uploadpack.allowAnySHA1InWant=true "
                       "-c pack.window=0 upload-pack")
+RECHECK_TIMEOUT = 10.0  # at most this long asking whether a cached tag moved (then the cached one is used)
+FETCHED = "flowscan-fetched.json"  # in each clone: ref -> when it was last fetched (unix time)
 
 
 def repos_dir(cache_dir: Path) -> Path:
@@ -80,19 +95,20 @@ class _Remote:
 _TRACE_RECEIVED = re.compile(r"packet:\s+\S+< (.*)$")
 
 
-def _ls_remote(url: str, shown: str, ref: str, local: bool) -> _Remote:
+def _ls_remote(url: str, shown: str, ref: str, local: bool, timeout: float) -> _Remote:
     """Ask the remote about ``ref``; the packet trace also tells what the server can do.
 
     Protocol v2 servers list their fetch features ("fetch=shallow wait-for-done filter"), v0 servers
     append capabilities to the first ref; a dumb HTTP server lists nothing and gets neither a filter nor a
     depth (asking a dumb server for a filter leaves a promisor clone that recurses into lazy fetches).
     """
-    args = ["ls-remote"]
+    args = [*http_limits(timeout), "ls-remote"]
     if local:
         args.append(f"--upload-pack={LOCAL_UPLOAD_PACK}")
     args += ["--", url, ref or "HEAD"]
     try:
-        out, err = git(args, trace=True)
+        out, err = run_network(outside(), args, timeout=timeout, what=f"cannot reach repository {shown}",
+                               env={"GIT_TRACE_PACKET": "1"})
     except GitFailed as exc:
         if local and ("not a git repository" in exc.stderr or "does not appear" in exc.stderr):
             raise FlowscanError(f"not a git repository: {shown}") from None
@@ -123,8 +139,15 @@ def _pick_remote_ref(ref: str, refs: dict[str, str]) -> str | None:
     return None
 
 
-def _local_ref(gitdir: Path, ref: str) -> str | None:
-    """The commit for an immutable ref (tag or commit id) already in the clone, without any fetch."""
+@dataclass(frozen=True)
+class _Cached:
+    name: str  # refs/tags/<tag> or refs/flowscan/commits/<id>
+    oid: str  # what the ref points at (a tag object for annotated tags)
+    commit: str
+
+
+def _local_ref(repo: gitpython.Repo, ref: str) -> _Cached | None:
+    """An immutable-looking ref (tag or commit id) already in the clone, without any fetch."""
     if not ref:
         return None
     names = []
@@ -133,44 +156,73 @@ def _local_ref(gitdir: Path, ref: str) -> str | None:
     elif not ref.startswith("refs/"):
         names.append(f"refs/tags/{ref}")
     try:
-        out = git(["for-each-ref", "--format=%(refname) %(objectname)", "refs/tags/", "refs/flowscan/commits/"],
-                   cwd=gitdir).decode()
+        out = run(repo.git, ["for-each-ref", "--format=%(refname) %(objectname)", "refs/tags/",
+                             "refs/flowscan/commits/"]).decode("utf-8", "replace")
     except GitFailed:
         return None
     have = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
     for name in names:
         if name in have:
-            return _peel(gitdir, name)
+            return _Cached(name, have[name], _peel(repo, name))
     if HEX.fullmatch(ref):
         hits = [n for n in have if n.startswith("refs/flowscan/commits/" + ref)]
         if len(hits) == 1:
-            return hits[0].rsplit("/", 1)[1]
+            commit = hits[0].rsplit("/", 1)[1]
+            return _Cached(hits[0], commit, commit)
     return None
 
 
-def _peel(gitdir: Path, name: str) -> str:
-    return git(["rev-parse", "--verify", "-q", f"{name}^{{commit}}"], cwd=gitdir).decode().strip()
+def _peel(repo: gitpython.Repo, name: str) -> str:
+    return run(repo.git, ["rev-parse", "--verify", "-q", f"{name}^{{commit}}"]).decode().strip()
 
 
-def _init_clone(tmp: Path, remote: _Remote) -> None:
-    git(["init", "-q", "--bare", str(tmp)])
-    settings = [("remote.origin.url", remote.url),
-                ("gc.auto", "0"),  # no background gc racing other flowscan processes
-                ("fetch.writeCommitGraph", "false"),
-                ("flowscan.partial", str(remote.partial).lower()),
-                ("flowscan.shallow", str(remote.shallow).lower())]
+def _init_clone(tmp: Path, remote: _Remote) -> gitpython.Repo:
+    repo = init_bare(tmp)
+    settings = [('remote "origin"', "url", remote.url),
+                ("gc", "auto", "0"),  # no background gc racing other flowscan processes
+                ("fetch", "writeCommitGraph", "false"),
+                ("core", "hooksPath", os.devnull),  # no hook ever runs in a cache clone
+                ("flowscan", "partial", str(remote.partial).lower()),
+                ("flowscan", "shallow", str(remote.shallow).lower())]
     if remote.partial:
-        settings += [("remote.origin.promisor", "true"),
-                     ("remote.origin.partialclonefilter", "blob:none"),
-                     ("core.repositoryformatversion", "1"),
-                     ("extensions.partialClone", "origin")]
+        settings += [('remote "origin"', "promisor", "true"),
+                     ('remote "origin"', "partialclonefilter", "blob:none"),
+                     ("core", "repositoryformatversion", "1"),
+                     ("extensions", "partialClone", "origin")]
     if remote.local:
-        settings.append(("remote.origin.uploadpack", LOCAL_UPLOAD_PACK))
-    for key, value in settings:
-        git(["config", key, value], cwd=tmp)
+        settings.append(('remote "origin"', "uploadpack", LOCAL_UPLOAD_PACK))
+    with repo.config_writer() as cw:
+        for section, option, value in settings:
+            cw.set_value(section, option, value)
+    return repo
 
 
-def _fetch_ref(gitdir: Path, remote: _Remote, ref: str, progress: bool, label: str) -> str:
+def _fetched(gitdir: Path) -> dict[str, float]:
+    try:
+        data = json.loads((Path(gitdir) / FETCHED).read_text())
+        return {k: float(v) for k, v in data.items()} if isinstance(data, dict) else {}
+    except (OSError, ValueError, TypeError):
+        return {}
+
+
+def _record_fetch(gitdir: Path, name: str) -> None:
+    data = _fetched(gitdir)
+    data[name] = round(time.time())
+    try:
+        atomic_write_text(Path(gitdir) / FETCHED, json.dumps(data, indent=1, sort_keys=True) + "\n")
+    except OSError:
+        pass
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= 2 * size:
+            return f"{int(seconds // size)} {unit}"
+    return f"{int(seconds)} seconds"
+
+
+def _fetch_ref(repo: gitpython.Repo, remote: _Remote, ref: str, progress: Progress, label: str,
+               timeout: float) -> str:
     """Fetch one ref (shallow and blob-less where the server allows) into the clone; return its commit."""
     name = _pick_remote_ref(ref, remote.refs)
     if name is not None:
@@ -187,28 +239,32 @@ def _fetch_ref(gitdir: Path, remote: _Remote, ref: str, progress: bool, label: s
     else:
         hint = " (give a full commit id)" if HEX.fullmatch(ref or "") else ""
         raise FlowscanError(f"ref '{ref or 'HEAD'}' not found in {remote.shown}{hint}")
-    partial = config_bool(gitdir, "flowscan.partial")
-    shallow = config_bool(gitdir, "flowscan.shallow")
-    args = ["fetch", "--no-tags", "--no-write-fetch-head", *progress_flag(progress)]
+    partial = config_bool(repo, "flowscan", "partial")
+    shallow = config_bool(repo, "flowscan", "shallow")
+    args = [*http_limits(timeout), "fetch", "--no-tags", "--no-write-fetch-head", "--progress"]
     if partial:
         args.append("--filter=blob:none")
     if shallow:
         args.append("--depth=1")
-    elif progress:
-        say(progress, f"{remote.shown} serves no shallow fetches: fetching the full history")
+    else:
+        progress.message(f"{remote.shown} serves no shallow fetches: fetching the full history")
     try:
-        git([*args, "origin", refspec], cwd=gitdir, show_progress=tty_progress(progress))
+        run_network(repo.git, [*args, "--", "origin", refspec], timeout=timeout, what=f"cannot fetch {label}",
+                    on_line=ForwardProgress(progress, label).new_message_handler())
     except GitFailed as exc:
         if name is None:
             raise FlowscanError(f"ref '{ref}' not found in {remote.shown}") from None
         raise FlowscanError(f"cannot fetch {label}: {exc.message}") from None
+    finally:
+        progress.finish()
     try:
-        commit = _peel(gitdir, dest)
+        commit = _peel(repo, dest)
     except GitFailed:
         raise FlowscanError(f"ref '{ref}' in {remote.shown} does not name a commit") from None
     if name is not None and not name.startswith("refs/tags/"):
         # branches and HEAD move: remember the commit so that this exact commit is found offline later
-        git(["update-ref", f"refs/flowscan/commits/{commit}", commit], cwd=gitdir)
+        run(repo.git, ["update-ref", f"refs/flowscan/commits/{commit}", commit])
+    _record_fetch(Path(repo.git_dir), dest)
     return commit
 
 
@@ -225,16 +281,40 @@ def _check_ref_known(remote: _Remote, ref: str) -> None:
         raise FlowscanError(f"ref '{ref or 'HEAD'}' not found in {remote.shown}{hint}")
 
 
-def open_tree(source: Source, cache_dir: Path, progress: bool = True) -> Tree:
-    """Open a source: a plain directory as is, a git repository at a ref through a cache clone."""
+def _recheck_tag(repo: gitpython.Repo, cached: _Cached, url: str, shown: str, ref: str, local: bool,
+                 progress: Progress, label: str, timeout: float) -> str:
+    """The commit of a tag already in the clone, re-fetched when the remote moved the tag since."""
+    fetched = _fetched(Path(repo.git_dir)).get(cached.name)
+    when = f"fetched {_age(time.time() - fetched)} ago" if fetched else "fetched earlier"
+    stale = f"using the cached {label} = {cached.commit[:12]} ({when})"
+    try:
+        remote = _ls_remote(url, shown, ref, local, min(timeout, RECHECK_TIMEOUT))
+    except FlowscanError as exc:
+        progress.warn(f"{exc}; {stale}")
+        return cached.commit
+    name = _pick_remote_ref(ref, remote.refs)
+    if name != cached.name:
+        progress.warn(f"tag '{ref}' is no longer in {shown}; {stale}")
+        return cached.commit
+    if remote.refs[name] == cached.oid:
+        return cached.commit
+    progress.warn(f"tag '{ref}' moved in {shown} (it was {cached.commit[:12]}, {when}): fetching it again")
+    return _fetch_ref(repo, remote, ref, progress, label, timeout)
+
+
+def open_tree(source: Source, cache_dir: Path, progress: Progress = NULL,
+              network_timeout: float | None = None) -> Tree:
+    """Open a source: a plain directory as is, a git repository at a ref through a cache clone.
+    `network_timeout`: seconds a remote may stay silent (flowscan.toml's; the environment overrides it)."""
     if source.src:
         if source.repo or source.ref:
             raise FlowscanError(f"{source.role or 'source'}: a directory (src) excludes repo and ref")
-        return DirTree(Path(source.src))
+        return DirTree(Path(source.src), progress)
     if not source.repo:
         if source.ref:
             raise FlowscanError(f"{source.role or 'source'}: ref '{show(source.ref)}' given without a repository")
         raise FlowscanError(f"{source.role or 'source'}: no repository or directory given")
+    timeout = timeout_setting(network_timeout)
     repo = validate_repo(source.repo)
     ref = validate_ref(source.ref) if source.ref else ""
     local = local_transport(repo)
@@ -247,14 +327,19 @@ def open_tree(source: Source, cache_dir: Path, progress: bool = True) -> Tree:
 
     with locked(lock):
         if target.is_dir():
-            commit = _local_ref(target, ref)
-            if commit is None:
-                remote = _ls_remote(url, repo, ref, local)
+            clone = repo_at(target)
+            cached = _local_ref(clone, ref)
+            if cached is not None and cached.name.startswith("refs/tags/"):
+                commit = _recheck_tag(clone, cached, url, repo, ref, local, progress, label, timeout)
+            elif cached is not None:
+                commit = cached.commit
+            else:
+                remote = _ls_remote(url, repo, ref, local, timeout)
                 _check_ref_known(remote, ref)
-                say(progress, f"fetching {label}")
-                commit = _fetch_ref(target, remote, ref, progress, label)
+                progress.message(f"fetching {label}")
+                commit = _fetch_ref(clone, remote, ref, progress, label, timeout)
         else:
-            remote = _ls_remote(url, repo, ref, local)  # unknown ref, unreachable URL: fail before cloning
+            remote = _ls_remote(url, repo, ref, local, timeout)  # unknown ref, unreachable URL: fail before cloning
             _check_ref_known(remote, ref)
             target.parent.mkdir(parents=True, exist_ok=True)
             for stale in target.parent.glob(f".tmp-{target.name}-*"):  # left by a killed run (we hold the lock)
@@ -265,15 +350,19 @@ def open_tree(source: Source, cache_dir: Path, progress: bool = True) -> Tree:
             os.chmod(tmp, 0o777 & ~umask)
             try:
                 how = ", ".join(w for w, on in (("shallow", remote.shallow), ("blob-less", remote.partial)) if on)
-                say(progress, f"cloning {label} ({how or 'full: the server offers no filter or depth'}) "
-                               f"into {target}")
-                _init_clone(tmp, remote)
-                commit = _fetch_ref(tmp, remote, ref, progress, label)
+                progress.message(f"cloning {label} ({how or 'full: the server offers no filter or depth'}) "
+                                 f"into {target}")
+                made = _init_clone(tmp, remote)
+                try:
+                    commit = _fetch_ref(made, remote, ref, progress, label, timeout)
+                finally:
+                    made.close()
                 os.rename(tmp, target)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
-    return GitTree(target, commit, label, lock, progress)
+            clone = repo_at(target)
+    return GitTree(clone, commit, label, lock, progress, timeout)
 
 
 def cached_repos(cache_dir: Path) -> list[dict]:
@@ -284,10 +373,16 @@ def cached_repos(cache_dir: Path) -> list[dict]:
         return out
     for gitdir in sorted(base.glob("*.git")):
         try:
-            url = git(["config", "remote.origin.url"], cwd=gitdir).decode().strip()
-            refs = git(["for-each-ref", "--format=%(refname)"], cwd=gitdir).decode().split()
+            repo = repo_at(gitdir)
+        except FlowscanError:
+            continue
+        try:
+            url = run(repo.git, ["config", "remote.origin.url"]).decode("utf-8", "replace").strip()
+            refs = run(repo.git, ["for-each-ref", "--format=%(refname)"]).decode("utf-8", "replace").split()
         except GitFailed:
             continue
+        finally:
+            repo.close()
         size = sum(f.stat().st_size for f in gitdir.rglob("*") if f.is_file())
         out.append({"path": str(gitdir), "url": url, "bytes": size,
                     "tags": sorted(r[len("refs/tags/"):] for r in refs if r.startswith("refs/tags/")),

@@ -1,33 +1,68 @@
-"""The git command line, fenced: restricted protocols, no repository-controlled configuration, one-line errors."""
+"""git through GitPython, fenced: restricted protocols, the repository pinned, bounded network waits, one-line errors.
+
+Every git command runs with ``GIT_ALLOW_PROTOCOL`` limited to file/git/http(s)/ssh (never ``ext::`` or
+``fd::``), no prompt, C messages, and the repository it works on named explicitly (``GIT_DIR`` and its
+kin pinned to the cache clone, or to ``/dev/null`` for commands that need none), so neither a ``GIT_DIR``
+inherited from a hook nor the configuration of a repository that happens to contain the current
+directory (``core.gitProxy``, ``url.*.insteadOf``, ...) is ever read.
+
+Commands that talk to a remote run under a watchdog: git is started in its own process group with
+``--progress`` forced, and when neither it nor its helpers (``git-remote-https``, ``ssh``,
+``index-pack``) write anything for ``timeout`` seconds, the whole group is killed and the caller gets
+`NetworkTimeout`. Over http(s) git's own low-speed limit fires first, with git's own message.
+"""
 
 from __future__ import annotations
 
 import fcntl
 import os
+import re
+import signal
 import subprocess
-import sys
 import tempfile
+import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
-import click
+import git as gitpython
 
 from flowscan.errors import FlowscanError
+from flowscan.progress import Progress
+
+ALLOWED_PROTOCOLS = "file:git:http:https:ssh"
+DEFAULT_NETWORK_TIMEOUT = 60.0  # seconds without a byte from the remote before giving up
+TIMEOUT_ENV = "FLOWSCAN_NETWORK_TIMEOUT"
+
+# What locates a repository: pinned for every command so that nothing inherited chooses it.
+_LOCATING = ("GIT_DIR", "GIT_WORK_TREE", "GIT_COMMON_DIR", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
+             "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_NAMESPACE")
 
 
-def git_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({
+def _fence(gitdir: Path | None) -> dict[str, str]:
+    """The environment every git command gets on top of ours."""
+    env = {
         "GIT_TERMINAL_PROMPT": "0",  # an unreachable https URL must fail, not ask for a password
-        "GIT_ALLOW_PROTOCOL": "file:git:http:https:ssh",  # never ext::, fd:: or other helpers
+        "GIT_ALLOW_PROTOCOL": ALLOWED_PROTOCOLS,  # never ext::, fd:: or other helpers
         "LC_ALL": "C",  # stable messages to classify
         "LANGUAGE": "C",
-    })
-    env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
-    for key in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
-                "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_NAMESPACE"):
+        "GIT_SSH_COMMAND": os.environ.get("GIT_SSH_COMMAND") or "ssh -o BatchMode=yes",
+    }
+    where = str(gitdir) if gitdir is not None else os.devnull  # /dev/null: "no repository", none is searched
+    env.update({"GIT_DIR": where, "GIT_WORK_TREE": where, "GIT_COMMON_DIR": where,
+                "GIT_INDEX_FILE": os.path.join(where, "index") if gitdir is not None else os.devnull,
+                "GIT_OBJECT_DIRECTORY": os.path.join(where, "objects") if gitdir is not None else os.devnull,
+                "GIT_ALTERNATE_OBJECT_DIRECTORIES": "", "GIT_NAMESPACE": ""})
+    return env
+
+
+def git_env(gitdir: Path | None = None) -> dict[str, str]:
+    """The whole environment of a fenced git command (for callers that start git themselves)."""
+    env = dict(os.environ)
+    for key in _LOCATING:
         env.pop(key, None)
+    env.update(_fence(gitdir))
     return env
 
 
@@ -47,55 +82,216 @@ class GitFailed(Exception):
         self.message = last_error_line(stderr)
 
 
-def git(args: Sequence[str], cwd: Path | None = None, input: bytes | None = None,
-         show_progress: bool = False, trace: bool = False):
-    """Run git, return stdout. With show_progress, git's stderr is copied to ours as it comes.
-    With trace, return (stdout, stderr text) of a run with GIT_TRACE_PACKET on."""
-    cmd = ["git", *args]
+class NetworkTimeout(FlowscanError):
+    """A remote sent nothing for the configured time."""
+
+
+def network_timeout(configured: float | None = None) -> float:
+    """Seconds a remote may stay silent: $FLOWSCAN_NETWORK_TIMEOUT, else flowscan.toml's, else 60."""
+    raw = os.environ.get(TIMEOUT_ENV, "").strip()
+    if raw:
+        try:
+            value = float(raw)
+        except ValueError:
+            value = -1.0
+        if not (0 < value < 1e6):
+            raise FlowscanError(f"{TIMEOUT_ENV}={raw!r}: must be a number of seconds above 0")
+        return value
+    return float(configured) if configured else DEFAULT_NETWORK_TIMEOUT
+
+
+# ------------------------------------------------------------------------------------------ running git
+
+def repo_at(gitdir: Path) -> gitpython.Repo:
+    """The cache clone at `gitdir`, every command of it fenced and pinned to it."""
     try:
-        if not show_progress:
-            env = git_env()
-            if trace:
-                env["GIT_TRACE_PACKET"] = "1"
-            proc = subprocess.run(cmd, cwd=cwd, input=input, capture_output=True, env=env)
-            if proc.returncode:
-                raise GitFailed(args, proc.returncode, proc.stderr.decode("utf-8", "replace"))
-            if trace:
-                return proc.stdout, proc.stderr.decode("utf-8", "replace")
-            return proc.stdout
-        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as inp:
-            if input is not None:
-                inp.write(input)
-                inp.seek(0)
-            proc = subprocess.Popen(cmd, cwd=cwd, stdin=inp, stdout=out, stderr=subprocess.PIPE,
-                                    env=git_env())
-            err = bytearray()
-            try:
-                while chunk := os.read(proc.stderr.fileno(), 65536):
-                    err += chunk
-                    sys.stderr.write(chunk.decode("utf-8", "replace"))
-                    sys.stderr.flush()
-                code = proc.wait()
-            finally:
-                if proc.poll() is None:  # interrupted: do not leave git running
-                    proc.kill()
-                    proc.wait()
-                proc.stderr.close()
-            if code:
-                raise GitFailed(args, code, err.decode("utf-8", "replace"))
-            out.seek(0)
-            return out.read()
-    except FileNotFoundError as exc:
+        repo = gitpython.Repo(str(gitdir))
+    except (gitpython.InvalidGitRepositoryError, gitpython.NoSuchPathError):
+        raise FlowscanError(f"not a git repository: {gitdir}") from None
+    repo.git.update_environment(**_fence(Path(gitdir)))
+    return repo
+
+
+def init_bare(path: Path) -> gitpython.Repo:
+    """A new bare repository without template hooks, fenced like `repo_at`.
+
+    Made as `git init` into the pinned GIT_DIR, then marked bare: ``git init --bare`` refuses to run with
+    GIT_WORK_TREE set, and the fence must set it (an inherited one would otherwise apply)."""
+    g = gitpython.Git(str(path))
+    g.update_environment(**_fence(Path(path)))
+    try:
+        run(g, ["init", "-q", "--template="])
+        run(g, ["config", "core.bare", "true"])
+        run(g, ["config", "core.logAllRefUpdates", "false"])
+        run(g, ["config", "--unset", "core.worktree"])  # written by init from the pinned GIT_WORK_TREE
+    except GitFailed as exc:
+        raise FlowscanError(f"cannot create {path}: {exc.message}") from None
+    return repo_at(path)
+
+
+def outside() -> gitpython.Git:
+    """git for commands that need no repository (ls-remote): none is searched for or read."""
+    g = gitpython.Git(os.path.realpath(tempfile.gettempdir()))
+    g.update_environment(**_fence(None))
+    return g
+
+
+def _text(value) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value or "")
+
+
+def _stdin(data: bytes | None):
+    if data is None:
+        return None
+    fh = tempfile.TemporaryFile()
+    fh.write(data)
+    fh.seek(0)
+    return fh
+
+
+def run(g: gitpython.Git, args: Sequence[str], input: bytes | None = None) -> bytes:
+    """Run a local git command (no network), return its stdout; GitFailed on a non-zero exit."""
+    inp = _stdin(input)
+    try:
+        _code, out, _err = g.execute(["git", *args], istream=inp, with_extended_output=True,
+                                     stdout_as_string=False, strip_newline_in_stdout=False)
+    except gitpython.GitCommandNotFound as exc:
         raise FlowscanError("git is not installed (no 'git' on PATH)") from exc
+    except gitpython.GitCommandError as exc:
+        raise GitFailed(args, exc.status if isinstance(exc.status, int) else 1, _text(exc.stderr)) from None
+    finally:
+        if inp is not None:
+            inp.close()
+    return out
 
 
-def say(progress: bool, message: str) -> None:
-    if progress:
-        click.echo(f"flowscan: {message}", err=True)
+class ForwardProgress(gitpython.RemoteProgress):
+    """git's transfer progress (parsed by GitPython) forwarded to a flowscan `Progress`."""
+
+    STAGES = {gitpython.RemoteProgress.RECEIVING: "receiving objects",  # the server's own stages are quick
+              gitpython.RemoteProgress.RESOLVING: "resolving deltas"}
+
+    def __init__(self, progress: Progress, label: str):
+        super().__init__()
+        self.progress = progress
+        self.label = label
+        self._done = 0.0
+
+    def update(self, op_code, cur_count, max_count=None, message=""):
+        stage = self.STAGES.get(op_code & self.OP_MASK)
+        if stage is None:
+            return
+        cur = float(cur_count or 0)
+        if op_code & self.BEGIN:
+            total = int(max_count) if max_count else None
+            self.progress.start(f"{self.label}: {stage}", total)
+            self._done = 0.0
+        if cur > self._done:
+            self.progress.advance(int(cur - self._done))
+            self._done = cur
+        if op_code & self.END:
+            self.progress.finish()
 
 
-# ------------------------------------------------------------------------------------------ scopes
+def _kill_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
+
+def run_network(g: gitpython.Git, args: Sequence[str], *, timeout: float, what: str,
+                input: bytes | None = None, on_line: Callable[[str], None] | None = None,
+                env: dict[str, str] | None = None) -> tuple[bytes, str]:
+    """Run a git command that talks to a remote; return (stdout, stderr text).
+
+    The command runs in its own process group; every line it (or a helper) writes to stderr goes to
+    `on_line` and counts as a sign of life. After `timeout` seconds without one, the group is killed and
+    NetworkTimeout names `what`. On any exception here (Ctrl-C) the group is stopped too.
+    """
+    inp = _stdin(input)
+    try:
+        try:
+            handle = g.execute(["git", *args], as_process=True, istream=inp, with_stdout=True, env=env,
+                               process_group=0)
+        except gitpython.GitCommandNotFound as exc:
+            raise FlowscanError("git is not installed (no 'git' on PATH)") from exc
+        proc: subprocess.Popen = handle.proc
+        out = bytearray()
+        err = bytearray()
+        last = [time.monotonic()]
+
+        def pump_out() -> None:
+            while chunk := os.read(proc.stdout.fileno(), 65536):
+                out.extend(chunk)
+                last[0] = time.monotonic()
+
+        def pump_err() -> None:
+            pending = b""
+            while chunk := os.read(proc.stderr.fileno(), 65536):
+                err.extend(chunk)
+                last[0] = time.monotonic()
+                pending += chunk
+                *lines, pending = re.split(rb"[\r\n]", pending)
+                if on_line is not None:
+                    for line in lines:
+                        if line.strip():
+                            on_line(line.decode("utf-8", "replace"))
+            if pending.strip() and on_line is not None:
+                on_line(pending.decode("utf-8", "replace"))
+
+        pumps = [threading.Thread(target=f, daemon=True) for f in (pump_out, pump_err)]
+        for t in pumps:
+            t.start()
+        timed_out = False
+        try:
+            while True:
+                try:
+                    code = proc.wait(timeout=0.2)
+                    break
+                except subprocess.TimeoutExpired:
+                    if time.monotonic() - last[0] > timeout:
+                        timed_out = True
+                        _kill_group(proc, signal.SIGKILL)
+            for t in pumps:
+                t.join(5)
+            if any(t.is_alive() for t in pumps):  # a helper left behind still holds a pipe
+                _kill_group(proc, signal.SIGKILL)
+                for t in pumps:
+                    t.join(5)
+        except BaseException:
+            if proc.poll() is None:  # interrupted: do not leave git and its helpers running
+                _kill_group(proc, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=3)
+                except subprocess.TimeoutExpired:
+                    _kill_group(proc, signal.SIGKILL)
+                    proc.wait()
+            raise
+        finally:
+            for stream in (proc.stdout, proc.stderr):
+                if stream is not None and not any(t.is_alive() for t in pumps):
+                    stream.close()
+        if timed_out:
+            raise NetworkTimeout(f"{what}: no answer for {timeout:g} s (network_timeout in flowscan.toml, "
+                                 f"or {TIMEOUT_ENV})")
+        text = err.decode("utf-8", "replace")
+        if code:
+            raise GitFailed(args, code, text)
+        return bytes(out), text
+    finally:
+        if inp is not None:
+            inp.close()
+
+
+def http_limits(timeout: float) -> list[str]:
+    """git options that make a stalled http(s) transfer fail after `timeout` seconds (below 1 byte/s)."""
+    return ["-c", "http.lowSpeedLimit=1", "-c", f"http.lowSpeedTime={max(1, int(round(timeout)))}"]
+
+
+# ------------------------------------------------------------------------------------------ helpers
 
 @contextmanager
 def locked(lock_path: Path):
@@ -108,16 +304,13 @@ def locked(lock_path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def tty_progress(progress: bool) -> bool:
-    return progress and sys.stderr.isatty()
-
-
-def progress_flag(progress: bool) -> list[str]:
-    return ["--progress"] if tty_progress(progress) else ["-q"]
-
-
-def config_bool(gitdir: Path, key: str) -> bool:
+def config_bool(repo: gitpython.Repo, section: str, option: str) -> bool:
+    """A boolean of the clone's own configuration file, read by GitPython (no process)."""
+    reader = repo.config_reader("repository")
     try:
-        return git(["config", "--bool", key], cwd=gitdir).decode().strip() == "true"
-    except GitFailed:
+        return bool(reader.get_value(section, option, False))
+    except Exception:  # unreadable value: treat as unset
         return False
+    finally:
+        reader.release()
+

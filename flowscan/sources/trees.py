@@ -1,4 +1,14 @@
-"""Trees: list (path, blob id) within a scope, read blobs, search them (a directory on disk or a git commit)."""
+"""Trees: list (path, blob id) within a scope, read blobs, search them (a directory on disk or a git commit).
+
+File names that are not printable UTF-8 (a byte 0xff, a newline, an escape) are left out of every
+listing, with one warning per listing: no C file is named so, and such a name could not be stored,
+printed or searched faithfully downstream.
+
+Blob reads go through flowscan's own long-lived ``git cat-file --batch`` (started through GitPython, so
+fenced like every other command), which pipelines 256 requests per write. GitPython's ``Repo.odb`` asks
+for one object at a time: on 21,380 qemu blobs (211 MB) it took 0.41 s of Python CPU against 0.23 s
+(wall 2.3-3.0 s against 1.9-2.1 s on this machine), so the pipelined reader stays.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +16,19 @@ import hashlib
 import os
 import re
 import subprocess
-import tempfile
 import weakref
 from dataclasses import replace
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 
+import git as gitpython
+
 from flowscan.errors import FlowscanError
-from flowscan.sources.git import GitFailed, config_bool, git, git_env, last_error_line, locked, progress_flag, say, tty_progress
-from flowscan.sources.refs import FileEntry, show
+from flowscan.progress import NULL, Progress
+from flowscan.sources.git import (ForwardProgress, GitFailed, config_bool, http_limits, last_error_line, locked,
+                                  run, run_network)
+from flowscan.sources.refs import FileEntry, has_control, show
 from flowscan.sources.scopes import is_c, norm_scope, pathspec_of, select
 
 
@@ -87,6 +100,27 @@ class Tree:
         return f"<{type(self).__name__} {self.label}>"
 
 
+def printable_name(path: str) -> bool:
+    """A path that can be stored, printed and searched as text: UTF-8, no control characters."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes, kept as surrogates
+        return False
+    return not has_control(path)
+
+
+def shown_name(path: str) -> str:
+    """A path for a message: undecodable bytes as \\xNN, control characters escaped."""
+    return show(path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
+
+
+def warn_unprintable(progress: Progress, label: str, paths: list[str]) -> None:
+    if paths:
+        paths = sorted(paths)
+        progress.warn(f"{label}: skipped {len(paths)} C file(s) whose names are not printable UTF-8 "
+                      f"(first: '{shown_name(paths[0])}')")
+
+
 def git_blob_id(data: bytes) -> str:
     """The id `git hash-object` gives these bytes."""
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
@@ -95,17 +129,19 @@ def git_blob_id(data: bytes) -> str:
 class DirTree(Tree):
     """A plain directory: walked (no symlinks, no .git), blob ids computed like git does."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, progress: Progress = NULL):
         root = Path(root).expanduser()
         if not root.is_dir():
-            raise FlowscanError(f"no such directory: {root}")
+            raise FlowscanError(f"no such directory: {shown_name(str(root))}")
         self.root = root.resolve()
-        self.label = str(root)
+        self.label = shown_name(str(root))
         self.commit = ""
+        self._progress = progress
         self._ids: dict[str, tuple[tuple[int, int, int], str]] = {}  # path -> (stat key, blob id)
 
     def _walk(self) -> list[str]:
         out: list[str] = []
+        odd: list[str] = []
         stack = [("", str(self.root))]
         while stack:
             rel, path = stack.pop()
@@ -119,9 +155,13 @@ class DirTree(Tree):
                             if ent.name != ".git":
                                 stack.append((name, ent.path))
                         elif ent.is_file(follow_symlinks=False):
-                            out.append(name)
+                            if printable_name(name):
+                                out.append(name)
+                            elif is_c(name):
+                                odd.append(name)
             except OSError:
                 continue
+        warn_unprintable(self._progress, self.label, odd)
         return out
 
     def files(self, scopes: Sequence[str] = (), strict: bool = True) -> list[FileEntry]:
@@ -166,18 +206,17 @@ class _CatFile:
 
     CHUNK = 256  # requests of <= 100 bytes: well under the 64 KiB pipe buffer
 
-    def __init__(self, gitdir: Path):
-        self._err = tempfile.TemporaryFile()
+    def __init__(self, repo: gitpython.Repo):
         try:
-            self.proc = subprocess.Popen(["git", "cat-file", "--batch"], cwd=gitdir,
-                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=self._err, env=git_env())
-        except FileNotFoundError as exc:
+            handle = repo.git.execute(["git", "cat-file", "--batch"], as_process=True, istream=subprocess.PIPE)
+        except gitpython.GitCommandNotFound as exc:
             raise FlowscanError("git is not installed (no 'git' on PATH)") from exc
-        self._finalizer = weakref.finalize(self, _CatFile._stop, self.proc, self._err)
+        self._handle = handle  # GitPython's wrapper: it also stops the process when dropped
+        self.proc: subprocess.Popen = handle.proc
+        self._finalizer = weakref.finalize(self, _CatFile._stop, self.proc)
 
     @staticmethod
-    def _stop(proc: subprocess.Popen, err) -> None:
+    def _stop(proc: subprocess.Popen) -> None:
         try:
             if proc.stdin and not proc.stdin.closed:
                 proc.stdin.close()
@@ -186,9 +225,9 @@ class _CatFile:
             proc.kill()
             proc.wait()
         finally:
-            if proc.stdout:
-                proc.stdout.close()
-            err.close()
+            for stream in (proc.stdout, proc.stderr):
+                if stream:
+                    stream.close()
 
     def close(self) -> None:
         self._finalizer()
@@ -196,9 +235,9 @@ class _CatFile:
     def _response(self) -> tuple[str, str, bytes | None]:
         header = self.proc.stdout.readline()
         if not header:
-            self._err.seek(0)
+            self.proc.wait()
             raise FlowscanError(f"git cat-file stopped: "
-                                f"{last_error_line(self._err.read().decode('utf-8', 'replace'))}")
+                                f"{last_error_line(self.proc.stderr.read().decode('utf-8', 'replace'))}")
         parts = header.decode("utf-8", "surrogateescape").rstrip("\n").split(" ")
         if len(parts) == 3 and parts[2].isdigit():
             size = int(parts[2])
@@ -224,42 +263,54 @@ class _CatFile:
 
 
 class GitTree(Tree):
-    """A commit in a cache clone."""
+    """A commit in a cache clone (a GitPython `Repo`, fenced by `flowscan.sources.git.repo_at`)."""
 
-    def __init__(self, gitdir: Path, commit: str, label: str, lock_path: Path, progress: bool):
-        self.gitdir = gitdir
+    def __init__(self, repo: gitpython.Repo, commit: str, label: str, lock_path: Path,
+                 progress: Progress = NULL, timeout: float = 60.0):
+        self.repo = repo
+        self.gitdir = Path(repo.git_dir)
         self.commit = commit
         self.label = label
         self._lock_path = lock_path
         self._progress = progress
+        self._timeout = timeout
         self._cat: _CatFile | None = None
         self._known: dict[str, int] = {}  # blob id -> size of blobs known to be in the clone
 
+    def _git(self, args: Sequence[str], input: bytes | None = None) -> bytes:
+        return run(self.repo.git, args, input=input)
+
     def _catfile(self) -> _CatFile:
         if self._cat is None:
-            self._cat = _CatFile(self.gitdir)
+            self._cat = _CatFile(self.repo)
         return self._cat
 
-    def _ls_tree(self, scopes: Sequence[str]) -> list[tuple[str, str]]:
+    def _ls_tree(self, scopes: Sequence[str]) -> tuple[list[tuple[str, str]], list[str]]:
+        """(path, blob id) of the regular files under the scopes, and the C files left out for their names."""
         args = ["--literal-pathspecs", "ls-tree", "-r", "-z", "--full-tree", self.commit]
         specs = sorted({pathspec_of(s) for s in scopes})
         if scopes and "" not in specs:
             args += ["--", *specs]
-        out = git(args, cwd=self.gitdir)
+        out = self._git(args)
         rows = []
+        odd = []
         for rec in out.split(b"\0"):
             if not rec:
                 continue
-            meta, _, path = rec.partition(b"\t")
+            meta, _, raw = rec.partition(b"\t")
             mode, kind, oid = meta.decode("ascii").split(" ")
             if kind == "blob" and mode in ("100644", "100755"):  # no symlinks, no submodules
-                rows.append((path.decode("utf-8", "surrogateescape"), oid))
-        return rows
+                path = raw.decode("utf-8", "surrogateescape")
+                if printable_name(path):
+                    rows.append((path, oid))
+                elif is_c(path):
+                    odd.append(path)
+        return rows, odd
 
     def _present(self) -> dict[str, int]:
         """Blob id -> size of every blob already in the clone (no lazy fetch)."""
-        out = git(["cat-file", "--batch-all-objects", "--unordered",
-                    "--batch-check=%(objectname) %(objecttype) %(objectsize)"], cwd=self.gitdir)
+        out = self._git(["cat-file", "--batch-all-objects", "--unordered",
+                         "--batch-check=%(objectname) %(objecttype) %(objectsize)"])
         sizes = {}
         for line in out.decode("ascii").splitlines():
             oid, kind, size = line.split(" ")
@@ -268,8 +319,8 @@ class GitTree(Tree):
         return sizes
 
     def _sizes(self, oids: Sequence[str]) -> dict[str, int]:
-        out = git(["cat-file", "--batch-check=%(objectname) %(objectsize)"], cwd=self.gitdir,
-                   input="".join(o + "\n" for o in oids).encode())
+        out = self._git(["cat-file", "--batch-check=%(objectname) %(objectsize)"],
+                        input="".join(o + "\n" for o in oids).encode())
         sizes = {}
         for line in out.decode("ascii").splitlines():
             parts = line.split(" ")
@@ -284,20 +335,24 @@ class GitTree(Tree):
             return {o: self._known[o] for o in wanted}
         sizes = self._present()
         missing = [o for o in wanted if o not in sizes]
-        if missing and config_bool(self.gitdir, "flowscan.partial"):
+        if missing and config_bool(self.repo, "flowscan", "partial"):
             with locked(self._lock_path):
                 sizes = self._present()  # another process may have fetched them meanwhile
                 missing = [o for o in wanted if o not in sizes]
                 if missing:
-                    say(self._progress, f"fetching {len(missing)} file(s) of {self.label}")
+                    self._progress.message(f"fetching {len(missing)} file(s) of {self.label}")
                     try:
-                        git(["-c", "fetch.negotiationAlgorithm=noop", "fetch", "origin", "--no-tags",
-                              "--no-write-fetch-head", "--recurse-submodules=no", "--filter=blob:none",
-                              "--stdin", *progress_flag(self._progress)], cwd=self.gitdir,
-                             input="".join(o + "\n" for o in missing).encode(),
-                             show_progress=tty_progress(self._progress))
+                        run_network(self.repo.git, [
+                            "-c", "fetch.negotiationAlgorithm=noop", *http_limits(self._timeout), "fetch",
+                            "--no-tags", "--no-write-fetch-head", "--recurse-submodules=no", "--filter=blob:none",
+                            "--progress", "--stdin", "--", "origin"],
+                            input="".join(o + "\n" for o in missing).encode(), timeout=self._timeout,
+                            what=f"cannot fetch files of {self.label}",
+                            on_line=ForwardProgress(self._progress, self.label).new_message_handler())
                     except GitFailed as exc:
                         raise FlowscanError(f"cannot fetch files of {self.label}: {exc.message}") from None
+                    finally:
+                        self._progress.finish()
             sizes.update(self._sizes(missing))
         lost = [o for o in wanted if o not in sizes]
         if lost:
@@ -333,7 +388,7 @@ class GitTree(Tree):
         paths = [e.path for e in entries]
         for i in range(0, len(paths), GREP_PATHS):
             try:
-                out = git([*args, self.commit, "--", *paths[i:i + GREP_PATHS]], cwd=self.gitdir)
+                out = self._git([*args, self.commit, "--", *paths[i:i + GREP_PATHS]])
             except GitFailed as exc:
                 if exc.code == 1:  # nothing matched
                     continue
@@ -351,9 +406,10 @@ class GitTree(Tree):
 
     def files(self, scopes: Sequence[str] = (), strict: bool = True) -> list[FileEntry]:
         norm = [norm_scope(s) for s in scopes]
-        rows = self._ls_tree(norm)
+        rows, odd = self._ls_tree(norm)
         chosen = select((p for p, _ in rows), norm, self.label, strict)
         picked = sorted((p, o) for p, o in rows if p in chosen and is_c(p))
+        warn_unprintable(self._progress, self.label, odd)
         sizes = self.ensure_blobs(o for _, o in picked)
         return [FileEntry(p, o, sizes[o]) for p, o in picked]
 
@@ -372,10 +428,18 @@ class GitTree(Tree):
             stream.close()
 
     def read_one(self, path: str) -> bytes:
+        """One file by path, any kind (Kconfig, meson.build); its blob fetched under the watchdog first."""
         rel = norm_scope(path)
-        if not rel or "\n" in rel:
+        if not rel:
             raise FlowscanError(f"no file '{show(path)}' in {self.label}")
-        for _name, kind, data in self._catfile().stream([f"{self.commit}:{rel}"]):
+        out = self._git(["--literal-pathspecs", "ls-tree", "-z", self.commit, "--", rel])
+        meta, _, name = out.rstrip(b"\0").partition(b"\t")
+        parts = meta.decode("ascii", "replace").split(" ")
+        if name.decode("utf-8", "surrogateescape") != rel or len(parts) != 3 or parts[1] != "blob":
+            raise FlowscanError(f"no file '{show(path)}' in {self.label}")
+        oid = parts[2]
+        self.ensure_blobs([oid])
+        for _name, kind, data in self._catfile().stream([oid]):
             if data is None or kind != "blob":
                 raise FlowscanError(f"no file '{show(path)}' in {self.label}")
             return data
@@ -385,6 +449,7 @@ class GitTree(Tree):
         if self._cat is not None:
             self._cat.close()
             self._cat = None
+        self.repo.close()
 
 
 # ------------------------------------------------------------------------------------------ the cache clones
