@@ -15,7 +15,9 @@ from typing import Sequence
 import click
 
 from flowscan import __version__
+from flowscan.config import ROLES
 from flowscan.errors import FlowscanError
+from flowscan.report import formats
 
 FORMATS = click.Choice(["text", "json"])
 DEFAULT_PREFER = ("arch/arm64", "target/arm")
@@ -23,15 +25,51 @@ DEFAULT_PREFER = ("arch/arm64", "target/arm")
 
 # -- shared options --------------------------------------------------------------------------------
 class Ctx:
-    def __init__(self, config_path: str | None, cache_dir: str | None, jobs: int, quiet: bool):
-        from flowscan.config import default_cache_dir, load_config
-        from flowscan.console import ClickProgress
+    """The global options, given before the command or after it (the last one given wins); the config
+    file is read when first needed, once every option is known."""
 
-        self.config = load_config(Path(config_path) if config_path else None)
-        self.cache_dir = Path(cache_dir) if cache_dir else (self.config.cache_dir or default_cache_dir())
-        self.jobs = jobs
-        self.progress = ClickProgress(quiet)
-        self.network_timeout = self.config.network_timeout
+    def __init__(self, config_path: str | None, cache_dir: str | None, jobs: int, quiet: bool):
+        self.config_path, self.cache_dir_opt, self.jobs, self.quiet = config_path, cache_dir, jobs, quiet
+        self._config = None
+        self._progress = None
+
+    @property
+    def config(self):
+        if self._config is None:
+            from flowscan.config import load_config
+
+            self._config = load_config(Path(self.config_path) if self.config_path else None)
+        return self._config
+
+    @property
+    def cache_dir(self) -> Path:
+        from flowscan.config import default_cache_dir
+
+        return Path(self.cache_dir_opt) if self.cache_dir_opt else (self.config.cache_dir or default_cache_dir())
+
+    @property
+    def progress(self):
+        if self._progress is None:
+            from flowscan.console import ClickProgress
+
+            self._progress = ClickProgress(self.quiet)
+        return self._progress
+
+    @property
+    def network_timeout(self):
+        return self.config.network_timeout
+
+
+# The global options: on the group, and again on every command (see _global_options_after_commands).
+_GLOBAL_OPTIONS = (
+    (("--config", "config_path"), dict(type=click.Path(dir_okay=False),
+                                       help="flowscan.toml to use (default: ./flowscan.toml when present).")),
+    (("--cache-dir", "cache_dir"), dict(type=click.Path(file_okay=False),
+                                        help="Where clones and the facts cache live (default: $XDG_CACHE_HOME/flowscan).")),
+    (("--jobs", "-j", "jobs"), dict(type=click.IntRange(0, 256), help="Parser processes (0 = all cores).")),
+    (("--quiet", "-q", "quiet"), dict(is_flag=True, default=None, help="No progress on stderr.")),
+)
+_CTX_FIELD = {"config_path": "config_path", "cache_dir": "cache_dir_opt", "jobs": "jobs", "quiet": "quiet"}
 
 
 def tree_options(fn):
@@ -102,16 +140,21 @@ def _known(graph, name: str) -> list:
 
 
 # -- group -----------------------------------------------------------------------------------------
+def _global_options(fn):
+    for decls, attrs in reversed(_GLOBAL_OPTIONS):
+        fn = click.option(*decls, **attrs)(fn)
+    return fn
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="flowscan")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="flowscan.toml to use (default: ./flowscan.toml when present).")
-@click.option("--cache-dir", type=click.Path(file_okay=False), help="Where clones and the facts cache live (default: $XDG_CACHE_HOME/flowscan).")
-@click.option("--jobs", "-j", type=click.IntRange(0, 256), default=0, show_default=True, help="Parser processes (0 = all cores).")
-@click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
+@_global_options
 @click.pass_context
 def cli(cctx, config_path, cache_dir, jobs, quiet):
-    """Verify call flows across guest Linux, host KVM and QEMU, from source, and flag drift between releases."""
-    cctx.obj = Ctx(config_path, cache_dir, jobs, quiet)
+    """Verify call flows across guest Linux, host KVM and QEMU, from source, and flag drift between releases.
+
+    The global options (--config, --cache-dir, -j, -q) go before or after the command."""
+    cctx.obj = Ctx(config_path, cache_dir, jobs or 0, bool(quiet))
 
 
 # -- query commands --------------------------------------------------------------------------------
@@ -241,7 +284,7 @@ def types(ctx, names, src, repo, ref, scopes, prefer, fmt):
 
 # -- sources ---------------------------------------------------------------------------------------
 def role_options(fn):
-    for role in ("vmm", "host", "guest"):
+    for role in reversed(ROLES):  # click lists options in the reverse order of decoration
         fn = click.option(f"--{role}-src", f"{role}_src", type=click.Path(file_okay=False),
                           help=f"A {role} checkout on disk instead of a clone.")(fn)
         fn = click.option(f"--{role}-repo", f"{role}_repo", help=f"Git URL or path of the {role} repository.")(fn)
@@ -251,8 +294,7 @@ def role_options(fn):
 
 def _sources(ctx: Ctx, roles: Sequence[str], kw: dict, demo_ok: bool = True) -> dict:
     """Per role: command line, then flowscan.toml, then (no refs anywhere) the bundled fixtures."""
-    from flowscan.config import merge_cli
-    from flowscan.config import DEFAULT_REPOS
+    from flowscan.config import DEFAULT_REPOS, merge_cli
     from flowscan.sources.refs import Source
     from flowscan.workspace import demo_source
 
@@ -296,9 +338,8 @@ def fetch(ctx, **kw):
     """Clone or update the configured trees at their refs into the cache."""
     from flowscan.sources.clones import open_tree
 
-    given = [r for r in ("guest", "host", "vmm")
-             if kw.get(f"{r}_ref") or kw.get(f"{r}_src") or r in ctx.config.sources]
-    sources = _sources(ctx, given or ("guest", "host", "vmm"), kw, demo_ok=False)
+    given = [r for r in ROLES if kw.get(f"{r}_ref") or kw.get(f"{r}_src") or r in ctx.config.sources]
+    sources = _sources(ctx, given or ROLES, kw, demo_ok=False)
     done = set()
     for role, src in sources.items():
         if (src.repo, src.ref, src.src) in done:
@@ -316,49 +357,11 @@ def sources(ctx, fmt):
     """What is configured (flowscan.toml) and what is in the cache."""
     import json
 
-    from flowscan.index.facts_cache import cache_info
-    from flowscan.index.store import index_info
-    from flowscan.sources.clones import cached_repos
+    from flowscan.report.inventory import inventory_text
+    from flowscan.workspace import inventory
 
-    data = {"config": str(ctx.config.path) if ctx.config.path else None, "flow": ctx.config.flow,
-            "cache_dir": str(ctx.cache_dir),
-            "sources": {r: {"repo": s.repo, "ref": s.ref, "src": str(s.src) if s.src else "",
-                            "scope": list(s.scope)} for r, s in sorted(ctx.config.sources.items())},
-            "facts_cache": cache_info(ctx.cache_dir / "facts"), "indexes": index_info(ctx.cache_dir / "index"),
-            "repos": cached_repos(ctx.cache_dir),
-            "scans": _scans(ctx.cache_dir)}
-    if fmt == "json":
-        click.echo(json.dumps(data, indent=2, sort_keys=True))
-        return
-    click.echo(f"config: {data['config'] or '(none: ./flowscan.toml not found)'}")
-    click.echo(f"flow: {data['flow'] or '(default arm64-reboot)'}")
-    for r, s in data["sources"].items():
-        where = s["src"] or f"{s['repo'] or '(upstream default)'} @ {s['ref'] or '?'}"
-        click.echo(f"  {r}: {where}" + (f"  scope={','.join(s['scope'])}" if s["scope"] else ""))
-    click.echo(f"cache: {data['cache_dir']}")
-    fc = data["facts_cache"]
-    click.echo(f"  facts: {fc.get('entries', 0)} entries, {fc.get('bytes', 0) / 1e6:.1f} MB")
-    for t in data["indexes"]["trees"]:
-        click.echo(f"  index: {t['tree']}" + (f" ({t['scopes']})" if t["scopes"] else " (whole tree)")
-                   + f", {t['files']} files, {t['bytes'] / 1e6:.1f} MB")
-    for repo in data["repos"]:
-        refs = [*repo.get("tags", []), *(c[:12] for c in repo.get("commits", []))]
-        click.echo(f"  repo: {repo.get('url', '?')} ({repo.get('bytes', 0) / 1e6:.1f} MB) refs: "
-                   f"{', '.join(refs) or '-'}")
-    for label, st in sorted(data["scans"].items()):
-        rate = st["reused"] / st["files"] if st.get("files") else 0.0
-        how = "from its index" if st.get("indexed") else (f"{st['parsed']} parsed, {st['reused']} reused "
-                                                           f"(hit rate {rate:.0%})")
-        click.echo(f"  last scan of {label}: {st['files']} files, {how}, {st['seconds']} s")
-
-
-def _scans(cache_dir: Path) -> dict:
-    import json
-
-    try:
-        return json.loads((cache_dir / "scans.json").read_text())
-    except (OSError, ValueError):
-        return {}
+    data = inventory(ctx.config, ctx.cache_dir)
+    click.echo(json.dumps(data, indent=2, sort_keys=True) + "\n" if fmt == "json" else inventory_text(data), nl=False)
 
 
 # -- flows -----------------------------------------------------------------------------------------
@@ -410,7 +413,8 @@ def _write(path: str | None, text: str) -> None:
 @click.argument("flow", required=False)
 @role_options
 @click.option("--flow-file", type=click.Path(dir_okay=False), help="A user's flow spec (TOML) instead of a built-in.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "md"]), default="table", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(formats.names(drift=False) + list(formats.ALIASES)),
+              default="text", show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the result here instead of stdout.")
 @click.option("--render", "render_to", type=click.Path(dir_okay=False), help="Also draw the flow (.svg .png .pdf .dot .html).")
 @click.option("--collapse", is_flag=True, help="In the diagram, fold chains of intermediate calls.")
@@ -421,9 +425,7 @@ def trace(ctx, flow, flow_file, fmt, output, render_to, collapse, **kw):
     With no refs and no flowscan.toml, runs on the bundled miniature trees."""
     spec = _spec(ctx, flow, flow_file)
     result, _loaded = _trace(ctx, spec, _sources(ctx, spec.roles(), kw))
-    from flowscan.report import documents as report
-
-    text = {"table": report.trace_table, "md": report.trace_markdown}.get(fmt, lambda r: r.dumps())(result)
+    text = formats.render(fmt, formats.Outcome(result))
     if render_to:
         _render(result, None, None, Path(render_to), collapse)
     _write(output, text)
@@ -431,16 +433,15 @@ def trace(ctx, flow, flow_file, fmt, output, render_to, collapse, **kw):
 
 
 def _render(result, drift, old, out: Path, collapse: bool) -> None:
-    from flowscan.report import diagram as render
-    from flowscan.report import html
     from flowscan.fileio import atomic_write_text
+    from flowscan.report import html, painter
 
-    graph = render.drift_graph(drift, result, old, collapse=collapse) if drift else \
-        render.flow_graph(result, collapse=collapse)
+    graph = painter.drift_graph(drift, result, old, collapse=collapse) if drift else \
+        painter.flow_graph(result, collapse=collapse)
     if out.suffix == ".html":
-        atomic_write_text(out, html.html_page(result, render.svg_text(graph), drift))
+        atomic_write_text(out, html.html_page(result, painter.svg_text(graph), drift))
     else:
-        render.write(graph, out)
+        painter.write(graph, out)
 
 
 @cli.command(name="render")
@@ -465,8 +466,8 @@ def _parse_refs(text: str | None, option: str) -> dict[str, str]:
         if "=" not in part:
             raise FlowscanError(f"{option}: expected role=REF[,role=REF...], got '{part}'")
         role, ref = (p.strip() for p in part.split("=", 1))
-        if role not in ("guest", "host", "vmm"):
-            raise FlowscanError(f"{option}: unknown role '{role}' (guest, host or vmm)")
+        if role not in ROLES:
+            raise FlowscanError(f"{option}: unknown role '{role}' ({', '.join(ROLES)})")
         out[role] = ref
     return out
 
@@ -478,14 +479,13 @@ def _parse_refs(text: str | None, option: str) -> dict[str, str]:
 @click.option("--to", "to_refs", help="New refs: guest=REF,host=REF,vmm=REF")
 @role_options
 @click.option("--flow-file", type=click.Path(dir_okay=False), help="A user's flow spec (TOML).")
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "md"]), default="text", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(formats.names(drift=True)), default="text", show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False))
 @click.option("--render", "render_to", type=click.Path(dir_okay=False), help="Also draw the drift (.svg .png .pdf .dot .html).")
 @click.option("--collapse", is_flag=True)
 @click.pass_obj
 def diff(ctx, flow, results, from_refs, to_refs, flow_file, fmt, output, render_to, collapse, **kw):
     """Drift of FLOW between two sets of refs (--from/--to), or between two saved JSON results."""
-    from flowscan.report import documents as report
     from flowscan.flow.drift import diff_results
 
     if flow and flow.endswith(".json"):
@@ -504,25 +504,15 @@ def diff(ctx, flow, results, from_refs, to_refs, flow_file, fmt, output, render_
             raise FlowscanError("give --from role=REF,... and --to role=REF,... (or two saved results)")
         spec = _spec(ctx, flow, flow_file)
         old, new, drift = _diff_refs(ctx, spec, from_refs, to_refs, kw)
-    text = {"json": lambda d: _diff_json(d, old, new), "md": report.drift_markdown}.get(
-        fmt, report.drift_text)(drift)
+    text = formats.render(fmt, formats.Outcome(new, drift, old))
     if render_to:
         _render(new, drift, old, Path(render_to), collapse)
     _write(output, text)
     sys.exit(1 if drift.items else 0)
 
 
-def _diff_json(drift, old, new) -> str:
-    import json
-
-    data = drift.to_json()
-    data["old"] = old.to_json()
-    data["new"] = new.to_json()
-    return json.dumps(data, indent=2, sort_keys=True) + "\n"
-
-
 def _diff_refs(ctx: Ctx, spec, from_refs: str, to_refs: str, kw: dict):
-    from flowscan.flow.drift import diff_flows
+    from flowscan.flow.drift import diff_results
 
     roles = spec.roles()
     old_kw = dict(kw)
@@ -531,11 +521,9 @@ def _diff_refs(ctx: Ctx, spec, from_refs: str, to_refs: str, kw: dict):
         old_kw[f"{role}_ref"] = ref
     for role, ref in _parse_refs(to_refs, "--to").items():
         new_kw[f"{role}_ref"] = ref
-    old, old_loaded = _trace(ctx, spec, _sources(ctx, roles, old_kw, demo_ok=False))
-    new, new_loaded = _trace(ctx, spec, _sources(ctx, roles, new_kw, demo_ok=False))
-    drift = diff_flows(old, new, {r: l.graph for r, l in old_loaded.items()},
-                       {r: l.graph for r, l in new_loaded.items()})
-    return old, new, drift
+    old, _ = _trace(ctx, spec, _sources(ctx, roles, old_kw, demo_ok=False))
+    new, _ = _trace(ctx, spec, _sources(ctx, roles, new_kw, demo_ok=False))
+    return old, new, diff_results(old, new)
 
 
 @cli.command()
@@ -546,13 +534,29 @@ def _diff_refs(ctx: Ctx, spec, from_refs: str, to_refs: str, kw: dict):
 @click.pass_obj
 def baseline(ctx, flow, flow_file, output, **kw):
     """Write the verified flow as a baseline file to commit (deterministic JSON)."""
-    from flowscan.flow.drift import baseline_json
+    from flowscan.flow.results import VERIFIED
 
     spec = _spec(ctx, flow, flow_file)
     result, _ = _trace(ctx, spec, _sources(ctx, spec.roles(), kw))
-    _write(output, baseline_json(result))
-    click.echo(f"baseline written: {output} ({result.summary()['verified']} of {len(result.hops)} hops verified)",
+    _write(output, result.dumps())
+    click.echo(f"baseline written: {output} ({result.summary()[VERIFIED]} of {len(result.hops)} hops verified)",
                err=True)
+
+
+def _check_outputs(fn):
+    """`check --OPTION FILE` for every format of the formatter table that names a check option; the command
+    gets them as `outputs` (format name -> file)."""
+    rows = [(name, w) for name, w in formats.WRITERS.items() if w.check_option]
+    for name, w in reversed(rows):
+        fn = click.option(f"--{w.check_option}", f"out_{name}", type=click.Path(dir_okay=False),
+                          help=f"Write {w.help} here.")(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        kwargs["outputs"] = {name: kwargs.pop(f"out_{name}") for name, _w in rows if kwargs.get(f"out_{name}")}
+        kwargs = {k: v for k, v in kwargs.items() if not k.startswith("out_")}
+        return fn(*args, **kwargs)
+    return wrapper
 
 
 @cli.command()
@@ -561,34 +565,42 @@ def baseline(ctx, flow, flow_file, output, **kw):
 @role_options
 @click.option("--flow-file", type=click.Path(dir_okay=False))
 @click.option("--fail-on", type=click.Choice(["broken", "changed", "any"]), default="changed", show_default=True)
-@click.option("--markdown", "md_file", type=click.Path(dir_okay=False), help="Write a Markdown summary here.")
-@click.option("--junit", "junit_file", type=click.Path(dir_okay=False), help="Write JUnit XML here (one test case per hop).")
-@click.option("--sarif", "sarif_file", type=click.Path(dir_okay=False), help="Write SARIF 2.1.0 here (one result per drift item).")
+@_check_outputs
 @click.pass_obj
-def check(ctx, flow, baseline_file, flow_file, fail_on, md_file, junit_file, sarif_file, **kw):
+def check(ctx, flow, baseline_file, flow_file, fail_on, outputs, **kw):
     """CI gate: compare the current refs with a committed baseline. Exit 0 no drift, 1 drift, 2 error."""
-    import json
-
-    from flowscan.report import documents as report
-    from flowscan.flow.drift import diff_flows, fails
+    from flowscan.flow.drift import diff_results, fails
     from flowscan.flow.saved import load_result_file
 
     if not Path(baseline_file).is_file():
         raise FlowscanError(f"no such baseline file: {baseline_file} (write one with `flowscan baseline -o FILE`)")
     old, _, _ = load_result_file(Path(baseline_file))
     spec = _spec(ctx, flow or old.flow, flow_file)
-    new, loaded = _trace(ctx, spec, _sources(ctx, spec.roles(), kw))
-    drift = diff_flows(old, new, None, {r: l.graph for r, l in loaded.items()})
-    if md_file:
-        _write(md_file, report.drift_markdown(drift))
-    if junit_file:
-        _write(junit_file, report.junit_xml(new, drift))
-    if sarif_file:
-        _write(sarif_file, json.dumps(report.sarif(drift, new), indent=2, sort_keys=True) + "\n")
+    new, _ = _trace(ctx, spec, _sources(ctx, spec.roles(), kw))
+    outcome = formats.Outcome(new, diff_results(old, new), old)
+    for name, path in outputs.items():
+        _write(path, formats.render(name, outcome))
     if os.environ.get("GITHUB_ACTIONS") == "true":
-        click.echo(report.github_annotations(drift), nl=False)
-    click.echo(report.drift_text(drift), nl=False)
+        click.echo(formats.render("github", outcome), nl=False)
+    click.echo(formats.render("text", outcome), nl=False)
+    drift = outcome.drift
     sys.exit(1 if fails(drift, fail_on) else 0)
+
+
+def _store_global(cctx, param, value) -> None:
+    if value is None or (param.is_flag and not value):
+        return
+    setattr(cctx.find_object(Ctx), _CTX_FIELD[param.name], value)
+
+
+def _global_options_after_commands() -> None:
+    """Every command takes the global options too, where people type them: `flowscan trace ... -q`."""
+    for cmd in cli.commands.values():
+        for decls, attrs in _GLOBAL_OPTIONS:
+            cmd.params.append(click.Option(decls, expose_value=False, callback=_store_global, **attrs))
+
+
+_global_options_after_commands()
 
 
 def main() -> None:

@@ -171,3 +171,25 @@ def load_roles(spec: FlowSpec, sources: dict[str, Source], *, cache_dir: Path, j
         out[role] = replace(loaded, source=src, info=replace(
             loaded.info, role=role, url_template=(url_templates or {}).get(role, "")))
     return out
+
+
+def last_scans(cache_dir: Path) -> dict:
+    """What record_scan kept: per tree label, the last scan's counts ({} when there is nothing readable)."""
+    try:
+        data = json.loads((cache_dir / "scans.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def inventory(config, cache_dir: Path) -> dict:
+    """What is configured (flowscan.toml) and what the cache holds: facts, indexes, clones, last scans."""
+    from flowscan.index.facts_cache import cache_info, facts_dir
+    from flowscan.index.store import index_info, indexes_dir
+    from flowscan.sources.clones import cached_repos
+
+    return {"config": str(config.path) if config.path else None, "flow": config.flow, "cache_dir": str(cache_dir),
+            "sources": {r: {"repo": s.repo, "ref": s.ref, "src": str(s.src) if s.src else "",
+                            "scope": list(s.scope)} for r, s in sorted(config.sources.items())},
+            "facts_cache": cache_info(facts_dir(cache_dir)), "indexes": index_info(indexes_dir(cache_dir)),
+            "repos": cached_repos(cache_dir), "scans": last_scans(cache_dir)}

@@ -119,8 +119,8 @@ def test_bad_refs_are_refused_before_git(fs, fixture_repos):
 
 def test_failed_render_leaves_no_file(fs, tmp_path, monkeypatch, fixture_repos):
     """A missing `dot` fails with one line and leaves neither a half-written nor an empty output file."""
-    import flowscan.report.diagram as render
-    monkeypatch.setattr(render, "dot_available", lambda: False)
+    import flowscan.report.painter as painter
+    monkeypatch.setattr(painter, "dot_available", lambda: False)
     out = tmp_path / "flow.svg"
     code, _, err = fs("trace", *refs(fixture_repos, "v6.12", "v10.0.0"), "--render", str(out))
     assert code == 2 and "graphviz" in one_line_error(err).lower()

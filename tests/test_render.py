@@ -11,7 +11,10 @@ from pathlib import Path
 import graphviz
 import pytest
 
-from flowscan.report import diagram as render
+from flowscan.report import diagram
+from flowscan.report import links
+from flowscan.report import palette
+from flowscan.report import painter
 from flowscan.errors import FlowscanError
 from flowscan.flow.results import DriftItem, DriftReport, Evidence, FlowResult, HopResult, SourceInfo, StageInfo, Step
 
@@ -20,7 +23,7 @@ SVG = "{http://www.w3.org/2000/svg}"
 XLINK = "{http://www.w3.org/1999/xlink}"
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz `dot` is not installed")
 
-GREEN, RED, GREY, YELLOW = (render.STATUS_COLOURS[s][0] for s in
+GREEN, RED, GREY, YELLOW = (palette.STATUS_COLOURS[s][0] for s in
                             ("verified", "missing", "unverifiable", "skipped-optional"))
 
 
@@ -101,7 +104,7 @@ def small_flow() -> FlowResult:
 
 
 def svg_of(graph: graphviz.Digraph) -> ET.Element:
-    return ET.fromstring(render.svg_text(graph))
+    return ET.fromstring(painter.svg_text(graph))
 
 
 def groups(root: ET.Element, cls: str) -> dict[str, ET.Element]:
@@ -126,47 +129,47 @@ def texts(g: ET.Element) -> list[str]:
 
 
 def hop_edges(edges: dict[str, ET.Element], hop_id: str) -> list[ET.Element]:
-    cls = render.hop_class(hop_id)
+    cls = diagram.hop_class(hop_id)
     return [g for g in edges.values() if cls in g.get("class", "").split()]
 
 
 def node_for(result: FlowResult, role: str, name: str) -> str:
-    return render.node_id(role, name)
+    return diagram.node_id(role, name)
 
 
 # -- DOT ---------------------------------------------------------------------------------------------
 def test_dot_is_byte_identical_across_runs_and_round_trips(sample, old_sample, drift_sample):
-    a = render.flow_graph(sample).source
-    b = render.flow_graph(FlowResult.from_json(json.loads(sample.dumps()))).source
+    a = painter.flow_graph(sample).source
+    b = painter.flow_graph(FlowResult.from_json(json.loads(sample.dumps()))).source
     assert a == b
-    assert render.flow_graph(sample, collapse=True).source == render.flow_graph(sample, collapse=True).source
-    d1 = render.drift_graph(drift_sample, sample, old_sample).source
-    d2 = render.drift_graph(DriftReport.from_json(json.loads(drift_sample.dumps())), sample, old_sample).source
+    assert painter.flow_graph(sample, collapse=True).source == painter.flow_graph(sample, collapse=True).source
+    d1 = painter.drift_graph(drift_sample, sample, old_sample).source
+    d2 = painter.drift_graph(DriftReport.from_json(json.loads(drift_sample.dumps())), sample, old_sample).source
     assert d1 == d2
     assert "Generated" not in a and not re.search(r"20\d\d-\d\d-\d\d", a)
 
 
 def test_node_ids_are_colon_free_and_stable(sample):
-    dot = render.flow_graph(sample).source
+    dot = painter.flow_graph(sample).source
     ids = re.findall(r"^\t+([^\s\[]+) \[", dot, re.M)
     assert ids and all(re.fullmatch(r"[A-Za-z0-9_]+", i) for i in ids), [i for i in ids if ":" in i][:5]
-    assert render.node_id("vmm", "efi.reset_system") == render.node_id("vmm", "efi.reset_system")
-    assert ":" not in render.node_id("host", "a:b") and ":" not in render.handoff_node_id("psci:SYSTEM_RESET2")
-    assert render.node_id("vmm", "a.b") != render.node_id("vmm", "a_b")
+    assert diagram.node_id("vmm", "efi.reset_system") == diagram.node_id("vmm", "efi.reset_system")
+    assert ":" not in diagram.node_id("host", "a:b") and ":" not in diagram.handoff_node_id("psci:SYSTEM_RESET2")
+    assert diagram.node_id("vmm", "a.b") != diagram.node_id("vmm", "a_b")
     # every hop's endpoints are nodes
     for h in sample.hops:
         if h.kind in ("call", "reach") and h.steps:
-            assert f"\t{render.node_id(h.role, h.steps[-1].callee)} [" in dot, h.id
+            assert f"\t{diagram.node_id(h.role, h.steps[-1].callee)} [" in dot, h.id
 
 
 def test_one_cluster_per_stage_in_flow_order(sample):
-    dot = render.flow_graph(sample).source
+    dot = painter.flow_graph(sample).source
     clusters = re.findall(r"subgraph (cluster_\d\d_\w+) \{", dot)
     assert clusters == [f"cluster_{i:02d}_{s.id}" for i, s in enumerate(sample.stages)]
 
 
 def test_edge_styles_by_kind(sample):
-    dot = render.flow_graph(sample).source
+    dot = painter.flow_graph(sample).source
     lines = dot.splitlines()
 
     def edge_line(tail: str, head: str) -> str:
@@ -174,7 +177,7 @@ def test_edge_styles_by_kind(sample):
         assert hits, (tail, head)
         return hits[0]
 
-    n = lambda role, name: render.node_id(role, name)  # noqa: E731
+    n = lambda role, name: diagram.node_id(role, name)  # noqa: E731
     assert "style=solid" in edge_line(n("guest", "reboot"), n("guest", "kernel_restart"))
     table = edge_line(n("host", "handle_trap_exceptions"), n("host", "handle_hvc"))
     assert "style=dashed" in table and "table: exit_handle_fn" in table
@@ -182,9 +185,9 @@ def test_edge_styles_by_kind(sample):
     assert "style=dashed" in qom and "qom-parent: arm-gicv3-common.reset" in qom
     notifier = edge_line(n("guest", "do_kernel_restart"), n("guest", "psci_sys_reset"))
     assert "notifier: restart_handler_list" in notifier
-    handoff = edge_line(render.handoff_node_id("kvm-exit:SYSTEM_EVENT_RESET"), n("vmm", "kvm_cpu_exec"))
+    handoff = edge_line(diagram.handoff_node_id("kvm-exit:SYSTEM_EVENT_RESET"), n("vmm", "kvm_cpu_exec"))
     assert "style=bold" in handoff and "penwidth=2.6" in handoff
-    hnode = [l for l in lines if f"\t{render.handoff_node_id('kvm-exit:SYSTEM_EVENT_RESET')} [" in l][0]
+    hnode = [l for l in lines if f"\t{diagram.handoff_node_id('kvm-exit:SYSTEM_EVENT_RESET')} [" in l][0]
     assert "KVM_EXIT_SYSTEM_EVENT" in hnode and "KVM_SYSTEM_EVENT_RESET" in hnode and "shape=cds" in hnode
     flag = edge_line(n("vmm", "qemu_system_reset_request"), n("vmm", "main_loop_should_exit"))
     assert "style=dotted" in flag and "flag: reset_requested" in flag
@@ -197,47 +200,47 @@ def test_edge_styles_by_kind(sample):
 
 
 def test_registration_hop_from_hand_built_flow():
-    dot = render.flow_graph(small_flow()).source
-    line = [l for l in dot.splitlines() if f"{render.node_id('vmm', 'arm_cpu_class_init')} -> "
-            f"{render.node_id('vmm', 'arm_cpu_reset_hold')}" in l][0]
+    dot = painter.flow_graph(small_flow()).source
+    line = [l for l in dot.splitlines() if f"{diagram.node_id('vmm', 'arm_cpu_class_init')} -> "
+            f"{diagram.node_id('vmm', 'arm_cpu_reset_hold')}" in l][0]
     assert "registers hold" in line and "resettable_class_set_parent_phases" in line
     reg = [l for l in dot.splitlines() if "registration: phases.hold" in l]
     assert reg and "style=dashed" in reg[0]
 
 
 def test_collapse_folds_reach_chains(sample):
-    full = render.flow_graph(sample).source
-    folded = render.flow_graph(sample, collapse=True).source
-    hidden = render.node_id("vmm", "resettable_phase_hold")  # only ever an intermediate step of reach hops
+    full = painter.flow_graph(sample).source
+    folded = painter.flow_graph(sample, collapse=True).source
+    hidden = diagram.node_id("vmm", "resettable_phase_hold")  # only ever an intermediate step of reach hops
     assert f"\t\t{hidden} [" in full and f"\t\t{hidden} [" not in folded
     assert "+2 calls (1 indirect)" in folded
     assert "folded chain" in folded and "folded chain" not in full
     # a hand-built 4-step reach keeps its first and last step
-    small = render.flow_graph(small_flow(), collapse=True).source
+    small = painter.flow_graph(small_flow(), collapse=True).source
     assert "+2 calls" in small
-    assert f"\t\t{render.node_id('guest', 'machine_restart')} [" in small
-    assert f"\t\t{render.node_id('guest', 'do_kernel_restart')} [" not in small
+    assert f"\t\t{diagram.node_id('guest', 'machine_restart')} [" in small
+    assert f"\t\t{diagram.node_id('guest', 'do_kernel_restart')} [" not in small
 
 
 def test_url_templates_argument_and_source_fallback(sample):
-    dot = render.flow_graph(sample).source
+    dot = painter.flow_graph(sample).source
     assert ("https://git.kernel.org/pub/scm/linux/kernel/git/torvalds/linux.git/tree/kernel/reboot.c?h=v6.12#n90"
             in dot)
     assert "https://gitlab.com/qemu-project/qemu/-/blob/v8.1.0/target/arm/cpu.c#L29" in dot
-    custom = render.flow_graph(sample, url_templates={"guest": "https://x/{commit}/{path}?a=1&b={line}"}).source
+    custom = painter.flow_graph(sample, url_templates={"guest": "https://x/{commit}/{path}?a=1&b={line}"}).source
     assert f"https://x/{sample.sources[0].commit}/kernel/reboot.c?a=1&amp;b=90" in custom
     assert "https://gitlab.com/qemu-project/qemu/-/blob/" in custom  # roles not overridden keep their own
-    assert render.source_url("https://h/{path}#L{line}", "a/b.c", 7) == "https://h/a/b.c#L7"
-    assert render.source_url("", "a/b.c", 7) == ""
+    assert links.source_url("https://h/{path}#L{line}", "a/b.c", 7) == "https://h/a/b.c#L7"
+    assert links.source_url("", "a/b.c", 7) == ""
 
 
 def test_hand_built_flow_renders_every_kind():
     flow = small_flow()
-    dot = render.flow_graph(flow).source
+    dot = painter.flow_graph(flow).source
     assert "cluster_04_extra" in dot  # a stage named only by a hop still gets its column
     assert "c&lt;d&gt;" in dot and "a&amp;b" in dot  # HTML-like labels are escaped
     assert "mini &lt;reboot&gt; &amp; co" in dot
-    assert render.handoff_node_id("psci:SYSTEM_RESET") in dot
+    assert diagram.handoff_node_id("psci:SYSTEM_RESET") in dot
     assert "https://q/" + "b" * 40 + "/target/arm/cpu.c#L560" in dot
 
 
@@ -246,7 +249,7 @@ def test_hand_built_flow_renders_every_kind():
 def flow_svg(sample) -> ET.Element:
     if shutil.which("dot") is None:
         pytest.skip("Graphviz `dot` is not installed")
-    return svg_of(render.flow_graph(sample))
+    return svg_of(painter.flow_graph(sample))
 
 
 @needs_dot
@@ -266,28 +269,28 @@ def test_svg_every_hop_has_its_nodes_with_labels(sample, flow_svg):
     nodes = groups(flow_svg, "node")
     for h in sample.hops:
         if h.kind == "handoff":
-            g = nodes[render.handoff_node_id(h.id)]
+            g = nodes[diagram.handoff_node_id(h.id)]
             assert any("SYSTEM" in t for t in texts(g)), h.id
             continue
         to = h.steps[-1].callee if (h.steps and h.kind != "flag") else (h.matched_to or h.to)
         role = h.to_role or h.role
-        g = nodes[render.node_id(role, to)]
+        g = nodes[diagram.node_id(role, to)]
         assert to in texts(g)[0].replace(" | ", "|"), (h.id, texts(g))
         frm = h.steps[0].caller if h.steps and h.kind != "flag" else (h.matched_from or h.frm)
-        assert render.node_id(h.role, frm) in nodes, h.id
+        assert diagram.node_id(h.role, frm) in nodes, h.id
     # label shows file:line of the definition
-    assert "kernel/reboot.c:90" in texts(nodes[render.node_id("guest", "kernel_restart")])
+    assert "kernel/reboot.c:90" in texts(nodes[diagram.node_id("guest", "kernel_restart")])
 
 
 @needs_dot
 def test_svg_status_colours_on_nodes_and_edges(sample, flow_svg):
     nodes, edges = groups(flow_svg, "node"), groups(flow_svg, "edge")
-    expect = {("vmm", "write_kvmstate_to_list"): render.STATUS_COLOURS["missing"],
-              ("guest", "efi.reset_system"): render.STATUS_COLOURS["unverifiable"],
-              ("vmm", "cpu_synchronize_all_states"): render.STATUS_COLOURS["skipped-optional"],
-              ("guest", "kernel_restart"): render.STATUS_COLOURS["verified"]}
+    expect = {("vmm", "write_kvmstate_to_list"): palette.STATUS_COLOURS["missing"],
+              ("guest", "efi.reset_system"): palette.STATUS_COLOURS["unverifiable"],
+              ("vmm", "cpu_synchronize_all_states"): palette.STATUS_COLOURS["skipped-optional"],
+              ("guest", "kernel_restart"): palette.STATUS_COLOURS["verified"]}
     for (role, name), colours in expect.items():
-        assert shape_colours(nodes[render.node_id(role, name)]) == colours, name
+        assert shape_colours(nodes[diagram.node_id(role, name)]) == colours, name
     for hop_id, colour in (("kvm_arm_reset_vcpu->write_kvmstate_to_list", RED),
                            ("efi_reboot->efi.reset_system", GREY),
                            ("qemu_system_reset->cpu_synchronize_all_states", YELLOW),
@@ -304,9 +307,9 @@ def test_svg_status_colours_on_nodes_and_edges(sample, flow_svg):
 @needs_dot
 def test_svg_tooltips_and_links_carry_evidence(sample, flow_svg):
     nodes, edges = groups(flow_svg, "node"), groups(flow_svg, "edge")
-    tip = tooltip(nodes[render.node_id("guest", "kernel_restart")])
+    tip = tooltip(nodes[diagram.node_id("guest", "kernel_restart")])
     assert "defined at kernel/reboot.c:90" in tip and "case LINUX_REBOOT_CMD_RESTART" in tip
-    assert href(nodes[render.node_id("guest", "kernel_restart")]).endswith("kernel/reboot.c?h=v6.12#n90")
+    assert href(nodes[diagram.node_id("guest", "kernel_restart")]).endswith("kernel/reboot.c?h=v6.12#n90")
     e = hop_edges(edges, "reboot->kernel_restart")[0]
     assert "call at kernel/reboot.c:153 (direct)" in tooltip(e)
     assert href(e).endswith("#n153")
@@ -314,7 +317,7 @@ def test_svg_tooltips_and_links_carry_evidence(sample, flow_svg):
     t = tooltip(e)
     assert "table: exit_handle_fn" in t and "stored at arch/arm64/kvm/handle_exit.c:72" in t
     assert "resolves to 4 targets" in t
-    missing = tooltip(nodes[render.node_id("vmm", "write_kvmstate_to_list")])
+    missing = tooltip(nodes[diagram.node_id("vmm", "write_kvmstate_to_list")])
     assert "candidates: write_list_to_kvmstate" in missing
     for g in list(nodes.values()) + list(edges.values()):
         if "flow-node" in g.get("class", "") or "flow-edge" in g.get("class", ""):
@@ -331,24 +334,24 @@ def test_svg_legend(flow_svg):
 
 @needs_dot
 def test_drift_svg_colours_per_item_kind(sample, old_sample, drift_sample):
-    root = svg_of(render.drift_graph(drift_sample, sample, old_sample))
+    root = svg_of(painter.drift_graph(drift_sample, sample, old_sample))
     nodes, edges = groups(root, "node"), groups(root, "edge")
-    renamed = nodes[render.node_id("host", "kvm_smccc_call_handler")]
-    assert shape_colours(renamed) == render.DRIFT_COLOURS["renamed"]
+    renamed = nodes[diagram.node_id("host", "kvm_smccc_call_handler")]
+    assert shape_colours(renamed) == palette.DRIFT_COLOURS["renamed"]
     assert "was kvm_hvc_call_handler" in texts(renamed)
-    assert shape_colours(nodes[render.node_id("host", "kvm_prepare_system_event")]) == \
-        render.DRIFT_COLOURS["signature-changed"]
-    assert shape_colours(nodes[render.node_id("host", "kvm_psci_system_reset2")]) == \
-        render.DRIFT_COLOURS["newly-verified"]
-    broken = nodes[render.node_id("vmm", "write_kvmstate_to_list")]  # renamed, severity broken
-    assert shape_colours(broken) == render.DRIFT_COLOURS["broken"]
+    assert shape_colours(nodes[diagram.node_id("host", "kvm_prepare_system_event")]) == \
+        palette.DRIFT_COLOURS["signature-changed"]
+    assert shape_colours(nodes[diagram.node_id("host", "kvm_psci_system_reset2")]) == \
+        palette.DRIFT_COLOURS["newly-verified"]
+    broken = nodes[diagram.node_id("vmm", "write_kvmstate_to_list")]  # renamed, severity broken
+    assert shape_colours(broken) == palette.DRIFT_COLOURS["broken"]
     assert "now write_list_to_kvmstate?" in texts(broken)
-    moved = nodes[render.node_id("vmm", "qemu_system_reset")]  # file move, attached by path
-    assert shape_colours(moved) == render.DRIFT_COLOURS["moved"]
+    moved = nodes[diagram.node_id("vmm", "qemu_system_reset")]  # file move, attached by path
+    assert shape_colours(moved) == palette.DRIFT_COLOURS["moved"]
     assert "moved from softmmu/runstate.c" in texts(moved)
-    assert shape_colours(nodes[render.node_id("guest", "kernel_restart")]) == render.UNCHANGED
+    assert shape_colours(nodes[diagram.node_id("guest", "kernel_restart")]) == palette.UNCHANGED
     e = hop_edges(edges, "handle_hvc->kvm_smccc_call_handler")[0]
-    assert next(e.iter(f"{SVG}path")).get("stroke") == render.DRIFT_COLOURS["renamed"][0]
+    assert next(e.iter(f"{SVG}path")).get("stroke") == palette.DRIFT_COLOURS["renamed"][0]
     assert "drift renamed (changed)" in tooltip(e)
     words = " ".join("".join(t.itertext()) for t in root.iter(f"{SVG}text"))
     assert "unchanged" in words and "renamed" in words
@@ -357,50 +360,50 @@ def test_drift_svg_colours_per_item_kind(sample, old_sample, drift_sample):
 def test_drift_graph_lists_items_on_no_hop(sample, drift_sample):
     extra = DriftItem("calls-added", "info", "", "main", "vmm", "nosuch_function_anywhere", "x")
     report = DriftReport(flow=drift_sample.flow, items=list(drift_sample.items) + [extra])
-    dot = render.drift_graph(report, sample).source
+    dot = painter.drift_graph(report, sample).source
     assert "drift outside the flow" in dot and "nosuch_function_anywhere" in dot
 
 
 # -- writing -----------------------------------------------------------------------------------------
 @needs_dot
 def test_write_formats(tmp_path, sample):
-    graph = render.flow_graph(small_flow())
+    graph = painter.flow_graph(small_flow())
     magic = {".svg": b"<?xml", ".png": b"\x89PNG", ".pdf": b"%PDF", ".dot": b"digraph"}
     for suffix, head in magic.items():
         out = tmp_path / f"flow{suffix}"
-        render.write(graph, out)
+        painter.write(graph, out)
         assert out.read_bytes().startswith(head), suffix
     ET.fromstring((tmp_path / "flow.svg").read_bytes())  # well-formed, even with '&' in links
     with pytest.raises(FlowscanError, match="unknown output format"):
-        render.write(graph, tmp_path / "flow.gif")
+        painter.write(graph, tmp_path / "flow.gif")
     with pytest.raises(FlowscanError, match="html_page"):
-        render.write(graph, tmp_path / "flow.html")
+        painter.write(graph, tmp_path / "flow.html")
 
 
 def test_missing_dot_dot_still_works_other_formats_say_how_to_install(tmp_path, monkeypatch, sample):
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    assert not render.dot_available()
-    graph = render.flow_graph(sample)
-    render.write(graph, tmp_path / "flow.dot")
+    assert not painter.dot_available()
+    graph = painter.flow_graph(sample)
+    painter.write(graph, tmp_path / "flow.dot")
     assert (tmp_path / "flow.dot").read_text() == graph.source
     for suffix in (".svg", ".png", ".pdf"):
         with pytest.raises(FlowscanError) as exc:
-            render.write(graph, tmp_path / f"flow{suffix}")
+            painter.write(graph, tmp_path / f"flow{suffix}")
         message = str(exc.value)
         assert "\n" not in message
         assert "apt-get install graphviz" in message and "brew install graphviz" in message
         assert not (tmp_path / f"flow{suffix}").exists()
     with pytest.raises(FlowscanError, match="apt-get install graphviz"):
-        render.svg_text(graph)
+        painter.svg_text(graph)
 
 
 def test_graphviz_backend_failure_is_reported_as_install_hint(tmp_path, monkeypatch, sample):
     """`dot` on PATH but the graphviz package cannot run it (e.g. removed meanwhile)."""
-    monkeypatch.setattr(render, "dot_available", lambda: True)
+    monkeypatch.setattr(painter, "dot_available", lambda: True)
 
     def boom(*args, **kwargs):
         raise graphviz.ExecutableNotFound(["dot"])
 
     monkeypatch.setattr(graphviz.Digraph, "pipe", boom)
     with pytest.raises(FlowscanError, match="brew install graphviz"):
-        render.write(render.flow_graph(sample), tmp_path / "x.svg")
+        painter.write(painter.flow_graph(sample), tmp_path / "x.svg")

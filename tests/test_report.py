@@ -16,8 +16,13 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from flowscan.report import diagram as render
-from flowscan.report import documents as report
+from flowscan.report import diagram
+from flowscan.report import painter
+from flowscan.report import text as text_report
+from flowscan.report import markdown as md_report
+from flowscan.report import junit as junit_report
+from flowscan.report import sarif as sarif_report
+from flowscan.report import github as github_report
 from flowscan.report import html as html_report
 from flowscan.flow.results import SCHEMA_VERSION, SEVERITIES, DriftItem, DriftReport, Evidence, FlowResult, HopResult, SourceInfo, StageInfo, Step
 
@@ -39,7 +44,7 @@ def tiny() -> FlowResult:
 
 # -- terminal and Markdown ---------------------------------------------------------------------------
 def test_trace_table(sample):
-    text = report.trace_table(sample)
+    text = text_report.trace_table(sample)
     lines = text.splitlines()
     header = next(l for l in lines if l.startswith("STAGE"))
     for col in ("FROM", "TO", "STATUS", "HOW", "WHERE", "CONDITIONS"):
@@ -55,11 +60,11 @@ def test_trace_table(sample):
                      r"KVM_EXIT_SYSTEM_EVENT, KVM_SYSTEM_EVENT_RESET", text, re.M)
     assert lines[-1] == ("56 hops: 53 verified, 1 missing, 1 unverifiable, 1 skipped-optional -> "
                          "FAIL (1 required hop missing)")
-    assert report.trace_table(tiny()).splitlines()[-1] == "2 hops: 1 verified, 1 missing -> FAIL (1 required hop missing)"
+    assert text_report.trace_table(tiny()).splitlines()[-1] == "2 hops: 1 verified, 1 missing -> FAIL (1 required hop missing)"
 
 
 def test_trace_markdown(sample):
-    md = report.trace_markdown(sample)
+    md = md_report.trace_markdown(sample)
     assert md.startswith("# arm64 guest reboot under KVM and QEMU\n")
     assert "| vmm | https://gitlab.com/qemu-project/qemu.git | `v8.1.0` | `6f8e9f1a34f6b2cd3fe1a8ab2f2c4f2e0a5c7b31` |" in md
     for i, st in enumerate(sample.stages, 1):
@@ -77,13 +82,13 @@ def test_trace_markdown(sample):
         rows = [l for l in block.splitlines() if l.startswith("|")]
         counts = {len(re.findall(r"(?<!\\)\|", r)) for r in rows}
         assert counts == {6}, rows[:3]
-    assert "b\\|b_old" not in report.trace_markdown(tiny())  # matched name shown, not the alternatives
-    tiny_md = report.trace_markdown(tiny())
+    assert "b\\|b_old" not in md_report.trace_markdown(tiny())  # matched name shown, not the alternatives
+    tiny_md = md_report.trace_markdown(tiny())
     assert "`b` → `c`" in tiny_md and "cc (similar name)" in tiny_md
 
 
 def test_drift_markdown_and_text(drift_sample):
-    md = report.drift_markdown(drift_sample)
+    md = md_report.drift_markdown(drift_sample)
     counts = {s: sum(1 for it in drift_sample.items if it.severity == s) for s in SEVERITIES}
     assert f"**{counts['broken']} broken**" in md and f"**{counts['changed']} changed**" in md
     assert f"**{counts['info']} info**" in md
@@ -95,20 +100,20 @@ def test_drift_markdown_and_text(drift_sample):
     assert "hypercalls.c?h=v6.1#n27" in renamed and "hypercalls.c?h=v6.12#n41" in renamed
     assert "guest v6.1, host v6.1, vmm v7.2.0 → guest v6.12, host v6.12, vmm v8.1.0" in md
 
-    text = report.drift_text(drift_sample)
+    text = text_report.drift_text(drift_sample)
     assert text.splitlines()[0] == (f"drift arm64-reboot: {counts['broken']} broken, {counts['changed']} changed, "
                                     f"{counts['info']} info")
     assert re.search(r"^BROKEN\s+renamed\s+devices\s+kvm_arm_reset_vcpu->write_kvmstate_to_list", text, re.M)
     assert "target/arm/kvm.c:27" in text
 
     empty = DriftReport(flow="x")
-    assert "No drift" in report.drift_markdown(empty)
-    assert report.drift_text(empty).splitlines()[-1] == "no drift"
+    assert "No drift" in md_report.drift_markdown(empty)
+    assert text_report.drift_text(empty).splitlines()[-1] == "no drift"
 
 
 # -- JUnit -------------------------------------------------------------------------------------------
 def test_junit_without_drift(sample):
-    root = ET.fromstring(report.junit_xml(sample))
+    root = ET.fromstring(junit_report.junit_xml(sample))
     assert root.tag == "testsuites"
     cases = list(root.iter("testcase"))
     assert len(cases) == len(sample.hops) == int(root.get("tests"))
@@ -136,7 +141,7 @@ def test_junit_without_drift(sample):
 
 
 def test_junit_with_drift(sample, drift_sample):
-    root = ET.fromstring(report.junit_xml(sample, drift_sample))
+    root = ET.fromstring(junit_report.junit_xml(sample, drift_sample))
     hop_ids = {h.id for h in sample.hops}
     loose = [it for it in drift_sample.items if it.hop not in hop_ids]
     assert int(root.get("tests")) == len(sample.hops) + len(loose)
@@ -165,17 +170,17 @@ def sarif_schema() -> dict:
 def test_sarif_validates_against_the_official_schema(sample, drift_sample):
     schema = sarif_schema()
     assert schema["id"].endswith("/sarif-schema-2.1.0.json") and "oasis" in schema["id"]
-    log = report.sarif(drift_sample, sample)
+    log = sarif_report.sarif(drift_sample, sample)
     jsonschema.Draft4Validator(schema, format_checker=jsonschema.FormatChecker()).validate(log)
     jsonschema.Draft4Validator(schema).validate(json.loads(json.dumps(log)))
-    assert log["version"] == "2.1.0" and log["$schema"] == report.SARIF_SCHEMA_URI
-    empty = report.sarif(DriftReport(flow="x"))
+    assert log["version"] == "2.1.0" and log["$schema"] == sarif_report.SARIF_SCHEMA_URI
+    empty = sarif_report.sarif(DriftReport(flow="x"))
     jsonschema.Draft4Validator(schema).validate(empty)
     assert empty["runs"][0]["results"] == []
 
 
 def test_sarif_results(sample, drift_sample):
-    log = report.sarif(drift_sample, sample)
+    log = sarif_report.sarif(drift_sample, sample)
     run = log["runs"][0]
     rules = run["tool"]["driver"]["rules"]
     assert [r["id"] for r in rules][:3] == ["renamed", "moved", "signature-changed"]
@@ -203,14 +208,14 @@ def test_sarif_results(sample, drift_sample):
     # the broken hop has no new evidence of its own: it is located at the hop in the new result
     assert broken["locations"][0]["physicalLocation"]["artifactLocation"]["uriBaseId"] == "VMM_SRCROOT"
     assert len({json.dumps(r["partialFingerprints"]) for r in results}) == len(results)
-    assert report.sarif(drift_sample, sample) == log  # deterministic
+    assert sarif_report.sarif(drift_sample, sample) == log  # deterministic
 
 
 def test_sarif_local_source_base_uri(tmp_path):
     rep = DriftReport(flow="f", new_sources=[SourceInfo("guest", str(tmp_path), "v1", src=str(tmp_path))],
                       items=[DriftItem("broken", "broken", "h", "s", "guest", "a -> b", "",
                                        None, Evidence("guest", "dir with space/x.c", 5))])
-    log = report.sarif(rep)
+    log = sarif_report.sarif(rep)
     base = log["runs"][0]["originalUriBaseIds"]["GUEST_SRCROOT"]
     assert base["uri"].startswith("file:///") and base["uri"].endswith("/")
     uri = log["runs"][0]["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
@@ -220,7 +225,7 @@ def test_sarif_local_source_base_uri(tmp_path):
 
 # -- GitHub annotations ------------------------------------------------------------------------------
 def test_github_annotations(drift_sample):
-    text = report.github_annotations(drift_sample)
+    text = github_report.github_annotations(drift_sample)
     lines = text.splitlines()
     assert len(lines) == len(drift_sample.items)
     assert lines[0].startswith("::error file=target/arm/kvm.c,line=27,title=flowscan renamed "
@@ -230,8 +235,8 @@ def test_github_annotations(drift_sample):
     assert "title=flowscan newly-verified (psci%3ASYSTEM_RESET2)" in text  # ':' escaped in properties
     odd = DriftReport(flow="f", items=[DriftItem("moved", "changed", "", "s", "vmm", "a,b -> c", "50%\nnext",
                                                  None, Evidence("vmm", "p,q.c", 3))])
-    assert report.github_annotations(odd) == "::warning file=p%2Cq.c,line=3,title=flowscan moved::a,b -> c: 50%25%0Anext\n"
-    assert report.github_annotations(DriftReport(flow="f")) == ""
+    assert github_report.github_annotations(odd) == "::warning file=p%2Cq.c,line=3,title=flowscan moved::a,b -> c: 50%25%0Anext\n"
+    assert github_report.github_annotations(DriftReport(flow="f")) == ""
 
 
 # -- result JSON schema ------------------------------------------------------------------------------
@@ -288,7 +293,7 @@ def test_html_page_is_self_contained(sample, drift_sample):
     assert not re.search(r"<(script|img|iframe|link)[^>]+\bsrc=", page)
     assert not re.search(r'<link[^>]+rel="stylesheet"', page) and "@import" not in page and "url(" not in page
     for h in sample.hops:
-        assert f'<tr class="hop" id="{render.hop_class(h.id)}"' in page, h.id
+        assert f'<tr class="hop" id="{diagram.hop_class(h.id)}"' in page, h.id
     assert page.count('<tr class="drift-item">') == len(drift_sample.items)
     assert '<svg xmlns="http://www.w3.org/2000/svg"' in page and "<script>" in page
     no_svg = html_report.html_page(sample, "")
@@ -310,12 +315,12 @@ def _console_messages(stderr: str) -> list[str]:
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium")
 @pytest.mark.skipif(shutil.which("dot") is None, reason="needs Graphviz `dot`")
 def test_html_page_in_headless_chromium(tmp_path, sample, old_sample, drift_sample):
-    svg = render.svg_text(render.drift_graph(drift_sample, sample, old_sample))
+    svg = painter.svg_text(painter.drift_graph(drift_sample, sample, old_sample))
     page = tmp_path / "drift.html"
     page.write_text(html_report.html_page(sample, svg, drift_sample), encoding="utf-8")
 
     # the DOM after scripts ran, with a node selected as a click would: its hop rows are highlighted
-    target = render.node_id("vmm", "kvm_arm_reset_vcpu")
+    target = diagram.node_id("vmm", "kvm_arm_reset_vcpu")
     dom = _chromium(["--dump-dom", f"{page.as_uri()}#select={target}"], tmp_path)
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert _console_messages(dom.stderr) == []
@@ -323,7 +328,7 @@ def test_html_page_in_headless_chromium(tmp_path, sample, old_sample, drift_samp
     assert 'data-ready="1"' in html, "the page script did not run to the end"
     assert f'id="{target}"' in html and "<svg" in html and 'id="hops"' in html
     highlighted = set(re.findall(r'<tr class="hop hl" id="([^"]+)"', html))
-    expected = {render.hop_class(h.id) for h in sample.hops
+    expected = {diagram.hop_class(h.id) for h in sample.hops
                 if "kvm_arm_reset_vcpu" in (h.matched_from, h.matched_to)}
     assert expected and highlighted == expected
     assert re.search(rf'<g id="{target}" class="[^"]*\bsel\b', html)

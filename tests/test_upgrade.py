@@ -9,7 +9,8 @@ from pathlib import Path
 from flowscan.flow.results import SCHEMA_VERSION, DriftReport, FlowResult
 from flowscan.flow.saved import load_result_file
 from flowscan.flow.upgrade import upgrade
-from flowscan.report import documents as report
+from flowscan.report import text as text_report
+from flowscan.report import markdown as md_report
 from flowscan.report.hops import evidence_text
 from tests.helpers import one_line_error, run
 
@@ -52,15 +53,15 @@ def test_v1_trace_result_converts_to_the_v2_one(sample):
     efi = next(e for h in old.hops if h.kind == "unverifiable" for e in h.evidence)
     assert (efi.what, efi.callee, efi.how) == ("unresolved", "efi.reset_system", "field")
     # what people read is the same from either file
-    assert report.trace_markdown(old) == report.trace_markdown(sample)
-    assert report.trace_table(old) == report.trace_table(sample)
+    assert md_report.trace_markdown(old) == md_report.trace_markdown(sample)
+    assert text_report.trace_table(old) == text_report.trace_table(sample)
 
 
 def test_v1_drift_converts(drift_sample):
     drift = DriftReport.from_json(upgrade(_v1("arm64-reboot-drift.json")))
     assert len(drift.items) == len(drift_sample.items)
-    assert report.drift_markdown(drift) == report.drift_markdown(drift_sample)
-    assert report.drift_text(drift) == report.drift_text(drift_sample)
+    assert md_report.drift_markdown(drift) == md_report.drift_markdown(drift_sample)
+    assert text_report.drift_text(drift) == text_report.drift_text(drift_sample)
     moved = next(it for it in drift.items if it.kind == "moved")
     assert moved.old.what == "file" and moved.new.what == "file"
     sig = next(it for it in drift.items if it.kind == "signature-changed")

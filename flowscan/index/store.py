@@ -434,8 +434,13 @@ def index_key(snapshot: str, registry: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+def indexes_dir(cache_dir: Path) -> Path:
+    """The per-ref indexes inside flowscan's cache directory."""
+    return Path(cache_dir) / "index"
+
+
 def index_path(cache_dir: Path, key: str) -> Path:
-    return Path(cache_dir) / "index" / f"{key}.sqlite"
+    return indexes_dir(cache_dir) / f"{key}.sqlite"
 
 
 def index_info(root: Path) -> dict:

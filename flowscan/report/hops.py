@@ -1,9 +1,11 @@
-"""The hop view every output shares: where a hop's evidence is, how it was resolved, in which stage."""
+"""The view of results every output shares: where a hop's evidence is, how it was resolved, in which stage,
+evidence in words, summary and source lines. Text, Markdown, JUnit, SARIF, HTML and the diagram build on it."""
 
 from __future__ import annotations
 
-from flowscan.flow.results import (CONSUMER, NOT_FOUND, PRODUCER, SEVERITIES, UNVERIFIABLE, DriftItem, DriftReport,
-                                   Evidence, FlowResult, HopResult, StageInfo, step_evidence)
+from flowscan.flow.results import (CONSUMER, MISSING, NOT_FOUND, PRODUCER, SEVERITIES, STATUSES, UNVERIFIABLE,
+                                   DriftItem, DriftReport, Evidence, FlowResult, HopResult, SourceInfo, StageInfo,
+                                   step_evidence)
 
 
 def loc(path: str, line: int) -> str:
@@ -118,3 +120,31 @@ def sorted_items(report: DriftReport) -> list[DriftItem]:
 
 def target_role(hop: HopResult) -> str:
     return hop.to_role or hop.role
+
+
+def summary_line(result: FlowResult) -> str:
+    """`56 hops: 51 verified, 3 missing, ... -> FAIL (3 required hops missing)`."""
+    s = result.summary()
+    parts = [f"{s[k]} {k}" for k in STATUSES if s[k]]
+    verdict = "OK" if result.ok else f"FAIL ({s[MISSING]} required hop{'s' if s[MISSING] != 1 else ''} missing)"
+    return f"{s['total']} hops: {', '.join(parts) or 'none'} -> {verdict}"
+
+
+def source_text(s: SourceInfo) -> str:
+    """`repo ref (commit)` of one role's tree."""
+    bits = [s.repo or s.src or "?"]
+    if s.ref:
+        bits.append(s.ref)
+    if s.commit:
+        bits.append(f"({s.commit[:12]})")
+    return " ".join(bits)
+
+
+def refs_text(sources: list[SourceInfo]) -> str:
+    """`guest v6.1, host v6.1, vmm v7.2.0`."""
+    return ", ".join(f"{s.role} {s.ref or s.commit[:12] or '?'}" for s in sources)
+
+
+def severity_counts(report: DriftReport) -> dict[str, int]:
+    """Items per severity, worst first."""
+    return {sev: sum(1 for it in report.items if it.severity == sev) for sev in reversed(SEVERITIES)}

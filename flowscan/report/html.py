@@ -12,9 +12,11 @@ from __future__ import annotations
 import html
 import re
 
-from flowscan.report.diagram import STATUS_COLOURS, hop_class, source_url
+from flowscan.flow.results import STATUSES, DriftReport, Evidence, FlowResult
+from flowscan.report.diagram import hop_class
 from flowscan.report.hops import ev_loc, hop_how, hop_names, path_text, primary_evidence, sorted_items, stages
-from flowscan.flow.results import DriftReport, FlowResult, SourceInfo
+from flowscan.report.links import SourceLinks
+from flowscan.report.palette import STATUS_COLOURS
 
 _CSP = ("default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:; "
         "base-uri 'none'; form-action 'none'")
@@ -144,9 +146,9 @@ def _e(text: str) -> str:
     return html.escape(text or "", quote=True)
 
 
-def _link(sources: dict[str, SourceInfo], role: str, path: str, line: int, text: str) -> str:
-    s = sources.get(role)
-    url = source_url(s.url_template, path, line, s.ref, s.commit) if s and s.url_template else ""
+def _link(links: SourceLinks, ev: Evidence) -> str:
+    """file:line of a piece of evidence, as a link to the source line when its role has a URL template."""
+    url, text = links.of(ev), ev_loc(ev)
     if url:
         return f'<a href="{_e(url)}" target="_blank" rel="noopener noreferrer">{_e(text)}</a>'
     return _e(text)
@@ -158,13 +160,13 @@ def _status_cell(status: str) -> str:
 
 
 def html_page(result: FlowResult, svg: str, report: DriftReport | None = None) -> str:
-    sources = {s.role: s for s in result.sources}
+    links = SourceLinks(result.sources)
     title = f"{result.title or result.flow} ({result.flow})"
     if report is not None:
         title = f"drift: {title}"
     s = result.summary()
     badges = []
-    for k in ("verified", "missing", "unverifiable", "skipped-optional"):
+    for k in STATUSES:
         line, fill = STATUS_COLOURS[k]
         badges.append(f'<span style="color:{line};background:{fill};border-color:{line}">{s[k]} {_e(k)}</span>')
     verdict = ('<span class="verdict" style="color:#2e7d32">the flow verifies</span>' if result.ok else
@@ -198,8 +200,7 @@ def html_page(result: FlowResult, svg: str, report: DriftReport | None = None) -
         if not report.items:
             out.append("<p>No drift: the flow matches the baseline.</p>")
         else:
-            old_src = {x.role: x for x in report.old_sources}
-            new_src = {x.role: x for x in report.new_sources}
+            old_links, new_links = SourceLinks(report.old_sources), SourceLinks(report.new_sources)
             out += ['<table class="drift"><thead><tr><th>severity</th><th>class</th><th>stage</th><th>hop</th>'
                     "<th>what changed</th><th>old</th><th>new</th></tr></thead><tbody>"]
             hop_ids = {h.id for h in result.hops}
@@ -207,8 +208,8 @@ def html_page(result: FlowResult, svg: str, report: DriftReport | None = None) -
                 hop = (f'<a href="#{hop_class(it.hop)}"><code>{_e(it.hop)}</code></a>' if it.hop in hop_ids
                        else f"<code>{_e(it.hop)}</code>" if it.hop else "—")
                 what = _e(it.subject) + (f'<div class="sub">{_e(it.detail)}</div>' if it.detail else "")
-                old = _link(old_src, it.old.role, it.old.path, it.old.line, ev_loc(it.old)) if it.old else ""
-                new = _link(new_src, it.new.role, it.new.path, it.new.line, ev_loc(it.new)) if it.new else ""
+                old = _link(old_links, it.old) if it.old else ""
+                new = _link(new_links, it.new) if it.new else ""
                 out.append(f'<tr class="drift-item"><td class="nowrap sev-{_e(it.severity)}">{_e(it.severity)}</td>'
                            f'<td class="nowrap">{_e(it.kind)}</td><td class="nowrap">{_e(it.stage)}</td>'
                            f'<td>{hop}</td><td class="what">{what}</td>'
@@ -227,7 +228,7 @@ def html_page(result: FlowResult, svg: str, report: DriftReport | None = None) -
         for h in hops:
             frm, to = hop_names(h)
             ev = primary_evidence(h)
-            where = _link(sources, ev.role, ev.path, ev.line, ev_loc(ev)) if ev else ""
+            where = _link(links, ev) if ev else ""
             path = path_text(h)
             cell = f"<code>{_e(frm)}</code> → <code>{_e(to)}</code>"
             if path:

@@ -1,0 +1,387 @@
+"""The Graphviz painter: a diagram model (flowscan.report.diagram) -> graphviz.Digraph, and writing it as
+DOT, SVG, PNG or PDF.
+
+Stages are columns, left to right in flow order, calls top to bottom inside a stage. Edge styles say how a
+call was found: solid = direct call, dashed = resolved indirect call (labelled `kind: via`), bold = handoff,
+dotted = flag, hollow arrow = registration, double = folded chain; colours say the hop's status (or, in a
+drift diagram, the drift class) on edges and target nodes; every node and edge has a tooltip with its
+evidence, and a link to the source line when a URL template is known for its role. The same model gives
+byte-identical DOT.
+"""
+
+from __future__ import annotations
+
+import html
+import shutil
+from pathlib import Path
+
+import graphviz
+
+from flowscan.errors import FlowscanError
+from flowscan.fileio import atomic_write_bytes
+from flowscan.flow.results import NOT_FOUND, STATUSES, UNVERIFIABLE, VERIFIED, DriftItem, DriftReport, FlowResult, StageInfo
+from flowscan.report.diagram import (Diagram, Edge, Model, Node, drift_diagram, flow_diagram, hop_class, item_line,
+                                     item_rank, old_name, sanitize, shorten, top_item)
+from flowscan.report.hops import evidence_line, loc
+from flowscan.report.links import SourceLinks
+from flowscan.report.palette import (DRIFT_COLOURS, PLAIN, ROLE_FILLS, STATUS_COLOURS, STATUS_RANK, UNCHANGED,
+                                     drift_colour)
+
+__all__ = ["flow_graph", "drift_graph", "paint", "write", "dot_available", "svg_text", "INSTALL_HINT", "FORMATS"]
+
+INSTALL_HINT = ("Graphviz 'dot' was not found on PATH: install Graphviz (apt-get install graphviz / "
+                "brew install graphviz), or write a .dot file instead")
+
+FONT = "Helvetica"
+FORMATS = ("dot", "svg", "png", "pdf")
+
+
+def _esc(text: str) -> str:
+    """Text for a quoted DOT escString (tooltips, URLs): backslashes literal, lines joined with \\n."""
+    return "\\n".join(text.replace("\\", "\\\\").splitlines())
+
+
+def _h(text: str) -> str:
+    """Text for an HTML-like label."""
+    return html.escape(text, quote=True)
+
+
+def _edge_id(e: Edge, index: int) -> str:
+    return f"e{index}_{sanitize(e.hops[0])}"
+
+
+# -- colours ---------------------------------------------------------------------------------------
+class _Colours:
+    """Status colours for a flow; drift colours (per hop id) for a drift diagram."""
+
+    def __init__(self, model: Model, drift: dict[str, list[DriftItem]] | None):
+        self.model = model
+        self.drift = drift
+
+    def hop(self, hop_id: str) -> tuple[str, str]:
+        if self.drift is None:
+            return STATUS_COLOURS.get(self.model.hops[hop_id].status, UNCHANGED)
+        items = self.drift.get(hop_id)
+        if not items:
+            return UNCHANGED
+        return drift_colour(top_item(items))
+
+    def worst(self, hop_ids: list[str]) -> tuple[str, str]:
+        if not hop_ids:
+            return PLAIN
+        if self.drift is None:
+            hid = max(hop_ids, key=lambda h: (STATUS_RANK.get(self.model.hops[h].status, 0), -hop_ids.index(h)))
+            return self.hop(hid)
+        with_items = [h for h in hop_ids if self.drift.get(h)]
+        if not with_items:
+            return UNCHANGED
+        best = max(with_items, key=lambda h: item_rank(top_item(self.drift[h])))
+        return self.hop(best)
+
+
+_EDGE_STYLE = {
+    "direct": {"style": "solid"},
+    "indirect": {"style": "dashed"},
+    "handoff": {"style": "bold", "penwidth": "2.6", "arrowsize": "0.9"},
+    "flag": {"style": "dotted", "penwidth": "1.8"},
+    "registration": {"style": "solid", "arrowhead": "onormal", "penwidth": "1.2"},
+    "missing": {"style": "solid", "penwidth": "1.8", "arrowhead": "tee"},
+    "unverifiable": {"style": "dashed", "arrowhead": "odot"},
+    "folded": {"style": "solid"},
+}
+
+
+def _url(links: SourceLinks, role: str, path: str, line: int) -> str:
+    # Graphviz 2.4x copies URLs into SVG without escaping '&': pre-escape it (entities are left alone).
+    return links.url(role, path, line).replace("&", "&amp;")
+
+
+def _node_label(n: Node, model: Model, extra: list[str]) -> str:
+    """Name in bold, then file:line (definition, else where it was seen), then drift notes; one cell each."""
+    small = '<font point-size="9" color="#455a64">{}</font>'
+    if n.kind == "handoff":
+        cells = [f'<b>{_h(c)}</b>' for c in n.text] + [small.format(f"handoff {_h(n.note)}")]
+    else:
+        cells = [f'<b>{_h(n.name.replace("|", " | "))}</b>']
+        seen = "registers" if n.kind == "class_init" else "call site"
+        where = loc(*n.defn) if n.defn[0] else (f"{loc(*n.callsite)} ({seen})" if n.callsite[0] else "")
+        if where:
+            cells.append(small.format(_h(where)))
+        elif n.target_of:
+            statuses = {model.hops[h].status for h in n.target_of}
+            why = ("outside the scanned trees" if statuses == {UNVERIFIABLE} else
+                   "not found" if statuses & set(NOT_FOUND) else "no definition in scope")
+            cells.append(small.format(why))
+    cells += [f'<font point-size="9" color="#37474f"><i>{_h(x)}</i></font>' for x in extra]
+    rows = "".join(f'<tr><td cellpadding="{1 if i else 0}">{c}</td></tr>' for i, c in enumerate(cells))
+    return f'<<table border="0" cellborder="0" cellspacing="0" cellpadding="0">{rows}</table>>'
+
+
+def _node_tooltip(n: Node, model: Model, extra: list[str]) -> str:
+    if n.kind == "handoff":
+        hop = model.hops[n.target_of[0]]
+        lines = [f"handoff {n.note}: {', '.join(n.text)}", f"hop {hop.id} [{hop.status}]"]
+        lines += [evidence_line(ev) for ev in hop.evidence]
+        if hop.note:
+            lines.append("note: " + hop.note)
+    else:
+        lines = [f"{n.name}  [{n.role}]"]
+        if n.defn[0]:
+            lines.append(f"defined at {loc(*n.defn)}")
+        if n.signature:
+            lines.append(f"signature: {n.signature}")
+        if n.callsite[0]:
+            lines.append(f"call site: {loc(*n.callsite)}")
+        for hid in n.target_of:
+            hop = model.hops[hid]
+            lines.append(f"target of hop {hid} [{hop.status}]" + (f" ({hop.resolution})" if hop.resolution else ""))
+            if hop.conditions:
+                lines.append("  conditions: " + "; ".join(hop.conditions))
+            if hop.status in NOT_FOUND and hop.candidates:
+                lines.append("  candidates: " + "; ".join(hop.candidates))
+            if hop.status != VERIFIED and hop.note:
+                lines.append("  note: " + hop.note)
+    return _esc("\n".join(lines + extra))
+
+
+def _edge_label(e: Edge) -> str:
+    if not e.label:
+        return ""
+    first, rest = e.label[0], e.label[1:]
+    parts = [f"{_h(first)}"] + [f'<font point-size="8">{_h(x)}</font>' for x in rest]
+    return '<<font point-size="9">' + "<br/>".join(parts) + "</font>>"
+
+
+def _legend(drift: bool, kinds: list[str], collapse: bool) -> str:
+    """Legend cells (one table row) for the header: line styles, then colours."""
+    ink = "#37474f"
+
+    def line(sample: str, text: str) -> str:
+        return (f'<td align="right"><font color="{ink}" point-size="11">{sample}</font></td>'
+                f'<td align="left">{_h(text)}   </td>')
+
+    def swatch(colours: tuple[str, str], text: str) -> str:
+        stroke, fill = colours
+        return (f'<td bgcolor="{fill}" border="1" color="{stroke}" width="22"> </td>'
+                f'<td align="left"><font color="{stroke}">{_h(text)}</font>   </td>')
+
+    cells = ['<td align="left"><b>Legend</b>   </td>',
+             line("───▶", "direct call"), line("– – ▶", "indirect call (kind: via)"),
+             line("━━▶", "handoff across roles"), line("·····▶", "flag set / polled"),
+             line("───▷", "registers a callback"), line("───┤", "hop not found"),
+             line("– – o", "not checkable statically")]
+    if collapse:
+        cells.append(line("═══▶", "folded chain (+N calls)"))
+    cells.append('<td align="left">   <b>{}</b>   </td>'.format("drift" if drift else "status"))
+    if drift:
+        cells += [swatch(DRIFT_COLOURS.get(k, UNCHANGED), k) for k in kinds]
+        cells.append(swatch(UNCHANGED, "unchanged"))
+    else:
+        cells += [swatch(STATUS_COLOURS[s], s) for s in STATUSES]
+    cells += ['<td align="left">   <b>shapes</b>   </td>', line("▢", "function"),
+              line("▤", "class_init (registers)"), line("⇨", "handoff: the constants")]
+    return ('<table border="0" cellborder="0" cellspacing="0" cellpadding="2"><tr>' + "".join(cells)
+            + "</tr></table>")
+
+
+def _header(title: str, subtitle: str, legend: str, others: list[DriftItem] | None) -> str:
+    rows = [f'<tr><td align="left"><font point-size="16"><b>{_h(title)}</b></font></td></tr>',
+            f'<tr><td align="left"><font point-size="11" color="#37474f">{_h(subtitle)}</font></td></tr>',
+            f'<tr><td align="left" border="1" color="#b0bec5" sides="tb" cellpadding="4">{legend}</td></tr>']
+    if others:
+        rows.append(f'<tr><td align="left">{_others_table(others)}</td></tr>')
+    return ('<<table border="0" cellborder="0" cellspacing="2" cellpadding="1">' + "".join(rows)
+            + "</table>>")
+
+
+def _cluster_label(i: int, st: StageInfo) -> str:
+    return ('<<table border="0" cellborder="0" cellspacing="0" cellpadding="1">'
+            f'<tr><td align="left"><font point-size="13"><b>{i + 1}. {_h(st.title)}</b></font></td></tr>'
+            f'<tr><td align="left"><font point-size="9" color="#546e7a">stage {_h(st.id)} · role '
+            f'{_h(st.role)}</font></td></tr></table>>')
+
+
+def paint(diagram: Diagram, url_templates: dict[str, str] | None = None) -> graphviz.Digraph:
+    """The diagram as a graphviz graph; url_templates (role -> template) override the result's."""
+    model, drift, node_items, old_hops = diagram.model, diagram.drift, diagram.node_items, diagram.old_hops
+    colours = _Colours(model, drift)
+    templates = SourceLinks(diagram.result.sources, url_templates)
+    g = graphviz.Digraph(name=sanitize(diagram.result.flow) or "flow")
+    g.attr("graph", rankdir="TB", newrank="true", fontname=FONT, fontsize="12", nodesep="0.3",
+           ranksep="0.4", outputorder="edgesfirst", labelloc="t", labeljust="l", pad="0.3",
+           label=_header(diagram.title, diagram.subtitle,
+                         _legend(drift is not None, diagram.drift_kinds, diagram.collapse), diagram.others),
+           tooltip=_esc(diagram.title))
+    g.attr("node", shape="box", style="rounded,filled", fontname=FONT, fontsize="11", margin="0.12,0.05",
+           height="0.3")
+    g.attr("edge", fontname=FONT, fontsize="9", arrowsize="0.7", color="#37474f")
+
+    stage_index = {st.id: i for i, st in enumerate(model.stages)}
+    by_stage: dict[str, list[Node]] = {s.id: [] for s in model.stages}
+    for n in sorted(model.nodes.values(), key=lambda n: n.order):
+        by_stage[n.stage].append(n)
+    stage_of = {n.id: n.stage for n in model.nodes.values()}
+    kind_of = {n.id: n.kind for n in model.nodes.values()}
+
+    # Stages are columns, left to right: every cluster has an invisible anchor on the top rank, and an
+    # invisible root keeps the anchors in stage order (ordering=out). Edges that go forward to a later
+    # stage constrain ranks (the next stage starts below the hop that leads into it, so the edge stays
+    # short and never crosses a column upwards); edges back to an earlier stage do not.
+    anchors = []
+    for i, st in enumerate(model.stages):
+        anchor = f"a_{sanitize(st.id)}"
+        anchors.append(anchor)
+        with g.subgraph(name=f"cluster_{i:02d}_{sanitize(st.id)}") as c:
+            c.attr(label=_cluster_label(i, st), style="rounded,filled", color="#90a4ae", labeljust="l",
+                   fillcolor=ROLE_FILLS.get(st.role, "#f7f7f7"), margin="14",
+                   tooltip=_esc(f"stage {st.id}: {st.title} (role {st.role})"))
+            c.node(anchor, label="", shape="point", style="invis", width="0", height="0")
+            for n in by_stage[st.id]:
+                c.node(n.id, **_node_attrs(n, model, colours, templates, drift, old_hops, node_items))
+            fed = {e.head for e in model.edges
+                   if e.tail != e.head and (stage_of.get(e.tail) == st.id
+                                            or stage_index[stage_of[e.tail]] < stage_index[st.id]
+                                            or e.style == "registration")}
+            roots = [n.id for n in by_stage[st.id] if n.id not in fed and n.kind == "function"]
+            for r in roots:
+                c.edge(anchor, r, style="invis", weight="2")
+
+    g.node("a__root", label="", shape="point", style="invis", width="0", height="0", ordering="out")
+    for a in anchors:
+        g.edge("a__root", a, style="invis")
+    with g.subgraph() as s:
+        s.attr(rank="same")
+        for a in anchors:
+            s.node(a)
+
+    for i, e in enumerate(model.edges):
+        hop_line, _fill = colours.worst(e.hops)
+        attrs = dict(_EDGE_STYLE[e.style])
+        attrs.update(id=_edge_id(e, i), color=hop_line)
+        attrs["class"] = " ".join(["flow-edge"] + [hop_class(h) for h in e.hops])
+        if e.style == "folded":
+            attrs["color"] = f"{hop_line}:invis:{hop_line}"
+        label = _edge_label(e)
+        if label:
+            attrs["label"] = label
+            attrs["fontcolor"] = hop_line if e.style in ("missing", "unverifiable") else "#263238"
+        tip = list(e.tooltip)
+        if drift is not None:
+            for hid in e.hops:
+                tip += [item_line(it) for it in drift.get(hid, ())]
+        attrs["tooltip"] = _esc("\n".join(tip))
+        attrs["labeltooltip"] = attrs["tooltip"]
+        st_t, st_h = stage_index[stage_of[e.tail]], stage_index[stage_of[e.head]]
+        if st_t > st_h and e.style != "registration" and kind_of[e.head] != "handoff":
+            attrs["constraint"] = "false"
+        url = _url(templates, *e.url) if e.url[1] else ""
+        if url:
+            attrs["URL"] = url
+            attrs["target"] = "_blank"
+        g.edge(e.tail, e.head, **attrs)
+    return g
+
+
+def _node_attrs(n: Node, model: Model, colours: "_Colours", templates, drift, old_hops,
+                node_items: dict[str, list[DriftItem]]) -> dict[str, str]:
+    extra: list[str] = []
+    tip_extra: list[str] = []
+    if drift is None:
+        line, fill = colours.worst(n.target_of)
+    else:
+        items = [(hid, it) for hid in n.target_of for it in drift.get(hid, ())]
+        items += [("", it) for it in node_items.get(n.id, ())]
+        line, fill = drift_colour(top_item([it for _h, it in items])) if items else \
+            (UNCHANGED if n.target_of or n.kind != "function" else PLAIN)
+        for hid, it in items:
+            tip_extra.append(item_line(it))
+            pair = [x.strip() for x in it.subject.split(" -> ", 1)] if " -> " in it.subject else []
+            if it.kind == "renamed":
+                was = old_name(it, old_hops.get(hid), n.name)
+                if was:
+                    extra.append(f"was {was}")
+                elif pair and pair[0] == n.name:
+                    extra.append(f"now {pair[1]}?")
+            elif it.kind == "moved":
+                before = pair[0] if pair and pair[1] == n.defn[0] else (it.old.path if it.old else "")
+                if before and before != n.defn[0]:
+                    extra.append(f"moved from {before}")
+        extra = list(dict.fromkeys(extra))
+    attrs = {"id": n.id, "label": _node_label(n, model, extra), "color": line, "fillcolor": fill,
+             "tooltip": _node_tooltip(n, model, tip_extra),
+             "class": " ".join(["flow-node"] + [hop_class(h) for h in dict.fromkeys(n.target_of + n.mentioned_by)])}
+    if n.target_of:
+        attrs["penwidth"] = "1.6"
+    if n.kind == "class_init":
+        attrs.update(shape="note", style="filled")
+    elif n.kind == "handoff":
+        attrs.update(shape="cds", style="filled", margin="0.3,0.1", penwidth="2")
+    elif n.target_of and all(model.hops[h].status == UNVERIFIABLE for h in n.target_of):
+        attrs["style"] = "rounded,filled,dashed"
+    path, line_no = n.defn if n.defn[0] else n.callsite
+    url = _url(templates, n.role, path, line_no) if n.kind != "handoff" else ""
+    if url:
+        attrs["URL"] = url
+        attrs["target"] = "_blank"
+    return attrs
+
+
+def _others_table(items: list[DriftItem]) -> str:
+    rows = ['<tr><td align="left"><b>drift outside the flow\'s hops</b></td></tr>']
+    for it in items:
+        line, _fill = drift_colour(it)
+        text = f"{it.subject}" + (f" ({it.detail})" if it.detail else "")
+        rows.append(f'<tr><td align="left"><font color="{line}">{_h(it.kind)} [{_h(it.severity)}]</font> '
+                    f'{_h(shorten(text, 110))}</td></tr>')
+    return '<table border="0" cellborder="0" cellspacing="1" cellpadding="1">' + "".join(rows) + "</table>"
+
+
+def flow_graph(result: FlowResult, collapse: bool = False,
+               url_templates: dict[str, str] | None = None) -> graphviz.Digraph:
+    """The verified flow: one cluster per stage, status colours, legend, tooltips and source links."""
+    return paint(flow_diagram(result, collapse), url_templates)
+
+
+def drift_graph(report: DriftReport, new: FlowResult, old: FlowResult | None = None, collapse: bool = False,
+                url_templates: dict[str, str] | None = None) -> graphviz.Digraph:
+    """The new flow coloured by drift class (per DriftItem, matched to hops by item.hop == hop.id)."""
+    return paint(drift_diagram(report, new, old, collapse), url_templates)
+
+
+# -- output ----------------------------------------------------------------------------------------
+def dot_available() -> bool:
+    return shutil.which("dot") is not None
+
+
+def _pipe(graph: graphviz.Digraph, fmt: str) -> bytes:
+    if not dot_available():
+        raise FlowscanError(INSTALL_HINT)
+    try:
+        return graph.pipe(format=fmt)
+    except graphviz.ExecutableNotFound:
+        raise FlowscanError(INSTALL_HINT) from None
+    except graphviz.CalledProcessError as exc:
+        err = (exc.stderr or b"").decode("utf-8", "replace").strip().splitlines()
+        raise FlowscanError(f"dot failed: {err[-1] if err else exc}") from None
+
+
+def svg_text(graph: graphviz.Digraph) -> str:
+    """The graph as SVG text (needs `dot`)."""
+    return _pipe(graph, "svg").decode("utf-8")
+
+
+def write(graph: graphviz.Digraph, out: Path) -> None:
+    """Write by suffix: .dot (no `dot` binary needed), .svg, .png, .pdf."""
+    out = Path(out)
+    fmt = out.suffix.lower().lstrip(".")
+    if fmt == "gv":
+        fmt = "dot"
+    if fmt == "html":
+        raise FlowscanError(f"{out}: HTML pages are written by flowscan.report.html.html_page, not painter.write")
+    if fmt not in FORMATS:
+        raise FlowscanError(f"{out}: unknown output format '{out.suffix}' (use .dot, .svg, .png, .pdf or .html)")
+    data = graph.source.encode("utf-8") if fmt == "dot" else _pipe(graph, fmt)
+    try:
+        atomic_write_bytes(out, data)
+    except OSError as exc:
+        raise FlowscanError(f"{out}: cannot write: {exc.strerror}") from None
