@@ -239,7 +239,7 @@ def path(ctx, src_func, dst_func, src, repo, ref, scopes, prefer, max_depth, dir
 
     graph = _graph(ctx, src, repo, ref, scopes, prefer)
     _known(graph, src_func)
-    found = graph.path(src_func, dst_func, max_depth=max_depth, direct_only=direct_only)
+    found = graph.route(src_func, dst_func, max_depth=max_depth, direct_only=direct_only)
     if found is None:
         click.echo(f"no call path from {src_func} to {dst_func} within {max_depth} calls"
                    + (" (direct calls only)" if direct_only else ""), err=True)

@@ -63,7 +63,7 @@ def tokens_for(asked: set[tuple[str, str]], registry: Registry) -> tuple[set[str
             continue
         words.add(value)
         if kind == "owner":  # ... or fill members of this type
-            words.update(api.api for api in registry.fields.values() if api.owner == value)
+            words.update(api.api for api in registry.fields.values() if value in api.owner.split("|"))
         elif kind == "chain":  # notifier APIs that register on this chain without naming it
             words.update(api.api for api in registry.notifiers.values()
                          if api.chain == value or any(chain_name(v) == value for _, v in api.chain_map))

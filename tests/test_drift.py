@@ -15,7 +15,8 @@ F = Path(__file__).resolve().parent.parent / "fixtures"
 
 # (kind, subject, old file:line, new file:line); fixtures/README.md "Planted drifts" names each (L*, Q*).
 EXPECTED = [
-    ("path-changed", "resettable_reset -> arm_cpu_reset_hold|arm_cpu_reset", "hw/core/resettable.c:77", "hw/core/resettable.c:71"),  # Q9
+    ("path-changed", "do_cpu_reset -> arm_cpu_reset_hold|arm_cpu_reset", "hw/core/resettable.c:77", "hw/core/resettable.c:71"),  # Q9
+    ("path-changed", "qemu_devices_reset -> do_cpu_reset", "hw/core/reset.c:49", "hw/core/reset.c:118"),  # Q10 (reset_handlers -> LegacyReset hold phase)
     ("path-changed", "resettable_reset -> kvm_arm_gicv3_reset_hold|kvm_arm_gicv3_reset", "hw/core/resettable.c:77", "hw/core/resettable.c:71"),  # Q9
     ("path-changed", "resettable_reset -> kvm_arm_its_reset_hold|kvm_arm_its_reset", "hw/core/resettable.c:77", "hw/core/resettable.c:71"),  # Q9
     ("renamed", "arm_cpu_reset -> arm_cpu_reset_hold", "target/arm/cpu.c:29", "target/arm/cpu.c:29"),  # Q13

@@ -149,3 +149,37 @@ def test_builtin_registration_table_is_valid():
     from flowscan.errors import FlowscanError
     with pytest.raises(FlowscanError, match="'owner' is a required property"):
         validate_table(broken, builtin_table())
+
+
+# -- dispatch width: the route through the narrowest widest dispatch ----------------------------------
+def test_route_prefers_the_narrowest_widest_dispatch(tmp_path):
+    """A direct route of three calls beats a two-call one through a table of ten handlers."""
+    handlers = "\n".join(f"static void h{i}(void) {{ }}" for i in range(9))
+    slots = ", ".join(f"[{i}] = h{i}" for i in range(9))
+    (tmp_path / "a.c").write_text(f"""{handlers}
+static void target(void) {{ }}
+typedef void (*handler_fn)(void);
+static handler_fn table[] = {{ {slots}, [9] = target }};
+static void dispatch(int n) {{ handler_fn fn = table[n]; fn(); }}
+static void step2(void) {{ target(); }}
+static void step1(void) {{ step2(); }}
+void start(int n) {{ dispatch(n); step1(); }}
+""")
+    g = graph_of(tmp_path)
+    assert [e.callee for e in g.path("start", "target")] == ["dispatch", "target"]
+    wide = g.path("start", "target")[-1]
+    assert (wide.kind, wide.fanout, wide.reason) == ("table", 10, "slot [9] of table (a.c:12)")
+    assert [(e.callee, e.kind) for e in g.route("start", "target")] == [
+        ("step1", "direct"), ("step2", "direct"), ("target", "direct")]
+    assert g.route("start", "target", max_depth=2)[-1].fanout == 10  # the narrow one is too long
+
+
+def test_class_dispatch_narrowed_by_the_registered_type(qemu):
+    """do_cpu_reset is registered with ARM_CPU(cs): rc->phases.hold on its route is arm-cpu's hold phase."""
+    assert qemu.registered_type("do_cpu_reset") == "arm-cpu"
+    path = qemu.route("do_cpu_reset", "arm_cpu_reset_hold", max_depth=8)
+    last = path[-1]
+    assert (last.caller, last.kind, last.fanout, last.obj_type) == (
+        "resettable_phase_hold", "registration", 1, "arm-cpu")
+    untyped = qemu.path("resettable_reset", "arm_cpu_reset_hold")[-1]
+    assert untyped.fanout == 9 and untyped.obj_type == ""

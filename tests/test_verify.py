@@ -39,7 +39,7 @@ def test_every_hop_verified_on_the_newer_fixtures(new):
     statuses = {h.id: h.status for h in new.hops}
     assert statuses.pop("efi_reboot->efi.reset_system") == "unverifiable"
     assert set(statuses.values()) == {"verified"}
-    assert len(new.hops) == 56 and new.ok
+    assert len(new.hops) == 58 and new.ok
 
 
 def test_evidence_of_direct_and_indirect_hops(new):
@@ -60,15 +60,60 @@ def test_evidence_of_direct_and_indirect_hops(new):
 def test_conditions_put_the_call_on_the_path(new):
     h = hop(new, "kvm_cpu_exec->qemu_system_reset_request")
     assert "case KVM_EXIT_SYSTEM_EVENT" in h.conditions and "case KVM_SYSTEM_EVENT_RESET" in h.conditions
+    # the call a default reboot takes (reboot_mode = REBOOT_COLD): the else branch, SYSTEM_RESET
     h = hop(new, "psci_sys_reset->__invoke_psci_fn_hvc")
-    assert h.conditions == ["if ((reboot_mode == REBOOT_WARM || reboot_mode == REBOOT_SOFT) && "
-                            "psci_system_reset2_supported)"]
+    assert h.conditions == ["if (!((reboot_mode == REBOOT_WARM || reboot_mode == REBOOT_SOFT) && "
+                            "psci_system_reset2_supported))"]
+
+
+def test_every_call_site_with_its_default(new, old):
+    h = hop(new, "psci_sys_reset->__invoke_psci_fn_hvc")
+    assert [(s.line, s.default_taken, s.chosen) for s in h.sites] == [(73, False, False), (75, True, True)]
+    assert h.default_taken is True and h.evidence[0].line == 75
+    first = h.sites[0].conditions[0]
+    assert (first.value, first.why) == (False, "reboot_mode = REBOOT_COLD")
+    assert h.sites[0].callee == "__invoke_psci_fn_hvc|__invoke_psci_fn_smc"
+    h = hop(old, "reboot->kernel_restart")
+    assert [(s.line, s.default_taken, [c.text for c in s.conditions]) for s in h.sites] == [
+        (109, True, ["case LINUX_REBOOT_CMD_RESTART"]), (125, False, ["case LINUX_REBOOT_CMD_RESTART2"])]
+    h = hop(new, "machine_restart->efi_reboot")  # a run-time test: said so, not guessed
+    assert h.default_taken is None and h.sites[0].conditions[0].why.startswith("not decided statically: efi_enabled(")
 
 
 def test_reach_hop_reports_the_path(new):
-    h = hop(new, "resettable_reset->arm_cpu_reset_hold")
-    assert [s.callee for s in h.steps] == ["resettable_assert_reset", "resettable_phase_hold", "arm_cpu_reset_hold"]
-    assert [s.kind for s in h.steps] == ["direct", "direct", "registration"]
+    h = hop(new, "do_cpu_reset->arm_cpu_reset_hold")
+    assert [s.callee for s in h.steps] == ["cpu_reset", "device_cold_reset", "resettable_reset",
+                                           "resettable_assert_reset", "resettable_phase_hold", "arm_cpu_reset_hold"]
+    assert [s.kind for s in h.steps][-1] == "registration"
+
+
+def test_cpu_reset_route_through_the_legacy_reset_handler(new, old):
+    """The CPU is reset by the handler arm_load_kernel registers (hw/arm/boot.c), and its hold phase is the
+    one of its own type: not the dispatch to every hold phase in scope."""
+    h = hop(new, "cpu:reset-handler")
+    assert [(s.caller, s.callee, s.kind) for s in h.steps][-2:] == [
+        ("resettable_phase_hold", "legacy_reset_hold", "field"), ("legacy_reset_hold", "do_cpu_reset", "registration")]
+    assert (h.steps[-1].store_path, h.steps[-1].store_line) == ("hw/arm/boot.c", 29)
+    assert h.wide and h.width == 9  # resettable_phase_hold's rc->phases.hold: every hold phase in scope
+    h = hop(old, "cpu:reset-handler")
+    assert [(s.caller, s.callee, s.kind, s.line) for s in h.steps] == [
+        ("qemu_devices_reset", "do_cpu_reset", "registration", 49)]  # the reset_handlers walk
+    for res, last in ((new, "arm_cpu_reset_hold"), (old, "arm_cpu_reset")):
+        h = hop(res, "do_cpu_reset->arm_cpu_reset_hold")
+        st = h.steps[-1]
+        assert (st.callee, st.fanout, st.obj_type) == (last, 1, "arm-cpu") and not h.wide and h.width == 1
+        assert "arm_cpu_class_init" in st.reason
+    assert hop(new, "cpu:qemu_register_reset").evidence[0].path == "hw/arm/boot.c"
+
+
+def test_wide_dispatch_is_flagged_and_the_threshold_is_data(new, linux_new, qemu_new, tmp_path):
+    h = hop(new, "resettable_reset->kvm_arm_gicv3_reset_hold")
+    assert (h.status, h.wide, h.width, h.narrower) == ("verified", True, 9, [])
+    text = (ROOT / "queries" / "flows" / "arm64-reboot.toml").read_text()
+    spec = tmp_path / "wider.toml"
+    spec.write_text('wide_fanout = 20\n' + text)
+    h = hop(run_flow(spec, linux_new, qemu_new), "resettable_reset->kvm_arm_gicv3_reset_hold")
+    assert (h.wide, h.width) == (False, 9)
 
 
 def test_handoffs_and_flags(new):
@@ -149,3 +194,21 @@ def test_unknown_role_source_is_unverifiable(linux_new):
 
 def test_graph_type_is_shared(linux_new):
     assert isinstance(graph_of(linux_new), Graph)
+
+
+def test_outputs_list_every_site_and_say_wide(new):
+    from flowscan.report import html, junit, markdown, text
+
+    table = text.trace_table(new).splitlines()
+    row = next(l for l in table if "psci_sys_reset" in l and "__invoke_psci_fn_hvc" in l)
+    assert "drivers/firmware/psci/psci.c:75 (+1 site)" in row
+    assert any("resettable_reset" in l and "kvm_arm_gicv3_reset_hold" in l and "verified (wide: 9)" in l
+               for l in table)
+    md = markdown.trace_markdown(new)
+    assert "drivers/firmware/psci/psci.c:73 -> __invoke_psci_fn_hvc\\|__invoke_psci_fn_smc: not taken by default" in md
+    assert "psci.c:75 (shown)" in md and "✅ verified (wide: 9)" in md
+    assert "resettable_phase_hold -> arm_cpu_reset_hold [registration: phases.hold]: fan-out 1, type arm-cpu" in md
+    page = html.html_page(new, "<svg></svg>")
+    assert "verified (wide: 9)" in page and "call sites:<br>drivers/firmware/psci/psci.c:73" in page
+    junit = junit.junit_xml(new)
+    assert "site: drivers/firmware/psci/psci.c:75 (shown) -&gt; " in junit or "site: drivers/firmware/psci/psci.c:75 (shown) -> " in junit

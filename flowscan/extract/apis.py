@@ -18,7 +18,9 @@ SCHEMA = {
         "field": {"type": "array", "items": {
             "type": "object", "additionalProperties": False, "required": ["api", "owner", "stores"],
             "properties": {
-                "api": {"type": "string"}, "owner": {"type": "string"},
+                "api": {"type": "string"},
+                "owner": {"oneOf": [{"type": "string"}, {"type": "array", "minItems": 1, "items": {"type": "string"}}]},
+                "object_arg": _ARG,
                 "stores": {"type": "array", "minItems": 1, "items": {
                     "type": "object", "additionalProperties": False, "required": ["arg", "field"],
                     "properties": {"arg": _ARG, "field": {"type": "string"}, "phase": {"type": "string"}}}},
@@ -67,6 +69,7 @@ class FieldApi:
     stores: tuple[FieldStore, ...]
     parent_arg: int = -1
     parent_fields: tuple[tuple[str, str], ...] = ()  # (sub-field of the storage, original field)
+    object_arg: int = -1  # the object the callback is registered with (its QOM type narrows dispatch)
 
 
 @dataclass(frozen=True)
@@ -151,11 +154,12 @@ def _merge(reg: Registry, path: Path) -> None:
     for row in data.get("field", ()):
         parent = row.get("parent", {})
         reg.fields[row["api"]] = FieldApi(
-            api=row["api"], owner=row["owner"],
+            api=row["api"], owner=row["owner"] if isinstance(row["owner"], str) else "|".join(row["owner"]),
             stores=tuple(FieldStore(s["arg"], s["field"], s.get("phase", s["field"].rsplit(".", 1)[-1]))
                          for s in row["stores"]),
             parent_arg=parent.get("arg", -1),
-            parent_fields=tuple(sorted(parent.get("fields", {}).items())))
+            parent_fields=tuple(sorted(parent.get("fields", {}).items())),
+            object_arg=row.get("object_arg", -1))
     for row in data.get("notifier", ()):
         reg.notifiers[row["api"]] = NotifierApi(
             api=row["api"], chain=row.get("chain", ""), chain_arg=row.get("chain_arg", -1),

@@ -76,6 +76,32 @@ class Step:
     cases: list[str] = dataclasses.field(default_factory=list)
     ifs: list[str] = dataclasses.field(default_factory=list)
     conditions: list[str] = dataclasses.field(default_factory=list)
+    reason: str = ""  # why an indirect target was kept (the store, registration, slot or QOM type)
+    obj_type: str = ""  # the QOM type a class dispatch was narrowed to
+
+
+@dataclass
+class Condition:
+    """One condition of a call site (`case X`, `if (c)`, `#if C`) and whether the flow's default takes it."""
+
+    text: str
+    value: bool | None = None  # None: not decided statically (or an #if: the build configuration's)
+    why: str = ""  # "reboot_mode = REBOOT_COLD", "not decided statically: psci_system_reset2_supported"
+
+
+@dataclass
+class Site:
+    """One call site of a hop: a hop lists all of them, each with its conditions."""
+
+    path: str
+    line: int
+    caller: str
+    callee: str  # the matched target(s), alternatives joined by "|"
+    kind: str = "direct"
+    via: str = ""
+    conditions: list[Condition] = dataclasses.field(default_factory=list)
+    default_taken: bool | None = None  # does the flow's default configuration take this call? None: unknown
+    chosen: bool = False  # the site the hop's evidence is about
 
 
 def step_evidence(role: str, st: Step) -> Evidence:
@@ -109,6 +135,11 @@ class HopResult:
     constants: list[str] = dataclasses.field(default_factory=list)  # handoffs: the constants that carry it
     flag: str = ""  # flags: the variable set and polled
     note: str = ""
+    sites: list[Site] = dataclasses.field(default_factory=list)  # call/reach hops: every call site into the target
+    default_taken: bool | None = None  # the chosen site under the flow's defaults (None: not decided)
+    width: int = 0  # the widest dispatch on the route (largest fan-out of an indirect step; 0: none)
+    wide: bool = False  # verified only through a dispatch wider than the flow's wide_fanout
+    narrower: list[Step] = dataclasses.field(default_factory=list)  # a narrower route found beyond `within`, if wide
 
 
 @dataclass

@@ -19,6 +19,9 @@ from flowscan.resources import queries_dir
 
 _NAMES = {"oneOf": [{"type": "string", "minLength": 1},
                     {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}}]}
+# variable or switch expression -> the constant it holds on the route taken by default
+_DEFAULTS = {"type": "object", "additionalProperties": {"type": "string", "minLength": 1}}
+WIDE_FANOUT = 8  # a dispatch to more targets than this says little about which one the machine takes
 SCHEMA = {
     "type": "object",
     "additionalProperties": False,
@@ -32,7 +35,9 @@ SCHEMA = {
                 "title": {"type": "string"},
                 "scope": {"type": "array", "items": {"type": "string"}},
                 "prefer": {"type": "array", "items": {"type": "string"}},
+                "default": _DEFAULTS,
             }} for r in ROLES}},
+        "wide_fanout": {"type": "integer", "minimum": 1},
         "stage": {"type": "array", "minItems": 1, "items": {
             "type": "object", "additionalProperties": False, "required": ["id", "role", "hop"],
             "properties": {
@@ -56,6 +61,8 @@ SCHEMA = {
                         "class_init": _NAMES, "phase": {"type": "string"}, "callback": _NAMES,
                         "api": _NAMES,
                         "address": _NAMES,
+                        "default": _DEFAULTS,
+                        "wide_fanout": {"type": "integer", "minimum": 1},
                         "constant": {"type": "array", "minItems": 1, "items": {
                             "type": "object", "additionalProperties": False, "required": ["name"],
                             "properties": {"name": _NAMES, "produced_by": _NAMES, "consumed_by": _NAMES}}},
@@ -108,6 +115,8 @@ class Hop:
     constants: tuple[Constant, ...] = ()
     address: tuple[str, ...] = ()  # call hops through an ops table: the address (port) it must serve
     line: int = 0  # in the spec file
+    defaults: tuple[tuple[str, str], ...] = ()  # the role's defaults updated by the hop's own
+    wide_fanout: int = WIDE_FANOUT
 
 
 @dataclass(frozen=True)
@@ -128,6 +137,8 @@ class FlowSpec:
     scopes: dict[str, tuple[str, ...]] = field(default_factory=dict)
     prefer: dict[str, tuple[str, ...]] = field(default_factory=dict)
     role_titles: dict[str, str] = field(default_factory=dict)
+    defaults: dict[str, dict[str, str]] = field(default_factory=dict)  # per role
+    wide_fanout: int = WIDE_FANOUT
 
     def roles(self) -> list[str]:
         used = {h.role for h in self.hops} | {h.to_role for h in self.hops if h.to_role}
@@ -196,7 +207,9 @@ def load_flow(path: Path) -> FlowSpec:
                     description=data.get("description", ""), path=Path(path),
                     scopes={r: tuple(v.get("scope", ())) for r, v in roles.items()},
                     prefer={r: tuple(v.get("prefer", ())) for r, v in roles.items()},
-                    role_titles={r: v.get("title", r) for r, v in roles.items()})
+                    role_titles={r: v.get("title", r) for r, v in roles.items()},
+                    defaults={r: dict(v.get("default", {})) for r, v in roles.items()},
+                    wide_fanout=data.get("wide_fanout", WIDE_FANOUT))
     seen_ids: set[str] = set()
     for si, st in enumerate(data["stage"]):
         spec.stages.append(Stage(id=st["id"], title=st.get("title", st["id"]), role=st["role"]))
@@ -222,5 +235,8 @@ def load_flow(path: Path) -> FlowSpec:
                 callback=_names(h.get("callback")), api=_names(h.get("api")),
                 constants=tuple(Constant(_names(c["name"]), _names(c.get("produced_by")),
                                          _names(c.get("consumed_by"))) for c in h.get("constant", ())),
-                address=_names(h.get("address")), line=line))
+                address=_names(h.get("address")), line=line,
+                defaults=tuple(sorted({**spec.defaults.get(h.get("role", st["role"]), {}),
+                                       **h.get("default", {})}.items())),
+                wide_fanout=h.get("wide_fanout", spec.wide_fanout)))
     return spec

@@ -7,9 +7,10 @@ import re
 from typing import Iterable
 
 from flowscan.extract.facts import ConstantUse
-from flowscan.graph.callgraph import Edge, Graph, address_key
-from flowscan.flow.results import (CONSUMER, MISSING, PRODUCER, SKIPPED, UNVERIFIABLE, VERIFIED, Evidence,
-                                   FlowResult, HopResult, SourceInfo, StageInfo, Step)
+from flowscan.graph.callgraph import COMPILED, Edge, Graph, address_key, route_width
+from flowscan.flow.conditions import Decision, combine, decide_case, decide_if
+from flowscan.flow.results import (CONSUMER, MISSING, PRODUCER, SKIPPED, UNVERIFIABLE, VERIFIED, Condition, Evidence,
+                                   FlowResult, HopResult, Site, SourceInfo, StageInfo, Step)
 from flowscan.flow.spec import FlowSpec, Hop
 
 
@@ -90,7 +91,8 @@ def _verify_hop(hop: Hop, graphs: dict[str, Graph]) -> HopResult:
 def step_of(e: Edge) -> Step:
     return Step(caller=e.caller, callee=e.callee, kind=e.kind, path=e.path, line=e.line, via=e.via,
                 store_path=e.store_path, store_line=e.store_line, fanout=e.fanout, callee_path=e.callee_path,
-                cases=list(e.cases), ifs=list(e.ifs), conditions=list(e.conditions))
+                cases=list(e.cases), ifs=list(e.ifs), conditions=list(e.conditions), reason=e.reason,
+                obj_type=e.obj_type)
 
 
 def edge_conditions(e: Edge) -> list[str]:
@@ -121,6 +123,53 @@ def call_evidence(role: str, e: Edge) -> Evidence:
                     how=e.kind, via=e.via, fanout=e.fanout)
 
 
+# -- call sites and the flow's defaults --------------------------------------------------------------
+def site_conditions(g: Graph, e: Edge, defaults: dict[str, str]) -> list[Condition]:
+    """The edge's conditions, each decided under the defaults (case labels by their switch's expression)."""
+    out = [Condition(f"#if {c}", None, "build configuration") for c in e.conditions]
+    for label in e.cases:
+        subject, labels = _switch_of(g, e.caller, label)
+        d = decide_case(label, subject, labels, defaults)
+        out.append(Condition(f"case {label}", d.value, d.why))
+    for c in e.ifs:
+        d: Decision = decide_if(c, defaults)
+        out.append(Condition(f"if ({c})", d.value, d.why))
+    return out
+
+
+def _switch_of(g: Graph, function: str, label: str) -> tuple[str, list[str]]:
+    """The expression a `case` label is tested against, and all labels of that switch."""
+    first = label.split("|")[0].strip()
+    uses = [u for u in g.constants_in(function) if u.kind == "case"]
+    subject = next((u.target for u in uses if u.name == first), "")
+    return subject, sorted({u.name for u in uses if u.target == subject})
+
+
+def call_sites(g: Graph, edges: list[Edge], defaults: dict[str, str], chosen: Edge | None) -> list[Site]:
+    """One Site per call site (path:line) among `edges`, targets joined, in line order."""
+    by_site: dict[tuple[str, int], list[Edge]] = {}
+    for e in sorted(edges, key=lambda e: (e.path, e.line, e.callee)):
+        by_site.setdefault((e.path, e.line), []).append(e)
+    out = []
+    for (path, line), es in by_site.items():
+        e = es[0]
+        conds = site_conditions(g, e, defaults)
+        decided = [c.value for c in conds if not c.text.startswith("#if ")]
+        out.append(Site(path=path, line=line, caller=e.caller, callee="|".join(dict.fromkeys(x.callee for x in es)),
+                        kind=e.kind, via=e.via, conditions=conds, default_taken=combine(decided),
+                        chosen=chosen is not None and (chosen.path, chosen.line) == (path, line)))
+    return out
+
+
+def _taken_rank(site: Site) -> int:
+    """A site the defaults decide to take first, a site they rule out last; the rest keep line order (a
+    site without conditions may still sit after an early return, so it does not beat an undecided one)."""
+    if site.default_taken is False:
+        return 2
+    decided = any(c.value is True for c in site.conditions if not c.text.startswith("#if "))
+    return 0 if site.default_taken is True and decided else 1
+
+
 def _matches_when(e: Edge, when: tuple[str, ...]) -> bool:
     labels = {part.strip() for c in e.cases for part in c.split("|")}
     for token in when:
@@ -146,7 +195,7 @@ def _candidates(g: Graph, hop: Hop, callees: list[str]) -> list[str]:
     return out[:6]
 
 
-def _finish_call(hop: Hop, g: Graph, edges: list[Edge], from_name: str) -> HopResult:
+def _finish_call(hop: Hop, g: Graph, edges: list[Edge], from_name: str, sites: list[Site] | None = None) -> HopResult:
     last = edges[-1]
     to_def = g.def_at(last.callee, last.callee_path) if last.callee_path else None
     evidence = [ev for e in edges for ev in edge_evidence(hop.role, e)]
@@ -155,10 +204,34 @@ def _finish_call(hop: Hop, g: Graph, edges: list[Edge], from_name: str) -> HopRe
         for c in edge_conditions(e):
             if c not in conditions:
                 conditions.append(c)
-    return _base(hop, VERIFIED, matched_from=from_name, matched_to=last.callee, resolution=last.kind,
-                 steps=[step_of(e) for e in edges], evidence=evidence, conditions=conditions,
-                 signature=to_def.params if to_def else "", to_path=to_def.path if to_def else "",
-                 to_line=to_def.line if to_def else 0)
+    defaults = dict(hop.defaults)
+    if sites is None:
+        sites = call_sites(g, _same_call(g, last), defaults, last)
+    chosen = next((st for st in sites if st.chosen), None)
+    indirect = [e for e in edges if e.kind not in COMPILED]
+    width = route_width(edges) if indirect else 0
+    wide = width > hop.wide_fanout
+    res = _base(hop, VERIFIED, matched_from=from_name, matched_to=last.callee, resolution=last.kind,
+                steps=[step_of(e) for e in edges], evidence=evidence, conditions=conditions,
+                signature=to_def.params if to_def else "", to_path=to_def.path if to_def else "",
+                to_line=to_def.line if to_def else 0, sites=sites,
+                default_taken=chosen.default_taken if chosen else None, width=width, wide=wide)
+    if wide:
+        depth = (hop.within or 1) + 3
+        for to in hop.to:
+            alt = g.path(from_name, to, max_depth=depth, max_fanout=hop.wide_fanout)
+            if alt:
+                res.narrower = [step_of(e) for e in alt]
+                break
+    return res
+
+
+def _same_call(g: Graph, last: Edge) -> list[Edge]:
+    """Every call from the last step's caller into its callee (a hop lists all its call sites)."""
+    fn = g.def_at(last.caller, last.caller_path)
+    if fn is None:
+        return [last]
+    return [e for e in g.callees(fn) if e.callee == last.callee] or [last]
 
 
 # -- hop kinds -------------------------------------------------------------------------------------
@@ -169,24 +242,31 @@ def _verify_call(hop: Hop, g: Graph) -> HopResult:
         return _base(hop, MISSING, candidates=cands[:6],
                      note=f"{'|'.join(hop.frm)} is not defined in the scanned scope")
     callees: list[str] = []
+    defaults = dict(hop.defaults)
     if hop.kind == "reach":
         for f, _d in from_defs:
             for to in hop.to:
-                path = g.path(f, to, max_depth=hop.within)
+                path = g.route(f, to, max_depth=hop.within)
                 if path is not None and (not hop.when or _matches_when(path[-1], hop.when)):
                     return _finish_call(hop, g, path, f)
     else:
         for f, d in from_defs:
             edges = sorted(g.callees(d), key=lambda e: (e.line, e.callee, e.callee_path))
             callees.extend(e.callee for e in edges)
-            hits = [e for e in edges if e.callee in hop.to and _matches_when(e, hop.when)]
+            into = [e for e in edges if e.callee in hop.to]
+            hits = [e for e in into if _matches_when(e, hop.when)]
             if hits and hop.address:
                 return _verify_address(hop, g, hits, f)
             if hits:
-                # prefer an order-stable, defined target: first by line
-                hits.sort(key=lambda e: (e.line, 0 if e.callee_path else 1))
-                return _finish_call(hop, g, [hits[0]], f)
-            near = [e for e in edges if e.callee in hop.to]
+                # the call the default configuration takes, then a defined target, then the first by line
+                sites = call_sites(g, into, defaults, None)
+                taken = {(st.path, st.line): st for st in sites}
+                hits.sort(key=lambda e: (_taken_rank(taken[(e.path, e.line)]), e.line,
+                                         0 if e.callee_path else 1))
+                for st in sites:
+                    st.chosen = (st.path, st.line) == (hits[0].path, hits[0].line)
+                return _finish_call(hop, g, [hits[0]], f, sites)
+            near = into
             if near and hop.when:
                 e = near[0]
                 return _base(hop, MISSING, matched_from=f, evidence=edge_evidence(hop.role, e),

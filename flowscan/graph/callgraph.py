@@ -26,6 +26,7 @@ INLINE = "inline"  # called in the body of an __always_inline callee, which the 
 COMPILED = (DIRECT, MACRO, INLINE)  # what a compiler emits as a direct call ("--direct-only")
 MAX_INLINE_DEPTH = 8
 _WS = re.compile(r"\s+")
+_CAST = re.compile(r"([A-Z][A-Z0-9_]*)\s*\(")
 INDIRECT_KINDS = ("field", "registration", "qom-parent", "table", "type", "variable", "argument", "notifier",
                   "spawn", "ops-call")
 _MACRO_CALL = re.compile(r"([A-Za-z_]\w*)\s*\(\s*([A-Za-z_]\w*)\s*\)$")
@@ -48,6 +49,8 @@ class Edge:
     ifs: tuple[str, ...] = ()
     conditions: tuple[str, ...] = ()
     args: tuple[str, ...] = ()
+    reason: str = ""  # why this target was kept (which store, registration, slot or type)
+    obj_type: str = ""  # the QOM type a class dispatch was narrowed to ('' when not narrowed)
 
     @property
     def indirect(self) -> bool:
@@ -58,7 +61,9 @@ class Edge:
                "callee_path": self.callee_path, "kind": self.kind, "path": self.path, "line": self.line}
         if self.kind != DIRECT:
             out.update(via=self.via, store_path=self.store_path, store_line=self.store_line,
-                       fanout=self.fanout)
+                       fanout=self.fanout, reason=self.reason)
+            if self.obj_type:
+                out["obj_type"] = self.obj_type
         if self.cases:
             out["cases"] = list(self.cases)
         if self.ifs:
@@ -73,6 +78,31 @@ class Edge:
 _PRIMITIVE = frozenset("""void int char short long unsigned signed bool _Bool float double size_t ssize_t
 u8 u16 u32 u64 s8 s16 s32 s64 __u8 __u16 __u32 __u64 __s32 __s64 uint8_t uint16_t uint32_t uint64_t int8_t
 int16_t int32_t int64_t uintptr_t intptr_t gboolean gpointer hwaddr vaddr""".split())
+
+
+def _reason(kind: str, via: str, store) -> str:
+    """Why an indirect target was kept, in words (the store's location is in the edge beside it)."""
+    if store is None or kind == DIRECT:
+        return ""
+    where = f"{store.path}:{store.line}"
+    if isinstance(store, Registration):
+        return f"registered on {store.chain or via} by {store.api} in {store.function or 'file scope'} ({where})"
+    fn = store.in_function or "file scope"
+    if store.kind == "registration":
+        return f"registered with {store.variable} in {fn} ({where})"
+    if store.index:
+        return f"slot [{store.index}] of {store.variable or via} ({where})"
+    if store.kind == "initializer":
+        return f"initializer {store.variable}.{store.field or via} = {store.function} ({where})"
+    if store.kind == "return":
+        return f"returned by {fn} ({where})"
+    target = store.field or store.variable or via
+    return f"assigned to {target} in {fn} ({where})"
+
+
+def route_width(edges: Sequence[Edge]) -> int:
+    """The widest dispatch on a route: the largest fan-out of its indirect steps (1 when all direct)."""
+    return max((e.fanout for e in edges if e.kind not in COMPILED), default=1)
 
 
 def _last(field: str) -> str:
@@ -161,6 +191,7 @@ class Graph:
         self.ix = facts if isinstance(facts, Index) else build_in_memory(facts, self.registry)
         self.macros = Macros(self.ix, self.prefer, truth)
         self._memo: dict[int, list[Edge]] = {}
+        self._typed_memo: dict[tuple[int, str], list[Edge]] = {}
         self._qom: QomIndex | None = None
 
     @property
@@ -216,12 +247,16 @@ class Graph:
     def calls_of(self, fn: FunctionDef) -> list[CallSite]:
         return self.ix.calls_in(fn.name, fn.path, fn.line, fn.end_line)
 
-    def callees(self, fn: FunctionDef, direct_only: bool = False, inline: bool = False) -> list[Edge]:
+    def callees(self, fn: FunctionDef, direct_only: bool = False, inline: bool = False,
+                obj_type: str = "") -> list[Edge]:
         """What `fn` calls. `direct_only`: what the compiler emits as direct calls (through macros
-        too). `inline`: also, as `inline` edges, what the bodies of its __always_inline callees call."""
+        too). `inline`: also, as `inline` edges, what the bodies of its __always_inline callees call.
+        `obj_type` (a QOM type known for the object on the route): class dispatches resolve to what that
+        type and its subtypes set, not to every store of the field."""
         out: list[Edge] = []
         for call in self.calls_of(fn):
-            for e in self.resolve(call):
+            edges = self.resolve_typed(call, obj_type) if obj_type and call.kind == "field" else self.resolve(call)
+            for e in edges:
                 if not direct_only or e.kind in COMPILED:
                     out.append(e)
         if inline:
@@ -248,6 +283,95 @@ class Graph:
                 todo.append((via, inner, depth + 1))
         return out
 
+    # -- QOM types narrowing class dispatch ---------------------------------------------------------
+    def resolve_typed(self, call: CallSite, obj_type: str) -> list[Edge]:
+        key = (id(call), obj_type)
+        hit = self._typed_memo.get(key)
+        if hit is None:
+            hit = self._typed_memo[key] = self._resolve_typed(call, obj_type)
+        return hit
+
+    def _resolve_typed(self, call: CallSite, obj_type: str) -> list[Edge]:
+        """Keep the targets the type can hold: the setter it inherits (nearest class_init on its chain),
+        what its subtypes set, and stores in helpers (`device_class_set_legacy_reset`) that a class_init
+        of those types calls. Not a class dispatch (some target stored outside any function, or no
+        target set by a class_init): unchanged."""
+        edges = self.resolve(call)
+        if not edges or any(e.kind == "qom-parent" for e in edges):
+            return edges  # already exact
+        node = self.qom.find(obj_type)
+        if node is None:
+            return edges
+        stores = {(s.path, s.line, s.function): s for s in self.ix.stores_where("last", _last(call.callee))}
+        of_edge = {}
+        for e in edges:
+            st = stores.get((e.store_path, e.store_line, e.callee))
+            if st is None or not st.in_function:
+                return edges
+            of_edge[id(e)] = st
+        if not any(self.qom.class_types(st.in_function) for st in of_edge.values()):
+            return edges
+        wanted: dict[tuple[str, int], tuple[str, TypeNode]] = {}  # store -> (class_init, type)
+        setter = self.inherited_setter(node, call.callee)
+        if setter is not None:
+            wanted[(setter[0].path, setter[0].line)] = (setter[1].class_init, setter[1])
+        family = [node, *self.qom.ancestors(node)]
+        subs = self.qom.descendants(node)
+        for sub in subs:
+            for st in self.class_setters(sub.class_init, call.callee) if sub.class_init else ():
+                wanted.setdefault((st.path, st.line), (sub.class_init, sub))
+        helpers: dict[str, tuple[str, TypeNode]] = {}
+        for t in family + subs:
+            for d in self.definitions(t.class_init) if t.class_init else ():
+                for c in self.calls_of(d):
+                    if c.kind == DIRECT:
+                        helpers.setdefault(c.callee, (t.class_init, t))
+        out = []
+        for e in edges:
+            st = of_edge[id(e)]
+            why = wanted.get((st.path, st.line)) or (helpers.get(st.in_function)
+                                                     if not self.qom.class_types(st.in_function) else None)
+            if why is None:
+                continue
+            ci, owner = why
+            how = f"set in {ci}" if ci == st.in_function else f"set by {st.in_function}, called from {ci}"
+            out.append(replace(e, obj_type=node.name,
+                               reason=f"{call.callee} of type {node.name}: {how} of {owner.name} "
+                                      f"({st.path}:{st.line})"))
+        return [replace(e, fanout=len(out)) for e in out]
+
+    def registered_type(self, fn: str) -> str:
+        """The QOM type of the object `fn` is registered with, when every registration of it that names an
+        object (`qemu_register_reset(do_cpu_reset, ARM_CPU(cs))`) casts it to the same type; else ''."""
+        found = set()
+        for reg in self.ix.regs_by_callback(fn):
+            api = self.registry.fields.get(reg.api)
+            if api is None or api.object_arg < 0:
+                continue
+            for site in self.ix.calls_to(reg.api, DIRECT, ask=False):
+                if site.path == reg.path and site.line == reg.line and api.object_arg < len(site.args):
+                    found.add(self.cast_type(site.args[api.object_arg]))
+        return found.pop() if len(found) == 1 else ""
+
+    def cast_type(self, expr: str) -> str:
+        """`ARM_CPU(cs)` -> "arm-cpu": a QOM checker macro names its type TYPE_<CHECKER>."""
+        m = _CAST.match(expr.strip())
+        if not m:
+            return ""
+        node = self.qom.find("TYPE_" + m.group(1))
+        return node.name if node is not None else ""
+
+    def _edge_type(self, e: Edge, obj_type: str) -> str:
+        """The object type known after following `e`: a callback registered with a typed object starts
+        that type; callbacks handed to another function (child_foreach) act on other objects."""
+        if e.kind in ("registration", "field") and e.store_path:
+            t = self.registered_type(e.callee)
+            if t:
+                return t
+        if e.kind in ("argument", "notifier", "spawn"):
+            return ""
+        return obj_type
+
     def resolve(self, call: CallSite) -> list[Edge]:
         key = id(call)
         hit = self._memo.get(key)
@@ -262,7 +386,7 @@ class Graph:
                     kind=kind, path=call.path, line=call.line, via=via,
                     store_path=store.path if store is not None else "",
                     store_line=store.line if store is not None else 0, fanout=fanout, cases=call.cases,
-                    ifs=call.ifs, conditions=call.conditions, args=call.args)
+                    ifs=call.ifs, conditions=call.conditions, args=call.args, reason=_reason(kind, via, store))
 
     def _through_macro(self, call: CallSite, has_function: bool) -> list[Edge]:
         """`arm_smccc_hvc(...)` -> `__arm_smccc_hvc` [macro]: the functions the macro's expansion calls,
@@ -344,7 +468,7 @@ class Graph:
                 continue
             if call_owner:
                 store_owner = self.owner_type(s.var_type, s.field)
-                if store_owner and call_owner != store_owner:
+                if store_owner and call_owner not in store_owner.split("|"):
                     continue  # a member of the same name in an unrelated struct type
             candidates.append(s)
         return self._stores_to_edges(
@@ -477,7 +601,8 @@ class Graph:
                 continue
             seen.add((d.name, d.path))
             e = self._edge(call, d.name, d.path, "argument", call.callee, None, 0)
-            out.append(replace(e, store_path=site.path, store_line=site.line))
+            out.append(replace(e, store_path=site.path, store_line=site.line,
+                               reason=f"passed by {site.caller} ({site.path}:{site.line})"))
         return [replace(e, fanout=len(out)) for e in out]
 
     # -- QOM parents -------------------------------------------------------------------------------
@@ -504,7 +629,9 @@ class Graph:
                     continue
                 store, owner = setter
                 for d in self.lookup(store.function, store.path):
-                    out.append(self._edge(call, d.name, d.path, "qom-parent", f"{owner.name}.{field}", store))
+                    e = self._edge(call, d.name, d.path, "qom-parent", f"{owner.name}.{field}", store)
+                    out.append(replace(e, reason=f"{field} of the parent type {owner.name}, set in "
+                                                 f"{owner.class_init} ({store.path}:{store.line})"))
         uniq = {(e.callee, e.callee_path): e for e in out}
         return [replace(e, fanout=len(uniq)) for e in uniq.values()]
 
@@ -559,37 +686,56 @@ class Graph:
 
     # -- paths -------------------------------------------------------------------------------------
     def path(self, src: str, dst: str, max_depth: int = 12, direct_only: bool = False,
-             avoid: Sequence[str] = ()) -> list[Edge] | None:
-        """Shortest call path from any definition of `src` to `dst` (BFS; ties broken by file order)."""
+             avoid: Sequence[str] = (), max_fanout: int = 0) -> list[Edge] | None:
+        """Shortest call path from any definition of `src` to `dst` (BFS; ties broken by file order),
+        through no dispatch wider than `max_fanout` (0: any). The QOM type of the object a callback is
+        registered with travels along the path and narrows class dispatches (see `callees`)."""
         starts = self.preferred(self.definitions(src))
         if not starts:
             return None
         if src == dst:
             return []
-        frontier = deque((d, 0) for d in starts)
-        parent: dict[tuple[str, str], Edge | None] = {(d.name, d.path): None for d in starts}
+        start_type = self.registered_type(src)
+        Key = tuple[str, str, str]
+        frontier = deque((d, start_type, 0) for d in starts)
+        parent: dict[Key, tuple[Edge, Key] | None] = {(d.name, d.path, start_type): None for d in starts}
         blocked = set(avoid)
         while frontier:
-            fn, depth = frontier.popleft()
+            fn, obj_type, depth = frontier.popleft()
             if depth >= max_depth:
                 continue
-            for e in sorted(self.callees(fn, direct_only), key=lambda e: (e.line, e.callee, e.callee_path)):
-                key = (e.callee, e.callee_path)
+            here = (fn.name, fn.path, obj_type)
+            for e in sorted(self.callees(fn, direct_only, obj_type=obj_type), key=lambda e: (e.line, e.callee, e.callee_path)):
+                if max_fanout and e.kind not in COMPILED and e.fanout > max_fanout:
+                    continue
+                nxt_type = self._edge_type(e, obj_type)
+                key = (e.callee, e.callee_path, nxt_type)
                 if key in parent or e.callee in blocked:
                     continue
-                parent[key] = e
+                parent[key] = (e, here)
                 if e.callee == dst:
-                    out = [e]
-                    cur = parent[(e.caller, e.caller_path)]
+                    out = []
+                    cur = parent[key]
                     while cur is not None:
-                        out.append(cur)
-                        cur = parent[(cur.caller, cur.caller_path)]
+                        out.append(cur[0])
+                        cur = parent[cur[1]]
                     return list(reversed(out))
                 if e.callee_path:
                     nxt = self.def_at(e.callee, e.callee_path)
                     if nxt is not None:
-                        frontier.append((nxt, depth + 1))
+                        frontier.append((nxt, nxt_type, depth + 1))
         return None
+
+    def route(self, src: str, dst: str, max_depth: int = 12, direct_only: bool = False) -> list[Edge] | None:
+        """The path whose widest dispatch is narrowest, then the shortest: a route through one store of a
+        field beats one through a dispatch to every hold phase in scope, even when it is longer."""
+        best = self.path(src, dst, max_depth, direct_only)
+        while best is not None and route_width(best) > 1:
+            narrower = self.path(src, dst, max_depth, direct_only, max_fanout=route_width(best) - 1)
+            if narrower is None:
+                break
+            best = narrower
+        return best
 
     # -- constants and flags (handoffs across roles and threads) -----------------------------------
     def constant_uses(self, name: str) -> list[ConstantUse]:

@@ -79,3 +79,20 @@ class QomIndex:
             seen.add(nxt.name)
             cur = nxt
         return out
+
+    def descendants(self, node: TypeNode) -> list[TypeNode]:
+        """Every type below `node` (subclasses may override what it inherits), in name order."""
+        children: dict[str, list[TypeNode]] = {}
+        for t in self.types.values():
+            if t.parent and t.parent != t.name:
+                children.setdefault(t.parent, []).append(t)
+        out: list[TypeNode] = []
+        seen = {node.name}
+        todo = [node.name]
+        while todo:
+            for c in children.get(todo.pop(), ()):
+                if c.name not in seen:
+                    seen.add(c.name)
+                    out.append(c)
+                    todo.append(c.name)
+        return sorted(out, key=lambda t: t.name)

@@ -148,3 +148,42 @@ def refs_text(sources: list[SourceInfo]) -> str:
 def severity_counts(report: DriftReport) -> dict[str, int]:
     """Items per severity, worst first."""
     return {sev: sum(1 for it in report.items if it.severity == sev) for sev in reversed(SEVERITIES)}
+
+
+def status_text(hop: HopResult) -> str:
+    """The status as every output says it: a hop verified only through a wide dispatch says so."""
+    if hop.status == "verified" and hop.wide:
+        return f"verified (wide: {hop.width})"
+    return hop.status
+
+
+def site_count_text(hop: HopResult) -> str:
+    """' (+1 site)' when a hop has more call sites than the one shown."""
+    n = len(hop.sites) - 1
+    return f" (+{n} site{'s' if n != 1 else ''})" if n > 0 else ""
+
+
+def _taken(value: bool | None) -> str:
+    return {True: "taken by default", False: "not taken by default", None: "not decided statically"}[value]
+
+
+def site_lines(hop: HopResult) -> list[str]:
+    """One line per call site: where, which target, its conditions decided, and whether the default takes it."""
+    out = []
+    for s in hop.sites:
+        conds = "; ".join(f"{c.text} [{'true' if c.value else 'false' if c.value is False else '?'}: {c.why}]"
+                          for c in s.conditions)
+        mark = " (shown)" if s.chosen and len(hop.sites) > 1 else ""
+        out.append(f"{loc(s.path, s.line)}{mark} -> {s.callee}: {_taken(s.default_taken)}"
+                   + (f"; {conds}" if conds else ""))
+    return out
+
+
+def dispatch_lines(hop: HopResult) -> list[str]:
+    """Every indirect step of the route with its fan-out and why the target was kept; the narrower route."""
+    out = [f"{st.caller} -> {st.callee} [{st.kind}{': ' + st.via if st.via else ''}]: fan-out {st.fanout}"
+           + (f", type {st.obj_type}" if st.obj_type else "") + (f"; {st.reason}" if st.reason else "")
+           for st in hop.steps if st.kind not in ("direct", "macro", "inline")]
+    if hop.narrower:
+        out.append("narrower route: " + " -> ".join([hop.narrower[0].caller] + [s.callee for s in hop.narrower]))
+    return out

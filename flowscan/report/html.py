@@ -14,7 +14,8 @@ import re
 
 from flowscan.flow.results import STATUSES, DriftReport, Evidence, FlowResult
 from flowscan.report.diagram import hop_class
-from flowscan.report.hops import ev_loc, hop_how, hop_names, path_text, primary_evidence, sorted_items, stages
+from flowscan.report.hops import (dispatch_lines, ev_loc, hop_how, hop_names, path_text, primary_evidence, site_lines,
+                                  sorted_items, stages, status_text)
 from flowscan.report.links import SourceLinks
 from flowscan.report.palette import STATUS_COLOURS
 
@@ -154,9 +155,9 @@ def _link(links: SourceLinks, ev: Evidence) -> str:
     return _e(text)
 
 
-def _status_cell(status: str) -> str:
+def _status_cell(status: str, text: str = "") -> str:
     line, fill = STATUS_COLOURS.get(status, ("#607d8b", "#ffffff"))
-    return f'<td class="status" style="color:{line};background:{fill}">{_e(status)}</td>'
+    return f'<td class="status" style="color:{line};background:{fill}">{_e(text or status)}</td>'
 
 
 def html_page(result: FlowResult, svg: str, report: DriftReport | None = None) -> str:
@@ -240,8 +241,13 @@ def html_page(result: FlowResult, svg: str, report: DriftReport | None = None) -
                 notes.append(_e(h.note))
             if h.candidates:
                 notes.append("candidates: " + "; ".join(_e(c) for c in h.candidates))
+            if len(h.sites) > 1:
+                notes.append("call sites:<br>" + "<br>".join(_e(line) for line in site_lines(h)))
+            lines = dispatch_lines(h)
+            if lines:
+                notes.append("dispatch:<br>" + "<br>".join(_e(line) for line in lines))
             out.append(f'<tr class="hop" id="{hop_class(h.id)}" data-hop="{_e(h.id)}"><td>{cell}</td>'
-                       f"{_status_cell(h.status)}<td>{_e(hop_how(h))}</td><td class=\"where mono\">{where}</td>"
+                       f"{_status_cell(h.status, status_text(h))}<td>{_e(hop_how(h))}</td><td class=\"where mono\">{where}</td>"
                        f"<td class=\"cond\">{_e('; '.join(h.conditions))}</td><td class=\"notes\">{'<br>'.join(notes)}</td></tr>")
     out += ["</tbody></table>", "</main>", f"<script>{_JS}</script>", "</body>", "</html>", ""]
     return "\n".join(out)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from flowscan.flow.results import MISSING, SKIPPED, UNVERIFIABLE, DriftItem, DriftReport, FlowResult
-from flowscan.report.hops import ev_loc, evidence_line, evidence_text, hop_how, hop_names, primary_evidence, sorted_items, stages
+from flowscan.report.hops import (dispatch_lines, ev_loc, evidence_line, evidence_text, hop_how, hop_names,
+                                  primary_evidence, site_lines, sorted_items, stages, status_text)
 
 
 def junit_xml(result: FlowResult, report: DriftReport | None = None) -> str:
@@ -51,12 +52,15 @@ def junit_xml(result: FlowResult, report: DriftReport | None = None) -> str:
             tc = ET.SubElement(el, "testcase", classname=f"{result.flow}.{st.id}", name=h.id, time="0")
             frm, to = hop_names(h)
             ev = primary_evidence(h)
-            out = [f"{h.kind}: {frm} -> {to} [{h.status}]", f"how: {hop_how(h)}"]
+            out = [f"{h.kind}: {frm} -> {to} [{status_text(h)}]", f"how: {hop_how(h)}"]
             if ev:
                 out.append(f"where: {ev.role} {ev_loc(ev)}")
             out += [f"evidence: {evidence_line(e)}" for e in h.evidence]
             if h.conditions:
                 out.append("conditions: " + "; ".join(h.conditions))
+            if len(h.sites) > 1:
+                out += [f"site: {line}" for line in site_lines(h)]
+            out += [f"dispatch: {line}" for line in dispatch_lines(h)]
             if h.note:
                 out.append("note: " + h.note)
             items = by_hop.get(h.id, [])

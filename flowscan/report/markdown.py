@@ -4,8 +4,9 @@ candidates, a summary; for drift, counts by severity and a table of items with o
 from __future__ import annotations
 
 from flowscan.flow.results import MISSING, NOT_FOUND, SKIPPED, UNVERIFIABLE, VERIFIED, DriftReport, FlowResult
-from flowscan.report.hops import (ev_loc, evidence_text, hop_how, hop_names, path_text, primary_evidence, refs_text,
-                                  severity_counts, sorted_items, stages, summary_line)
+from flowscan.report.hops import (dispatch_lines, ev_loc, evidence_text, hop_how, hop_names, path_text,
+                                  primary_evidence, refs_text, severity_counts, site_lines, sorted_items,
+                                  stages, summary_line)
 from flowscan.report.links import SourceLinks
 
 STATUS_MARK = {VERIFIED: "✅ verified", MISSING: "❌ **missing**", UNVERIFIABLE: "➖ unverifiable",
@@ -51,12 +52,24 @@ def trace_markdown(result: FlowResult) -> str:
                 cell += f"<br><sub>{_md(path)}</sub>"
             ev = primary_evidence(h)
             where = _md_link(ev_loc(ev), links.of(ev)) if ev else ""
-            out.append(f"| {cell} | {STATUS_MARK.get(h.status, h.status)} | {_md(hop_how(h))} | {where} | "
+            mark = STATUS_MARK.get(h.status, h.status) + (f" (wide: {h.width})" if h.wide and h.status == VERIFIED else "")
+            out.append(f"| {cell} | {mark} | {_md(hop_how(h))} | {where} | "
                        f"{_md('; '.join(h.conditions))} |")
         notes = [h for h in hops if h.note and h.status != MISSING]
         if notes:
             out.append("")
             out += [f"- {_code(h.id)}: {h.note}" for h in notes]
+        detail = [h for h in hops if len(h.sites) > 1 or dispatch_lines(h)]
+        if detail:
+            out.append("")
+            for h in detail:
+                if len(h.sites) > 1:
+                    out.append(f"- {_code(h.id)} call sites:")
+                    out += [f"  - {_md(line)}" for line in site_lines(h)]
+                lines = dispatch_lines(h)
+                if lines:
+                    out.append(f"- {_code(h.id)} dispatch:")
+                    out += [f"  - {_md(line)}" for line in lines]
         out.append("")
     missing = [h for h in result.hops if h.status in NOT_FOUND]
     if missing:
