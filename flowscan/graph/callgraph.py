@@ -82,8 +82,8 @@ int16_t int32_t int64_t uintptr_t intptr_t gboolean gpointer hwaddr vaddr""".spl
 
 def _reason(kind: str, via: str, store) -> str:
     """Why an indirect target was kept, in words (the store's location is in the edge beside it)."""
-    if store is None or kind == DIRECT:
-        return ""
+    if store is None or kind in COMPILED or not isinstance(store, (PointerStore, Registration)):
+        return ""  # direct, or through a macro/inline body (the #define is the edge's store)
     where = f"{store.path}:{store.line}"
     if isinstance(store, Registration):
         return f"registered on {store.chain or via} by {store.api} in {store.function or 'file scope'} ({where})"
