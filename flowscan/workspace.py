@@ -20,6 +20,7 @@ from flowscan.fileio import atomic_write_text
 from flowscan.graph.callgraph import Graph
 from flowscan.index.store import INDEX_VERSION, Index, index_key, index_path, registry_digest, remove_quietly
 from flowscan.extract.apis import default_registry
+from flowscan.extract.macros import check_macro_tables, facts_version
 from flowscan.resources import fixtures_dir
 from flowscan.flow.results import SourceInfo
 from flowscan.index.build import ScanStats, build_index
@@ -101,6 +102,7 @@ def load(source: Source, scopes: Sequence[str] = (), *, cache_dir: Path, jobs: i
          prefer: Sequence[str] = (), strict_scopes: bool = True, url_template: str = "",
          tree: Tree | None = None, network_timeout: float | None = None) -> Loaded:
     """The graph of a tree and scope from its index, built first when there is none."""
+    check_macro_tables()
     tree = tree or open_tree(source, cache_dir, progress=progress, network_timeout=network_timeout)
     registry = default_registry()
     path, entries = _index_path(tree, scopes, cache_dir, strict_scopes, registry)
@@ -113,7 +115,7 @@ def load(source: Source, scopes: Sequence[str] = (), *, cache_dir: Path, jobs: i
     else:
         if entries is None:
             entries = tree.files(scopes, strict_scopes)
-        stats = build_index(tree, entries, FactsCache(cache_dir / "facts"), path, jobs=jobs, progress=progress,
+        stats = build_index(tree, entries, FactsCache(cache_dir / "facts", facts_version()), path, jobs=jobs, progress=progress,
                             registry=registry, meta={"version": INDEX_VERSION, "tree": tree.label,
                                                      "commit": tree.commit, "scopes": " ".join(scopes)})
         ix = Index.open(path)
@@ -133,6 +135,7 @@ def ask(source: Source, scopes: Sequence[str], question: Callable[[Graph], T], s
     """Answer a question about named functions: from the tree's index when it has one (warm), else from
     the files that can matter to it (flowscan.prefilter), else (too many of those, or `whole`) by
     building the index."""
+    check_macro_tables()
     tree = open_tree(source, cache_dir, progress=progress, network_timeout=network_timeout)
     registry = default_registry()
     path, entries = _index_path(tree, scopes, cache_dir, True, registry)
@@ -143,7 +146,7 @@ def ask(source: Source, scopes: Sequence[str], question: Callable[[Graph], T], s
             raise _no_files(tree, scopes)
         try:
             result, used, rounds = prefilter.answer(
-                tree, entries, question, seeds, cache=FactsCache(cache_dir / "facts"), registry=registry,
+                tree, entries, question, seeds, cache=FactsCache(cache_dir / "facts", facts_version()), registry=registry,
                 prefer=prefer, jobs=jobs, progress=progress, work_dir=path.parent)
             progress.message(f"answered from the {used} of {len(entries)} files that spell the names "
                              f"it needed ({rounds} rounds); --whole indexes all of {tree.label}")

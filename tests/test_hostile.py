@@ -15,6 +15,11 @@ import pytest
 from flowscan.extract.conditionals import MAX_DEPTH, MAX_TERMS, ConditionMap
 from flowscan.extract.parse import extract_file
 
+try:  # tests/ as a package, or as a plain directory on sys.path
+    from tests.helpers import one_line_error, run
+except ImportError:  # pragma: no cover
+    from helpers import one_line_error, run
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -105,3 +110,66 @@ def test_peak_memory_on_nested_if_grows_linearly(tmp_path):
         if depth == 20000:
             assert _peak_mb(path, "rss") < 150
     assert peak[20000] < 6 * peak[5000], peak
+
+
+# ------------------------------------------------------------------------------------ FLOWSCAN_MACROS
+
+PASTED = """void target(void) { }
+static void MYPASTE(poke)(int x) { target(); }
+void caller(void) { helper_poke(1); }
+"""
+
+
+def test_macro_tables_are_part_of_the_cache_key(tmp_path, capsys, monkeypatch):
+    """A table given once must neither stick to later runs without it nor be ignored on a cache built
+    without it."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.c").write_text(PASTED)
+    good = tmp_path / "good.toml"
+    good.write_text('[name_macros.map]\nMYPASTE = "helper_"\n')
+    cache = str(tmp_path / "cache")
+    without = "a.c:3: caller -> helper_poke (not defined in scope)  [direct]\n"
+    with_ = "a.c:3: caller -> helper_poke (a.c)  [direct]\n"
+    for table, want in ((None, without), (good, with_), (None, without), (good, with_)):
+        if table is None:
+            monkeypatch.delenv("FLOWSCAN_MACROS", raising=False)
+        else:
+            monkeypatch.setenv("FLOWSCAN_MACROS", str(table))
+        for whole in ("--whole", None):  # the index, then the cold path over the facts cache
+            code, out, err = run(capsys, "-q", "--cache-dir", cache, "callees", "caller", "--src", str(src),
+                                 *([whole] if whole else []))
+            assert (code, out) == (0, want), (table, whole, err)
+    # an edit of the table is a new table
+    good.write_text('[name_macros.map]\nOTHER = "helper_"\n')
+    monkeypatch.setenv("FLOWSCAN_MACROS", str(good))
+    assert run(capsys, "-q", "--cache-dir", cache, "callees", "caller", "--src", str(src), "--whole")[1] == without
+
+
+@pytest.mark.parametrize("text, why", [
+    ('[annotations]\nnames = 3\n', "[annotations] names and remove must be lists of non-empty strings"),
+    ('[annotations\n', "invalid TOML"),
+    ('[iterators]\npatterns = ["re:("]\n', "bad pattern"),
+    (None, "not found"),
+    (b"\xff\xfe[x]", "invalid TOML"),
+])
+def test_a_bad_macro_table_is_one_error_and_poisons_nothing(tmp_path, capsys, monkeypatch, text, why):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.c").write_text(PASTED)
+    bad = tmp_path / "bad.toml"
+    if isinstance(text, bytes):
+        bad.write_bytes(text)
+    elif text is not None:
+        bad.write_text(text)
+    cache = str(tmp_path / "cache")
+    monkeypatch.setenv("FLOWSCAN_MACROS", str(bad))
+    for whole in ("--whole", None):
+        code, out, err = run(capsys, "-q", "--cache-dir", cache, "callees", "caller", "--src", str(src),
+                             *([whole] if whole else []))
+        assert code == 2 and out == ""
+        line = one_line_error(err)
+        assert line.startswith("flowscan: error: FLOWSCAN_MACROS: ") and why in line, line
+    monkeypatch.delenv("FLOWSCAN_MACROS")
+    code, out, err = run(capsys, "-q", "--cache-dir", cache, "callees", "caller", "--src", str(src), "--whole")
+    assert (code, out) == (0, "a.c:3: caller -> helper_poke (not defined in scope)  [direct]\n"), err

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tomllib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+
+from flowscan.errors import FlowscanError
+from flowscan.extract.facts import EXTRACTOR_VERSION
 from flowscan.extract.lexer import BLOCK, BUILTIN_WORDS, CHR, DIRECTIVE, FUNC, IDENT, KEYWORD, LINE, OBJ, PASTE, STR, TARGS
 
 
@@ -207,18 +211,26 @@ def _choose_anchors(globs: list[str]) -> list[str]:
 
 
 @lru_cache(maxsize=8)
-def _load(default_path: str, extra: str) -> MacroTables:
+def _load(default_path: str, extra: str, _stamp: tuple = ()) -> tuple[MacroTables, str]:
+    """The merged tables, and a digest of the bytes they were read from (part of every cache key: facts
+    made with other tables are other facts)."""
     paths = [default_path] + [p for p in extra.split(os.pathsep) if p.strip()]
     lists: list[list[str]] = [[] for _ in _SECTIONS]
     maps: dict[str, dict[str, str]] = {"keyword_macros": {}, "name_macros": {}}
+    digest = hashlib.sha256()
     for i, path in enumerate(paths):
         try:
             with open(path, "rb") as fh:
-                doc = tomllib.load(fh)
+                raw = fh.read()
         except FileNotFoundError:
             if i == 0:
                 raise
             raise FileNotFoundError(f"{ENV_VAR}: macro table {path!r} not found") from None
+        digest.update(b"%d\0" % len(raw) + raw)
+        try:
+            doc = tomllib.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ValueError(f"{path}: invalid TOML: {exc}") from None
         for target, (sec, key) in zip(lists, _SECTIONS):
             add, rem = _section(doc, sec, key, path)
             seen = set(target)
@@ -237,16 +249,53 @@ def _load(default_path: str, extra: str) -> MacroTables:
     ann, fun, its, closers, targs, sys_ = lists
     fun_set = set(fun)
     ann = [a for a in ann if a not in fun_set]  # a name listed in both is function-like
-    return _build(ann, fun, its, closers, targs, sys_, maps["keyword_macros"], maps["name_macros"])
+    try:
+        tables = _build(ann, fun, its, closers, targs, sys_, maps["keyword_macros"], maps["name_macros"])
+    except re.error as exc:
+        raise ValueError(f"{ENV_VAR if extra.strip() else default_path}: bad pattern: {exc}") from None
+    return tables, digest.hexdigest()[:16]
 
 
 _DEFAULT_TOML: list[str] = []
 
 
-def macro_tables() -> MacroTables:
-    """The merged macro tables (cached; the cache key includes $FLOWSCAN_MACROS)."""
+def _loaded() -> tuple[MacroTables, str]:
     if not _DEFAULT_TOML:
         _DEFAULT_TOML.append(str(_default_toml()))
-    return _load(_DEFAULT_TOML[0], os.environ.get(ENV_VAR, ""))
+    extra = os.environ.get(ENV_VAR, "")
+    return _load(_DEFAULT_TOML[0], extra, _stamp(extra) if extra else ())
 
 
+def _stamp(extra: str) -> tuple:
+    """When the named files last changed: an edited table is read again (and is a new cache key)."""
+    out = []
+    for path in extra.split(os.pathsep):
+        try:
+            st = os.stat(path)
+            out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+        except OSError:
+            out.append(None)
+    return tuple(out)
+
+
+def macro_tables() -> MacroTables:
+    """The merged macro tables (cached; the cache key includes $FLOWSCAN_MACROS)."""
+    return _loaded()[0]
+
+
+def facts_version() -> str:
+    """The version facts are cached under: the extractor's, and the macro tables it reads through (the
+    bundled one and those $FLOWSCAN_MACROS names), so a table added, edited or dropped never serves facts
+    made without it."""
+    return f"{EXTRACTOR_VERSION}+m{_loaded()[1]}"
+
+
+def check_macro_tables() -> None:
+    """Load the tables once up front, so a bad $FLOWSCAN_MACROS file is one clear error before any work
+    (in the workers it would make every file fail to parse)."""
+    try:
+        _loaded()
+    except (OSError, ValueError) as exc:
+        given = bool(os.environ.get(ENV_VAR, "").strip())
+        text = str(exc)
+        raise FlowscanError(text if text.startswith(ENV_VAR) or not given else f"{ENV_VAR}: {text}") from None

@@ -23,9 +23,10 @@ from dataclasses import astuple, fields
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from flowscan.extract.facts import EXTRACTOR_VERSION, CallSite, ConstantUse, FieldDecl, FileFacts, FunctionDef, GlobalRef, MacroDef, PointerStore, QomType
+from flowscan.extract.facts import CallSite, ConstantUse, FieldDecl, FileFacts, FunctionDef, GlobalRef, MacroDef, PointerStore, QomType
 from flowscan.extract.registrations import Registration, find_registrations, synthetic_stores
 from flowscan.extract.apis import Registry
+from flowscan.extract.macros import facts_version
 
 INDEX_VERSION = "ix-4"
 SEP = "\x1f"
@@ -430,7 +431,7 @@ class Index:
 def index_key(snapshot: str, registry: str) -> str:
     """Same files (a commit and scopes, or a listing), extractor, registration table and index layout ->
     same index."""
-    text = "\n".join([INDEX_VERSION, EXTRACTOR_VERSION, registry, snapshot])
+    text = "\n".join([INDEX_VERSION, facts_version(), registry, snapshot])
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
