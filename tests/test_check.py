@@ -27,13 +27,13 @@ def refs(repos, linux, qemu):
 def test_trace_at_tags_exit_codes(fs, fixture_repos):
     code, out, _ = fs("trace", *refs(fixture_repos, "v6.12", "v10.0.0"), "--format", "json")
     res = json.loads(out)
-    assert code == 0 and res["summary"]["verified"] == 57 and res["summary"]["unverifiable"] == 1
+    assert code == 0 and res["summary"]["verified"] == 79 and res["summary"]["unverifiable"] == 2
     assert {s["role"]: s["ref"] for s in res["sources"]} == {"guest": "v6.12", "host": "v6.12", "vmm": "v10.0.0"}
     assert all(len(s["commit"]) == 40 for s in res["sources"])
     code, out, _ = fs("trace", *refs(fixture_repos, "v6.1", "v7.2.0"))
     assert code == 1
     assert out.rstrip().splitlines()[-1] == (
-        "58 hops: 53 verified, 3 missing, 1 unverifiable, 1 skipped-optional -> FAIL (3 required hops missing)")
+        "81 hops: 75 verified, 3 missing, 2 unverifiable, 1 skipped-optional -> FAIL (3 required hops missing)")
 
 
 def test_trace_markdown_report(fs, fixture_repos, tmp_path):
@@ -62,7 +62,7 @@ def test_baseline_then_check(fs, fixture_repos, tmp_path):
     assert "kvm_hvc_call_handler -> kvm_smccc_call_handler" in md.read_text()
     suite = ET.parse(junit).getroot()
     hop_cases = [c for c in suite.findall(".//testcase") if not c.get("classname").endswith(".drift")]
-    assert len(hop_cases) == 58  # one per hop; neighbourhood drift has a suite of its own
+    assert len(hop_cases) == 81  # one per hop; neighbourhood drift has a suite of its own
     failed = {c.get("name") for c in hop_cases if c.find("failure") is not None}
     assert "handle_hvc->kvm_smccc_call_handler" in failed  # renamed callee: drift attached to its hop
     log = json.loads(sarif.read_text())

@@ -15,44 +15,59 @@ F = Path(__file__).resolve().parent.parent / "fixtures"
 
 # (kind, subject, old file:line, new file:line); fixtures/README.md "Planted drifts" names each (L*, Q*).
 EXPECTED = [
-    ("path-changed", "do_cpu_reset -> arm_cpu_reset_hold|arm_cpu_reset", "hw/core/resettable.c:77", "hw/core/resettable.c:71"),  # Q9
-    ("path-changed", "qemu_devices_reset -> do_cpu_reset", "hw/core/reset.c:49", "hw/core/reset.c:118"),  # Q10 (reset_handlers -> LegacyReset hold phase)
-    ("path-changed", "resettable_reset -> kvm_arm_gicv3_reset_hold|kvm_arm_gicv3_reset", "hw/core/resettable.c:77", "hw/core/resettable.c:71"),  # Q9
-    ("path-changed", "resettable_reset -> kvm_arm_its_reset_hold|kvm_arm_its_reset", "hw/core/resettable.c:77", "hw/core/resettable.c:71"),  # Q9
-    ("renamed", "arm_cpu_reset -> arm_cpu_reset_hold", "target/arm/cpu.c:29", "target/arm/cpu.c:29"),  # Q13
-    ("renamed", "arm_gicv3_common_reset -> arm_gicv3_common_reset_hold", "hw/intc/arm_gicv3_common.c:30", "hw/intc/arm_gicv3_common.c:30"),  # Q26
-    ("renamed", "gicv3_its_common_reset -> gicv3_its_common_reset_hold", "hw/intc/arm_gicv3_its_common.c:22", "hw/intc/arm_gicv3_its_common.c:22"),  # Q27
-    ("renamed", "kvm_arm_gicv3_reset -> kvm_arm_gicv3_reset_hold", "hw/intc/arm_gicv3_kvm.c:67", "hw/intc/arm_gicv3_kvm.c:67"),  # Q16
-    ("renamed", "kvm_arm_its_reset -> kvm_arm_its_reset_hold", "hw/intc/arm_gicv3_its_kvm.c:39", "hw/intc/arm_gicv3_its_kvm.c:39"),  # Q19
-    ("signature-changed", "arm_cpu_reset_hold(Object *obj, ResetType type)", "target/arm/cpu.c:29", "target/arm/cpu.c:29"),  # Q13
-    ("signature-changed", "arm_gicv3_common_reset_hold(Object *obj, ResetType type)", "hw/intc/arm_gicv3_common.c:30", "hw/intc/arm_gicv3_common.c:30"),  # Q26
-    ("signature-changed", "gicv3_its_common_reset_hold(Object *obj, ResetType type)", "hw/intc/arm_gicv3_its_common.c:22", "hw/intc/arm_gicv3_its_common.c:22"),  # Q27
-    ("signature-changed", "kvm_arm_gicv3_reset_hold(Object *obj, ResetType type)", "hw/intc/arm_gicv3_kvm.c:67", "hw/intc/arm_gicv3_kvm.c:67"),  # Q16
-    ("signature-changed", "kvm_arm_its_reset_hold(Object *obj, ResetType type)", "hw/intc/arm_gicv3_its_kvm.c:39", "hw/intc/arm_gicv3_its_kvm.c:39"),  # Q19
-    ("renamed", "kvm_hvc_call_handler -> kvm_smccc_call_handler", "arch/arm64/kvm/hypercalls.c:27", "arch/arm64/kvm/hypercalls.c:41"),  # L1
-    ("signature-changed", "kvm_prepare_system_event(struct kvm_vcpu *vcpu, u32 type, u64 flags)", "arch/arm64/kvm/psci.c:17", "arch/arm64/kvm/psci.c:17"),  # L7
-    ("path-changed", "qemu_devices_reset -> resettable_reset", "hw/core/reset.c:49", "hw/core/reset.c:118"),  # Q10
-    ("signature-changed", "qemu_devices_reset(ResetType type)", "hw/core/reset.c:43", "hw/core/reset.c:115"),  # Q6
-    ("registration-api-changed", "arm_cpu_class_init: device_class_set_parent_reset -> resettable_class_set_parent_phases", "target/arm/cpu.c:89", "target/arm/cpu.c:92"),  # Q14
-    ("registration-api-changed", "kvm_arm_gicv3_class_init: device_class_set_parent_reset -> resettable_class_set_parent_phases", "hw/intc/arm_gicv3_kvm.c:113", "hw/intc/arm_gicv3_kvm.c:116"),  # Q17
-    ("registration-api-changed", "kvm_arm_its_class_init: device_class_set_parent_reset -> resettable_class_set_parent_phases", "hw/intc/arm_gicv3_its_kvm.c:73", "hw/intc/arm_gicv3_its_kvm.c:76"),  # Q20
-    ("moved", "softmmu/cpus.c -> system/cpus.c", "softmmu/cpus.c:0", "system/cpus.c:0"),  # Q2
-    ("moved", "softmmu/runstate.c -> system/runstate.c", "softmmu/runstate.c:0", "system/runstate.c:0"),  # Q1
-    ("calls-removed", "resettable_assert_reset", "", ""),
-    ("calls-added", "reboot", "", ""),  # L13 (kernel_can_power_off)
-    ("calls-added", "handle_smc", "", ""),  # L5
-    ("calls-added", "kvm_psci_1_x_call", "", ""),  # L6
-    ("calls-added", "kvm_smccc_call_handler", "", ""),  # L4 (kvm_smccc_get_action)
-    ("calls-removed", "handle_smc", "", ""),  # L5 (kvm_inject_undefined)
-    ("newly-verified", "handle_smc -> kvm_smccc_call_handler|kvm_hvc_call_handler", "", "arch/arm64/kvm/handle_exit.c:44"),  # L5
-    ("newly-verified", "kvm_psci_1_x_call -> kvm_psci_system_reset2", "", "arch/arm64/kvm/psci.c:124"),  # L6
-    ("newly-verified", "kvm_psci_system_reset2 -> kvm_prepare_system_event", "", "arch/arm64/kvm/psci.c:49"),  # L6
-    ("calls-added", "qemu_devices_reset", "", ""),  # Q10
-    ("newly-verified", "psci_sys_reset -> kvm_psci_1_x_call", "", "drivers/firmware/psci/psci.c:73"),  # L6
-    ("calls-added", "kvm_cpu_exec", "", ""),  # bql_lock
-    ("calls-added", "kvm_vcpu_thread_fn", "", ""),
-    ("calls-removed", "kvm_cpu_exec", "", ""),  # qemu_mutex_lock_iothread
-    ("calls-removed", "kvm_vcpu_thread_fn", "", ""),
+    ('path-changed', 'arm_cpu_reset_hold -> cpu_common_reset_hold: under other conditions', 'target/arm/cpu.c:36', 'target/arm/cpu.c:37'),  # Q30 (new parent hop)
+    ('path-changed', 'do_cpu_reset -> arm_cpu_reset_hold|arm_cpu_reset', 'hw/core/resettable.c:77', 'hw/core/resettable.c:71'),  # Q9
+    ('path-changed', 'kvm_arm_gicv3_reset_hold -> arm_gicv3_common_reset_hold: under other conditions', 'hw/intc/arm_gicv3_kvm.c:72', 'hw/intc/arm_gicv3_kvm.c:73'),  # Q18
+    ('path-changed', 'qemu_devices_reset -> do_cpu_reset', 'hw/core/reset.c:49', 'hw/core/reset.c:118'),  # Q10
+    ('path-changed', 'resettable_reset -> kvm_arm_gicv3_reset_hold|kvm_arm_gicv3_reset', 'hw/core/resettable.c:77', 'hw/core/resettable.c:71'),  # Q9
+    ('path-changed', 'resettable_reset -> kvm_arm_its_reset_hold|kvm_arm_its_reset', 'hw/core/resettable.c:77', 'hw/core/resettable.c:71'),  # Q9
+    ('renamed', 'arm_cpu_reset -> arm_cpu_reset_hold', 'target/arm/cpu.c:29', 'target/arm/cpu.c:29'),  # Q13
+    ('renamed', 'arm_gicv3_common_reset -> arm_gicv3_common_reset_hold', 'hw/intc/arm_gicv3_common.c:30', 'hw/intc/arm_gicv3_common.c:30'),  # Q26
+    ('renamed', 'cpu_common_reset -> cpu_common_reset_hold', 'hw/core/cpu-common.c:32', 'hw/core/cpu-common.c:32'),  # Q25
+    ('renamed', 'gicv3_its_common_reset -> gicv3_its_common_reset_hold', 'hw/intc/arm_gicv3_its_common.c:22', 'hw/intc/arm_gicv3_its_common.c:22'),  # Q27
+    ('renamed', 'kvm_arm_gicv3_reset -> kvm_arm_gicv3_reset_hold', 'hw/intc/arm_gicv3_kvm.c:67', 'hw/intc/arm_gicv3_kvm.c:67'),  # Q16
+    ('renamed', 'kvm_arm_its_reset -> kvm_arm_its_reset_hold', 'hw/intc/arm_gicv3_its_kvm.c:39', 'hw/intc/arm_gicv3_its_kvm.c:39'),  # Q19
+    ('signature-changed', '6 functions: DeviceState* -> Object*, ResetType', 'target/arm/cpu.c:29', 'target/arm/cpu.c:29'),  # Q13 Q16 Q19 Q25-Q27: one grouped item
+    ('renamed', 'kvm_hvc_call_handler -> kvm_smccc_call_handler', 'arch/arm64/kvm/hypercalls.c:27', 'arch/arm64/kvm/hypercalls.c:41'),  # L1
+    ('signature-changed', 'kvm_prepare_system_event(struct kvm_vcpu *vcpu, u32 type, u64 flags)', 'arch/arm64/kvm/psci.c:17', 'arch/arm64/kvm/psci.c:17'),  # L7
+    ('path-changed', 'kvm_arm_its_reset_hold -> gicv3_its_common_reset_hold: under other conditions', 'hw/intc/arm_gicv3_its_kvm.c:45', 'hw/intc/arm_gicv3_its_kvm.c:46'),  # Q21
+    ('signature-changed', 'void kvm_reset_vcpu(struct kvm_vcpu *vcpu)', 'arch/arm64/kvm/reset.c:14', 'arch/arm64/kvm/reset.c:14'),  # L15
+    ('moved', 'softmmu/main.c -> system/main.c', 'softmmu/main.c:0', 'system/main.c:0'),  # Q31
+    ('moved', 'softmmu/runstate.c -> system/runstate.c', 'softmmu/runstate.c:0', 'system/runstate.c:0'),  # Q1
+    ('moved', 'softmmu/vl.c -> system/vl.c', 'softmmu/vl.c:0', 'system/vl.c:0'),  # Q31
+    ('moved', 'target/arm/kvm64.c -> target/arm/kvm.c', 'target/arm/kvm64.c:0', 'target/arm/kvm.c:0'),  # Q33
+    ('path-changed', 'main -> qemu_default_main: under other conditions', 'softmmu/main.c:26', 'system/main.c:32'),  # Q31
+    ('path-changed', 'main -> qemu_main_loop', 'softmmu/main.c:26', 'system/main.c:32'),  # Q31
+    ('path-changed', 'qemu_devices_reset -> resettable_reset', 'hw/core/reset.c:49', 'hw/core/reset.c:118'),  # Q10
+    ('signature-changed', '2 functions: + Error**', 'target/arm/kvm64.c:23', 'target/arm/kvm.c:103'),  # Q33
+    ('signature-changed', 'qemu_devices_reset(ResetType type)', 'hw/core/reset.c:43', 'hw/core/reset.c:115'),  # Q6
+    ('signature-changed', 'void* qemu_default_main(void *opaque)', 'softmmu/main.c:11', 'system/main.c:12'),  # Q31
+    ('registration-api-changed', 'arm_cpu_class_init: device_class_set_parent_reset -> resettable_class_set_parent_phases', 'target/arm/cpu.c:89', 'target/arm/cpu.c:92'),  # Q14
+    ('registration-api-changed', 'kvm_arm_gicv3_class_init: device_class_set_parent_reset -> resettable_class_set_parent_phases', 'hw/intc/arm_gicv3_kvm.c:113', 'hw/intc/arm_gicv3_kvm.c:116'),  # Q17
+    ('registration-api-changed', 'kvm_arm_its_class_init: device_class_set_parent_reset -> resettable_class_set_parent_phases', 'hw/intc/arm_gicv3_its_kvm.c:73', 'hw/intc/arm_gicv3_its_kvm.c:76'),  # Q20
+    ('signature-changed', '7 functions: void* -> const void*', 'target/arm/cpu.c:81', 'target/arm/cpu.c:83'),  # Q34: one grouped item
+    ('moved', 'softmmu/cpus.c -> system/cpus.c', 'softmmu/cpus.c:0', 'system/cpus.c:0'),  # Q2
+    ('path-changed', 'kvm_vcpu_thread_fn: qemu_process_cpu_events now before kvm_cpu_exec', 'accel/kvm/kvm-accel-ops.c:43', 'accel/kvm/kvm-accel-ops.c:37'),  # Q32
+    ('renamed', 'qemu_wait_io_event -> qemu_process_cpu_events', 'softmmu/cpus.c:123', 'system/cpus.c:123'),  # Q32
+    ('calls-removed', 'resettable_assert_reset', '', ''),
+    ('calls-added', 'reboot', '', ''),
+    ('calls-added', 'handle_smc', '', ''),
+    ('calls-added', 'kvm_psci_1_x_call', '', ''),
+    ('calls-added', 'kvm_smccc_call_handler', '', ''),
+    ('calls-removed', 'handle_smc', '', ''),
+    ('newly-verified', 'handle_smc -> kvm_smccc_call_handler|kvm_hvc_call_handler', '', 'arch/arm64/kvm/handle_exit.c:44'),
+    ('newly-verified', 'kvm_psci_1_x_call -> kvm_psci_system_reset2', '', 'arch/arm64/kvm/psci.c:124'),
+    ('newly-verified', 'kvm_psci_system_reset2 -> kvm_prepare_system_event', '', 'arch/arm64/kvm/psci.c:49'),
+    ('calls-added', 'kvm_reset_vcpu', '', ''),
+    ('calls-added', 'kvm_vcpu_set_target', '', ''),
+    ('calls-added', 'main', '', ''),
+    ('calls-added', 'qemu_default_main', '', ''),
+    ('calls-added', 'qemu_devices_reset', '', ''),
+    ('newly-verified', 'psci_sys_reset -> kvm_psci_1_x_call', '', 'drivers/firmware/psci/psci.c:73'),
+    ('calls-added', 'kvm_cpu_exec', '', ''),
+    ('calls-added', 'kvm_vcpu_thread_fn', '', ''),
+    ('calls-removed', 'kvm_cpu_exec', '', ''),
+    ('calls-removed', 'kvm_vcpu_thread_fn', '', ''),
 ]
 
 

@@ -11,9 +11,12 @@ from flowscan.graph.callgraph import Graph
 from flowscan.extract.apis import load_registry
 
 
+from flowscan.sources.refs import C_SUFFIXES
+
+
 def graph_of(root: Path, prefer=("arch/arm64", "target/arm")) -> Graph:
     facts = [extract_file(p.read_bytes(), p.relative_to(root).as_posix())
-             for p in sorted(root.rglob("*")) if p.suffix in (".c", ".h")]
+             for p in sorted(root.rglob("*")) if p.name.endswith(C_SUFFIXES)]
     return Graph(facts, prefer=prefer)
 
 

@@ -66,8 +66,8 @@ def test_call_through_a_macro_is_an_edge_to_the_function_behind_it(lnx):
     (fn,) = lnx.definitions("__invoke_psci_fn_hvc")
     got = [(e.callee, e.callee_path, e.kind, e.via, e.store_path, e.store_line, e.line)
            for e in lnx.callees(fn, direct_only=True)]
-    # __arm_smccc_hvc is assembly: called, with no C definition; the macro itself is not a callee.
-    assert got == [("__arm_smccc_hvc", "", "macro", "arm_smccc_hvc", "include/linux/arm-smccc.h", 28,
+    # __arm_smccc_hvc is assembly (defined by SYM_FUNC_START in smccc-call.S); the macro is not a callee.
+    assert got == [("__arm_smccc_hvc", "arch/arm64/kernel/smccc-call.S", "macro", "arm_smccc_hvc", "include/linux/arm-smccc.h", 28,
                     34)]
 
 

@@ -47,5 +47,5 @@ def test_installed_package_finds_its_data(installed, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "flowscan", "-q", "--cache-dir", str(tmp_path / "c"), "trace"],
                           cwd=tmp_path, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert "58 hops: 57 verified, 1 unverifiable -> OK" in proc.stdout
+    assert "81 hops: 79 verified, 2 unverifiable -> OK" in proc.stdout
     assert str(site / "flowscan" / "fixtures" / "linux" / "v6.12") in proc.stdout

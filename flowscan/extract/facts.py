@@ -27,6 +27,9 @@ class FunctionDef:
     return_type: str = ""
     conditions: tuple[str, ...] = ()  # enclosing preprocessor conditions, outermost first
     inline: str = ""  # "always" for __always_inline (the compiler sees through it), "inline", or ''
+    # hash of the definition's text with comments and whitespace runs dropped: equal digests mean the
+    # function only moved (drift ignores line shifts), a new digest means its text changed
+    digest: str = ""
 
 
 @dataclass(slots=True)
@@ -111,6 +114,18 @@ class FieldDecl:
 
 
 @dataclass(slots=True)
+class TypedefDecl:
+    """A function-pointer typedef (`typedef void (*ResettableHoldPhase)(Object *obj, ResetType type);`):
+    the contract of every callback stored in a field of that type, so drift watches its signature."""
+
+    name: str
+    params: str
+    return_type: str
+    path: str
+    line: int
+
+
+@dataclass(slots=True)
 class MacroDef:
     """A #define: its body (continuation lines joined) and, for a function-like macro, its parameters.
 
@@ -138,6 +153,7 @@ class FileFacts:
     globals: list[GlobalRef] = field(default_factory=list)
     macros: list[MacroDef] = field(default_factory=list)
     members: list[FieldDecl] = field(default_factory=list)
+    typedefs: list[TypedefDecl] = field(default_factory=list)
     parse_errors: int = 0  # ERROR/MISSING nodes left after the pre-pass
     skipped: str = ""  # why the file was not parsed (binary, too large), '' when parsed
 
@@ -193,6 +209,7 @@ _LISTS = {
     "globals": GlobalRef,
     "macros": MacroDef,
     "members": FieldDecl,
+    "typedefs": TypedefDecl,
 }
 
 _GETTERS = {name: operator.attrgetter(*(f.name for f in fields(klass))) for name, klass in _LISTS.items()}

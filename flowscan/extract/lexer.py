@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 # Translation table: every byte becomes a space except "\n" and "\r" (line structure is kept).
@@ -62,3 +63,12 @@ def at_line_start(data: bytes, s: int) -> bool:
     """Is data[s] the first non-blank byte of its line?"""
     return not data[data.rfind(b"\n", 0, s) + 1:s].strip()
 
+
+
+_WS_RUN = re.compile(rb"\s+")
+
+
+def digest(text: bytes) -> str:
+    """A function's text without whitespace runs (comments blanked beforehand): equal digests mean the
+    function only moved, so drift can leave line shifts out."""
+    return hashlib.blake2b(_WS_RUN.sub(b" ", text).strip(), digest_size=8).hexdigest()

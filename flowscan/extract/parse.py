@@ -15,15 +15,17 @@ from functools import cache
 import tree_sitter_c
 from tree_sitter import Language, Node, Parser, Query, QueryCursor
 
-from flowscan.extract.facts import CallSite, ConstantUse, FieldDecl, FileFacts, FunctionDef, GlobalRef, MacroDef, PointerStore, QomType
+from flowscan.extract.facts import CallSite, ConstantUse, FieldDecl, FileFacts, FunctionDef, GlobalRef, MacroDef, PointerStore, QomType, TypedefDecl
+from flowscan.extract.asm import ASM_SUFFIXES, extract_asm
 from flowscan.extract.conditionals import flatten_conditionals
+from flowscan.extract.lexer import digest
 from flowscan.extract.prepass import prepass
 from flowscan.extract.conditionals import MAX_DEPTH, ConditionMap
 from flowscan.resources import query_text
 
 MAX_FILE_BYTES = 4 * 1024 * 1024
 QUERY_FILES = ("definitions", "declarations", "calls", "initializers", "assignments", "cases", "types",
-               "structs")
+               "structs", "typedefs")
 _UPPER = re.compile(r"[A-Z_][A-Z0-9_]*\Z")
 _NOT_STORED = frozenset({"NULL", "true", "false", "nullptr", "NOTIFY_DONE", "NOTIFY_OK"})
 _WS = re.compile(r"\s+")
@@ -292,6 +294,7 @@ class _Collector:
         self._cases(by_kind["cases"])
         self._types(by_kind["types"])
         self._members(by_kind["structs"])
+        self._typedefs(by_kind["typedefs"])
         self._globals()
         return self.facts
 
@@ -323,7 +326,8 @@ class _Collector:
                 name=name, path=self.path, line=line, end_line=node.end_point.row + 1,
                 params=_norm(_text(caps["params"][0]), 300), static=static,
                 return_type=(_norm(_text(rtype), 80) if rtype is not None else "") + "*" * stars,
-                conditions=self.conds.at(line), inline=inline))
+                conditions=self.conds.at(line), inline=inline,
+                digest=digest(self.data[node.start_byte:node.end_byte])))
 
     def _declarations(self, matches) -> None:
         for caps in matches:
@@ -394,7 +398,10 @@ class _Collector:
             pair = caps["pair"][0]
             if _UPPER.match(value) or value in _NOT_STORED or not self.keep(pair.start_byte):
                 continue
-            fields, index, variable, vtype = self._designators(pair)
+            if "var" in caps:  # `T (*var)(...) = fn;`: a plain variable holding fn
+                fields, index, variable, vtype = "", "", _text(caps["var"][0]), ""
+            else:
+                fields, index, variable, vtype = self._designators(pair)
             fidx = self.scopes.index(pair.start_byte)
             if fidx >= 0 and self.scopes.is_local(fidx, value):
                 continue
@@ -514,6 +521,14 @@ class _Collector:
                     struct=_text(caps["struct"][0]), field=_text(fnode), type=type_name(_text(caps["type"][0])),
                     path=self.path, line=fnode.start_point.row + 1))
 
+    def _typedefs(self, matches) -> None:
+        for caps in matches:
+            name = caps["name"][0]
+            if self.keep(name.start_byte):
+                self.facts.typedefs.append(TypedefDecl(
+                    name=_text(name), params=_norm(_text(caps["params"][0]), 300),
+                    return_type=_norm(_text(caps["rtype"][0]), 80), path=self.path, line=name.start_point.row + 1))
+
     def _globals(self) -> None:
         names = {n for n in self.scopes.file_vars if len(n) > 2}
         if not names or not self.scopes.functions:
@@ -587,6 +602,8 @@ def extract_file(data: bytes, path: str) -> FileFacts:
         return FileFacts(path=path, skipped="too large")
     if b"\0" in data[:8192]:
         return FileFacts(path=path, skipped="binary")
+    if path.endswith(ASM_SUFFIXES):
+        return extract_asm(data, path)
     clean = prepass(data)
     conds = ConditionMap(data)
     root = _parser().parse(clean).root_node
@@ -610,7 +627,7 @@ def extract_file(data: bytes, path: str) -> FileFacts:
     first = _Collector(path, clean, root, conds, lambda b: not inside(b), data).run()
     second = _Collector(path, flat, root2, conds, inside, data).run()
     merged = FileFacts(path=path)
-    for name in ("functions", "calls", "stores", "types", "constants", "globals", "macros", "members"):
+    for name in ("functions", "calls", "stores", "types", "constants", "globals", "macros", "members", "typedefs"):
         rows = getattr(first, name) + getattr(second, name)
         rows.sort(key=lambda r: (r.line, repr(r)))
         getattr(merged, name).extend(rows)

@@ -65,8 +65,6 @@ def diff_results(old: FlowResult, new: FlowResult) -> DriftReport:
     new_callees = new.context.get("callees", {})
     renames: dict[str, str] = {}
     seen_renames: set[tuple[str, str]] = set()
-    seen_sigs: set[str] = set()
-    moved: dict[tuple[str, str, str], list[str]] = {}
     items: list[DriftItem] = []
 
     def rename(h: HopResult, o: str, n: str, old_ev, new_ev):
@@ -77,20 +75,6 @@ def diff_results(old: FlowResult, new: FlowResult) -> DriftReport:
         conf = _confidence(o, n, old_callees.get(f"{h.role}:{o}", ()), new_callees.get(f"{h.role}:{n}", ()))
         items.append(_item("renamed", h, f"{o} -> {n}", f"the hop now reaches {n} where it reached {o}",
                            old_ev, new_ev, conf))
-
-    def note_path(h_old: HopResult, h_new: HopResult):
-        # functions whose file changed (call sites of `from`, definitions of `to`)
-        pairs = []
-        eo, en = _ev(h_old), _ev(h_new)
-        if eo and en and h_old.kind in ("call", "reach") and eo.function == en.function:
-            pairs.append((h_new.role, eo.function, eo.path, en.path))
-        if h_old.to_path and h_new.to_path and h_old.matched_to == h_new.matched_to:
-            pairs.append((h_new.to_role or h_new.role, h_new.matched_to, h_old.to_path, h_new.to_path))
-        for role, fn, po, pn in pairs:
-            if po != pn:
-                moved.setdefault((role, po, pn), [])
-                if fn not in moved[(role, po, pn)]:
-                    moved[(role, po, pn)].append(fn)
 
     for h in new.hops:
         o = old_hops.get(h.id)
@@ -122,13 +106,7 @@ def diff_results(old: FlowResult, new: FlowResult) -> DriftReport:
         if h.kind in ("call", "reach"):
             rename(h, o.matched_from, h.matched_from, _ev(o), _ev(h))
             rename(h, o.matched_to, h.matched_to, _to_ev(o), _to_ev(h))
-            note_path(o, h)
-            if o.signature and h.signature and _sig(o.signature) != _sig(h.signature):
-                key = f"{o.matched_to}{o.signature}->{h.matched_to}{h.signature}"
-                if key not in seen_sigs:
-                    seen_sigs.add(key)
-                    items.append(_item("signature-changed", h, f"{h.matched_to}{h.signature}",
-                                       f"was {o.matched_to}{o.signature}", _to_ev(o), _to_ev(h)))
+            _step_renames(h, o, rename)
             old_chain = [renames.get(s.callee, s.callee) for s in o.steps]
             new_chain = [s.callee for s in h.steps]
             old_kinds = [s.kind for s in o.steps]
@@ -143,19 +121,174 @@ def diff_results(old: FlowResult, new: FlowResult) -> DriftReport:
                 so, sn = o.steps[max(i, 0)], h.steps[max(i, 0)]
                 items.append(_item("path-changed", h, f"{h.frm} -> {h.to}", f"was: {before}; now: {after}",
                                    step_evidence(h.role, so), step_evidence(h.role, sn)))
-        elif h.kind == "flag":
-            note_path(o, h)
 
-    for (role, po, pn), fns in sorted(moved.items()):
-        hop = next((h for h in new.hops if h.matched_from in fns or h.matched_to in fns),
-                   next(h for h in new.hops if h.role == role or h.to_role == role))
-        items.append(DriftItem(kind="moved", severity="changed", hop="", stage=hop.stage, role=role,
-                               subject=f"{po} -> {pn}", detail="functions: " + ", ".join(sorted(fns)),
-                               old=Evidence(role=role, path=po, line=0, what="file"),
-                               new=Evidence(role=role, path=pn, line=0, what="file")))
+    fn_items, report.unchanged = _functions(old, new, renames)
+    items.extend(fn_items)
+    items.extend(_call_order(old, new, renames))
     items.extend(_neighbourhood(old, new, renames))
     report.items = sorted(items, key=lambda i: (SEVERITIES.index(i.severity) * -1, i.stage, i.kind, i.subject))
     return report
+
+
+def _step_renames(h: HopResult, o: HopResult, rename) -> None:
+    """A reach whose path has the same shape: an intermediate step that now has another, similar name
+    (same position, same kind of call) is a rename of that step."""
+    if h.kind != "reach" or len(o.steps) != len(h.steps):
+        return
+    for a, b in zip(o.steps[:-1], h.steps[:-1]):
+        if a.callee != b.callee and a.kind == b.kind and \
+                difflib.SequenceMatcher(None, a.callee, b.callee).ratio() >= 0.5:
+            rename(h, a.callee, b.callee, step_evidence(h.role, a), step_evidence(h.role, b))
+
+
+def _types(params: str) -> list[str]:
+    inner = _sig(params)[1:-1]
+    return [t.strip() for t in inner.split(",")] if inner.strip() else []
+
+
+def _delta(o: dict, n: dict) -> tuple:
+    """What a signature change is, by parameter types (names do not matter): the same delta in many
+    functions is one mechanical change."""
+    a, b = _types(o.get("params", "")), _types(n.get("params", ""))
+    out = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b).get_opcodes():
+        if op != "equal":
+            out.append((", ".join(a[i1:i2]), ", ".join(b[j1:j2])))
+    ro, rn = _WS.sub(" ", o.get("return_type", "")).strip(), _WS.sub(" ", n.get("return_type", "")).strip()
+    if ro != rn:
+        out.append((f"returns {ro or '?'}", f"returns {rn or '?'}"))
+    return tuple(out)
+
+
+def _delta_text(delta: tuple) -> str:
+    return "; ".join(f"{a} -> {b}" if a and b else f"+ {b}" if b else f"- {a}" for a, b in delta)
+
+
+def _decl(name: str, info: dict, delta: tuple) -> str:
+    """`name(params)`, with the return type in front when the return type is what changed."""
+    ret = f"{info.get('return_type', '')} " if any(a.startswith("returns ") for a, _ in delta) else ""
+    return f"{ret}{_shown(name)}{info.get('params', '')}"
+
+
+def _shown(name: str) -> str:
+    return "typedef " + name[8:] if name.startswith("typedef:") else name
+
+
+def _stage_of(new: FlowResult, role: str, name: str) -> str:
+    for h in new.hops:
+        if (h.role == role or h.to_role == role) and (
+                name in (h.matched_from, h.matched_to) or any(name in (st.caller, st.callee) for st in h.steps)
+                or any(e.function == name for e in h.evidence)):
+            return h.stage
+    return next((h.stage for h in new.hops if h.role == role), "")
+
+
+def _functions(old: FlowResult, new: FlowResult, renames: dict[str, str]) -> tuple[list[DriftItem], list[str]]:
+    """Every function on both verified paths (hop ends, intermediate steps, class_inits, callback
+    typedefs): a file change is `moved`, a parameter/return type change `signature-changed` (the same
+    change in several functions is one item listing them). Functions whose text is identical are the
+    `unchanged` list: a line shift alone is never drift."""
+    of, nf = old.context.get("functions", {}), new.context.get("functions", {})
+    back = {v: k for k, v in renames.items()}
+    moved: dict[tuple[str, str, str], list[str]] = {}
+    sigs: dict[tuple[str, tuple], list[tuple[str, str, dict, dict]]] = {}
+    unchanged: list[str] = []
+    for key, n in nf.items():
+        role, name = key.split(":", 1)
+        oname = back.get(name, name)
+        o = of.get(f"{role}:{oname}")
+        if not o:
+            continue
+        if o["path"] != n["path"] and not name.startswith("typedef:"):
+            moved.setdefault((role, o["path"], n["path"]), []).append(name)
+        delta = _delta(o, n)
+        if delta:
+            sigs.setdefault((role, delta), []).append((oname, name, o, n))
+        elif oname == name and o["path"] == n["path"] and (o.get("digest") == n.get("digest")):
+            unchanged.append(key)
+    items: list[DriftItem] = []
+    for (role, po, pn), fns in sorted(moved.items()):
+        items.append(DriftItem(kind="moved", severity="changed", hop="", stage=_stage_of(new, role, fns[0]),
+                               role=role, subject=f"{po} -> {pn}", detail="functions: " + ", ".join(sorted(fns)),
+                               old=Evidence(role=role, path=po, line=0, what="file"),
+                               new=Evidence(role=role, path=pn, line=0, what="file")))
+    for (role, delta), fns in sorted(sigs.items(), key=lambda kv: (kv[0][0], sorted(f[1] for f in kv[1]))):
+        fns.sort(key=lambda f: f[1])
+        oname, name, o, n = fns[0]
+        old_ev = Evidence(role=role, path=o["path"], line=o["line"], function=_shown(oname), what="definition",
+                          signature=o["params"])
+        new_ev = Evidence(role=role, path=n["path"], line=n["line"], function=_shown(name), what="definition",
+                          signature=n["params"])
+        if len(fns) == 1:
+            items.append(DriftItem(kind="signature-changed", severity="changed", hop="",
+                                   stage=_stage_of(new, role, name), role=role,
+                                   subject=_decl(name, n, delta), detail=f"was {_decl(oname, o, delta)}",
+                                   old=old_ev, new=new_ev))
+            continue
+        items.append(DriftItem(
+            kind="signature-changed", severity="changed", hop="", stage=_stage_of(new, role, name), role=role,
+            subject=f"{len(fns)} functions: {_delta_text(delta)}",
+            detail="one change in every one of them (" + "; ".join(
+                f"{_shown(f[1])} {f[3]['path']}:{f[3]['line']}" for f in fns) + f"); e.g. was {_decl(oname, o, delta)}, "
+                f"now {_decl(name, n, delta)}",
+            old=old_ev, new=new_ev))
+    return items, sorted(unchanged)
+
+
+def _path_calls(result: FlowResult, renames: dict[str, str] | None = None) -> dict[tuple[str, str], dict]:
+    """(role, caller) -> {callee: first step on the verified path}, names mapped through `renames`."""
+    ren = renames or {}
+    out: dict[tuple[str, str], dict] = {}
+    for h in result.hops:
+        if h.status != "verified":
+            continue
+        for st in h.steps:
+            calls = out.setdefault((h.role, ren.get(st.caller, st.caller)), {})
+            callee = ren.get(st.callee, st.callee)
+            if callee not in calls or st.line < calls[callee].line:
+                calls[callee] = st
+    return out
+
+
+def _conds(st) -> tuple:
+    return (tuple(_WS.sub(" ", c) for c in st.cases), tuple(_WS.sub(" ", c) for c in st.ifs),
+            tuple(_WS.sub(" ", c) for c in st.conditions))
+
+
+def _conds_text(st) -> str:
+    parts = [f"#if {c}" for c in st.conditions] + [f"case {c}" for c in st.cases] + [f"if ({c})" for c in st.ifs]
+    return ", ".join(parts) or "unconditional"
+
+
+def _call_order(old: FlowResult, new: FlowResult, renames: dict[str, str]) -> list[DriftItem]:
+    """A call on the path that moved within its caller: now before/after another call on the path, or
+    under other conditions (`case`, `if`, `#if`). Both call sites are given."""
+    oc, nc = _path_calls(old, renames), _path_calls(new)
+    items: list[DriftItem] = []
+    for (role, caller), calls in sorted(nc.items()):
+        before = oc.get((role, caller))
+        if not before:
+            continue
+        common = [c for c in calls if c in before]
+        order = sorted(common, key=lambda c: (before[c].line, c))
+        stage = _stage_of(new, role, caller)
+        for i, a in enumerate(order):
+            for b in order[i + 1:]:
+                if calls[b].line < calls[a].line and before[a].path == before[b].path:
+                    items.append(DriftItem(
+                        kind="path-changed", severity="changed", hop="", stage=stage, role=role,
+                        subject=f"{caller}: {b} now before {a}",
+                        detail=f"was: {a} at line {before[a].line}, then {before[b].callee} at line {before[b].line}; "
+                               f"now: {b} at line {calls[b].line}, then {a} at line {calls[a].line}",
+                        old=step_evidence(role, before[b]), new=step_evidence(role, calls[b])))
+        for c in sorted(common):
+            if _conds(before[c]) != _conds(calls[c]):
+                items.append(DriftItem(
+                    kind="path-changed", severity="changed", hop="", stage=stage, role=role,
+                    subject=f"{caller} -> {c}: under other conditions",
+                    detail=f"was: {_conds_text(before[c])}; now: {_conds_text(calls[c])}",
+                    old=step_evidence(role, before[c]), new=step_evidence(role, calls[c])))
+    return items
 
 
 def _neighbourhood(old: FlowResult, new: FlowResult, renames: dict[str, str]) -> list[DriftItem]:

@@ -28,7 +28,8 @@ HOP_KINDS = ("call", "reach", "handoff", "flag", "registration", "unverifiable")
 
 # Evidence.what: the kind of fact one piece of evidence is.
 EVIDENCE_KINDS = ("call", "unresolved", "store", "argument", "registration", "assign", "call-arg", "case",
-                  "write", "read", "definition", "file", "region-map", "region-ops", "macro")
+                  "write", "read", "definition", "file", "region-map", "region-ops", "macro",
+                  "insn", "slot")  # insn: a trapping instruction (assembly); slot: a table slot it selects
 PRODUCER, CONSUMER = "producer", "consumer"  # Evidence.side of a handoff's constant uses
 
 
@@ -223,6 +224,8 @@ class DriftReport:
     old_sources: list[SourceInfo] = dataclasses.field(default_factory=list)
     new_sources: list[SourceInfo] = dataclasses.field(default_factory=list)
     items: list[DriftItem] = dataclasses.field(default_factory=list)
+    # "role:function" on both verified paths whose text is identical (line shifts only): not drift
+    unchanged: list[str] = dataclasses.field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
 
     def to_json(self) -> dict:

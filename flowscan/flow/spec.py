@@ -66,13 +66,18 @@ SCHEMA = {
                         "constant": {"type": "array", "minItems": 1, "items": {
                             "type": "object", "additionalProperties": False, "required": ["name"],
                             "properties": {"name": _NAMES, "produced_by": _NAMES, "consumed_by": _NAMES}}},
+                        "instruction": {"type": "array", "minItems": 1, "items": {
+                            "type": "object", "additionalProperties": False, "required": ["name", "slot"],
+                            "properties": {"name": _NAMES, "slot": _NAMES, "produced_by": _NAMES,
+                                           "consumed_by": _NAMES}}},
                     },
                     "allOf": [
                         {"if": {"properties": {"kind": {"const": "registration"}}, "required": ["kind"]},
                          "then": {"required": ["class_init", "callback"]},
                          "else": {"required": ["from", "to"]}},
                         {"if": {"properties": {"kind": {"const": "handoff"}}, "required": ["kind"]},
-                         "then": {"required": ["constant", "to_role"]}},
+                         "then": {"required": ["to_role"],
+                                  "anyOf": [{"required": ["constant"]}, {"required": ["instruction"]}]}},
                         {"if": {"properties": {"kind": {"const": "flag"}}, "required": ["kind"]},
                          "then": {"required": ["flag"]}},
                     ]}},
@@ -90,6 +95,17 @@ def _names(value) -> tuple[str, ...]:
 @dataclass(frozen=True)
 class Constant:
     names: tuple[str, ...]  # alternative spellings
+    produced_by: tuple[str, ...] = ()
+    consumed_by: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """A trapping instruction (`hvc`) in the producer's assembly, consumed by the function the other
+    side stores in a dispatch table slot (`arm_exit_handlers[ESR_ELx_EC_HVC64] = handle_hvc`)."""
+
+    names: tuple[str, ...]  # mnemonics
+    slots: tuple[str, ...]  # table designators that select the consumer
     produced_by: tuple[str, ...] = ()
     consumed_by: tuple[str, ...] = ()
 
@@ -114,6 +130,7 @@ class Hop:
     api: tuple[str, ...] = ()
     constants: tuple[Constant, ...] = ()
     address: tuple[str, ...] = ()  # call hops through an ops table: the address (port) it must serve
+    instructions: tuple[Instruction, ...] = ()
     line: int = 0  # in the spec file
     defaults: tuple[tuple[str, str], ...] = ()  # the role's defaults updated by the hop's own
     wide_fanout: int = WIDE_FANOUT
@@ -236,6 +253,8 @@ def load_flow(path: Path) -> FlowSpec:
                 constants=tuple(Constant(_names(c["name"]), _names(c.get("produced_by")),
                                          _names(c.get("consumed_by"))) for c in h.get("constant", ())),
                 address=_names(h.get("address")), line=line,
+                instructions=tuple(Instruction(_names(i["name"]), _names(i["slot"]), _names(i.get("produced_by")),
+                                               _names(i.get("consumed_by"))) for i in h.get("instruction", ())),
                 defaults=tuple(sorted({**spec.defaults.get(h.get("role", st["role"]), {}),
                                        **h.get("default", {})}.items())),
                 wide_fanout=h.get("wide_fanout", spec.wide_fanout)))

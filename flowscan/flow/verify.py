@@ -34,13 +34,23 @@ def _reset_field(field: str) -> bool:
     return field.startswith("phases.") or "reset" in field
 
 
-def neighbourhood(result: FlowResult, graphs: dict[str, Graph]) -> dict[str, dict[str, list[str]]]:
-    """What the functions on the verified path call, and what their class_inits register (for drift)."""
+def neighbourhood(result: FlowResult, graphs: dict[str, Graph]) -> dict[str, dict]:
+    """What drift needs to know of the path beyond the hops' ends: what each function on it calls, what
+    its class_inits register, and every function (and callback typedef) on a verified path with its
+    file, line, parameters and text digest."""
     callees: dict[str, list[str]] = {}
     regs: dict[str, list[str]] = {}
+    functions: dict[str, dict] = {}
     for h in result.hops:
         if h.status != VERIFIED:
             continue
+        for role, name, path in path_functions(h, graphs):
+            g = graphs.get(role)
+            key = f"{role}:{name}"
+            if g is not None and name and key not in functions:
+                info = function_info(g, name, path)
+                if info:
+                    functions[key] = info
         g = graphs.get(h.role)
         if g is None:
             continue
@@ -60,7 +70,66 @@ def neighbourhood(result: FlowResult, graphs: dict[str, Graph]) -> dict[str, dic
             defs = g.preferred(g.definitions(name))
             callees[key] = sorted({e.callee for d in defs for e in g.callees(d, direct_only=True)
                                    if not _MACRO.match(e.callee)})
-    return {"callees": callees, "registrations": regs}
+    return {"callees": callees, "registrations": regs, "functions": dict(sorted(functions.items()))}
+
+
+def path_functions(h: HopResult, graphs: dict[str, Graph]) -> list[tuple[str, str, str]]:
+    """(role, name, file or '') of every function a verified hop stands on: its ends, each step's caller
+    and callee, the class_init that stored an indirect target, the handoff's producers and consumers,
+    and the function-pointer typedef of a field a callback was stored in (`typedef:ResettableHoldPhase`)."""
+    out: list[tuple[str, str, str]] = []
+    g = graphs.get(h.role)
+    if h.kind in ("call", "reach", "flag"):
+        if h.kind == "flag":
+            out += [(h.role, e.function, e.path) for e in h.evidence if e.function]
+        else:
+            out.append((h.role, h.matched_from, h.steps[0].path if h.steps else ""))
+        for st in h.steps:
+            out.append((h.role, st.caller, st.path))
+            out.append((h.role, st.callee, st.callee_path))
+            if st.kind in ("field", "registration", "qom-parent") and g is not None:
+                if st.store_path:
+                    owner = next((s.in_function for s in g.ix.stores_where("function", st.callee)
+                                  if s.path == st.store_path and s.line == st.store_line and s.in_function), "")
+                    if owner:
+                        out.append((h.role, owner, st.store_path))
+                out += [(h.role, f"typedef:{t}", "") for t in callback_types(g, st.via)]
+    elif h.kind == "registration" and g is not None:
+        out.append((h.role, h.matched_from, ""))
+        out.append((h.role, h.matched_to, h.to_path))
+        for s in g.ix.stores_where("in_function", h.matched_from):
+            if s.function == h.matched_to and s.field:
+                out += [(h.role, f"typedef:{t}", "") for t in callback_types(g, s.field)]
+    elif h.kind == "handoff":
+        out += [(e.role, e.function, e.path) for e in h.evidence if e.function]
+    return [(r, n, p) for r, n, p in out if n]
+
+
+def callback_types(g: Graph, via: str) -> list[str]:
+    """Function-pointer typedefs of the struct members a field path ends in (`phases.hold` ->
+    ResettableHoldPhase)."""
+    last = via.rsplit(".", 1)[-1] if via else ""
+    if not last.isidentifier():
+        return []
+    return [t for t in g.ix.member_types(last) if g.ix.typedefs(t)]
+
+
+def function_info(g: Graph, name: str, path: str = "") -> dict:
+    """Where a function (or `typedef:NAME`) is defined, its parameters and text digest; {} if unknown."""
+    if name.startswith("typedef:"):
+        tds = sorted(g.ix.typedefs(name[8:]), key=lambda t: (t.path, t.line))
+        if not tds:
+            return {}
+        t = tds[0]
+        return {"path": t.path, "line": t.line, "params": t.params, "return_type": t.return_type, "digest": ""}
+    d = g.def_at(name, path) if path else None
+    if d is None:
+        defs = g.preferred(g.definitions(name))
+        d = defs[0] if defs else None
+    if d is None:
+        return {}
+    return {"path": d.path, "line": d.line, "params": d.params, "return_type": d.return_type,
+            "digest": d.digest}
 
 
 def _base(hop: Hop, status: str, **kw) -> HopResult:
@@ -369,6 +438,8 @@ def _verify_handoff(hop: Hop, gp: Graph, gc: Graph) -> HopResult:
             if u.kind == "case":
                 conditions.append(f"case {u.name}")
         evidence.extend(macro_evidence)
+    for ins in hop.instructions:
+        evidence += _instruction_evidence(hop, ins, gp, gc, missing)
     # the constants as the consumer spells them (the producer's spelling when nothing consumes them)
     consumed = [e.constant for e in evidence if e.side == CONSUMER]
     constants = list(dict.fromkeys(consumed or [e.constant for e in evidence if e.side == PRODUCER]))
@@ -377,6 +448,26 @@ def _verify_handoff(hop: Hop, gp: Graph, gc: Graph) -> HopResult:
                      candidates=_constant_candidates(hop, gp, gc))
     return _base(hop, VERIFIED, evidence=evidence, conditions=conditions, resolution="constant",
                  matched_from="|".join(hop.frm), matched_to="|".join(hop.to), constants=constants)
+
+
+def _instruction_evidence(hop: Hop, ins, gp: Graph, gc: Graph, missing: list[str]) -> list[Evidence]:
+    """A trapping instruction in the producer (assembly facts) and the consumer in the dispatch-table
+    slot the trap selects (`arm_exit_handlers[ESR_ELx_EC_HVC64] = handle_hvc`)."""
+    producers = set(ins.produced_by or hop.frm)
+    consumers = ins.consumed_by or hop.to
+    prod = sorted((u for n in ins.names for u in gp.constant_uses(n)
+                   if u.kind == "insn" and u.function in producers), key=lambda u: (u.path, u.line))
+    cons = sorted((s for f in consumers for s in gc.ix.stores_where("function", f)
+                   if s.index in ins.slots), key=lambda s: (s.path, s.line))
+    if not prod:
+        missing.append(f"no {'|'.join(ins.names)} instruction in {'|'.join(sorted(producers))}")
+    if not cons:
+        missing.append(f"{'|'.join(consumers)} is not stored at [{'|'.join(ins.slots)}]")
+    out = [Evidence(role=hop.role, path=u.path, line=u.line, function=u.function, what="insn", constant=u.name,
+                    target=u.target, side=PRODUCER) for u in prod[:2]]
+    out += [Evidence(role=hop.to_role, path=s.path, line=s.line, function=s.function, what="slot", callee=s.function,
+                     via=s.variable, constant=s.index, side=CONSUMER) for s in cons[:2]]
+    return out
 
 
 def _constant_candidates(hop: Hop, gp: Graph, gc: Graph) -> list[str]:

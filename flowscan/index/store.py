@@ -23,7 +23,7 @@ from dataclasses import astuple, fields
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from flowscan.extract.facts import CallSite, ConstantUse, FieldDecl, FileFacts, FunctionDef, GlobalRef, MacroDef, PointerStore, QomType
+from flowscan.extract.facts import CallSite, ConstantUse, FieldDecl, FileFacts, FunctionDef, GlobalRef, MacroDef, PointerStore, QomType, TypedefDecl
 from flowscan.extract.registrations import Registration, find_registrations, synthetic_stores
 from flowscan.extract.apis import Registry
 from flowscan.extract.macros import facts_version
@@ -32,7 +32,8 @@ INDEX_VERSION = "ix-4"
 SEP = "\x1f"
 
 _TABLES = {"functions": FunctionDef, "calls": CallSite, "stores": PointerStore, "types": QomType,
-           "constants": ConstantUse, "globals": GlobalRef, "macros": MacroDef, "members": FieldDecl}
+           "constants": ConstantUse, "globals": GlobalRef, "macros": MacroDef, "members": FieldDecl,
+           "typedefs": TypedefDecl}
 # Extra columns: the last member of field paths (lookups by member), and for constants the key they
 # are found under (`A|B` is one row under A and one under B; `first` marks one row per use) and `seq`
 # (0: written or tested, 1: passed to a call).
@@ -76,6 +77,8 @@ CREATE INDEX stores_variable ON stores(variable);
 CREATE INDEX stores_var_type ON stores(var_type);
 CREATE INDEX members_key ON members(struct, field);
 CREATE INDEX macros_name ON macros(name);
+CREATE INDEX members_field ON members(field);
+CREATE INDEX typedefs_name ON typedefs(name);
 CREATE INDEX globals_name ON globals(name);
 CREATE INDEX globals_function ON globals(function);
 CREATE TABLE file_calls(file INTEGER PRIMARY KEY, lo INT, hi INT);
@@ -405,6 +408,17 @@ class Index:
         where = "key = ?" if column == "key" else "function = ? AND first = 1"
         return self._cached(("const", column, key), lambda: self._decode(
             "constants", ConstantUse, where, (key,), order="seq, file, id"))
+
+    def typedefs(self, name: str) -> list[TypedefDecl]:
+        """Function-pointer typedefs of that name (one per header that declares it)."""
+        self.ask("name", name)
+        return self._cached(("typedef", name), lambda: self._decode("typedefs", TypedefDecl, "name = ?", (name,)))
+
+    def member_types(self, field: str) -> list[str]:
+        """The declared types of struct members of that name, in any struct."""
+        self.ask("name", field)
+        return self._cached(("mtypes", field), lambda: [r[0] for r in self.db.execute(
+            "SELECT DISTINCT type_ FROM members WHERE field = ? ORDER BY type_", (field,))])
 
     def global_refs(self, column: str, value: str) -> list[GlobalRef]:
         assert column in ("name", "function")

@@ -63,6 +63,10 @@ def evidence_text(ev: Evidence) -> str:
         if ev.constant:
             return f"#define {ev.macro}: {ev.target} -> {ev.constant}"
         return f"#define {ev.macro}: -> {ev.callee}" + (f" [{ev.via}]" if ev.via and ev.via != ev.macro else "")
+    if ev.what == "insn":
+        return f"{ev.function}: {ev.target}"
+    if ev.what == "slot":
+        return f"{ev.via}[{ev.constant}] = {ev.callee}"
     if ev.side == PRODUCER:
         return f"{ev.function}: {ev.constant} ({ev.what} {ev.target})"
     if ev.side == CONSUMER:

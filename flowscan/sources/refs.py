@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from flowscan.errors import FlowscanError
 
 
-C_SUFFIXES = (".c", ".h")
+C_SUFFIXES = (".c", ".h", ".S")  # .S: assembly, read by flowscan.extract.asm
 MAX_FILE_SIZE = 4 * 1024 * 1024  # larger files are listed; the scanner skips them
 
 _ALLOWED_SCHEMES = ("https", "http", "git", "ssh", "git+ssh", "ssh+git", "file")
