@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import multiprocessing
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,8 @@ from flowscan.sources import clones
 from flowscan.sources import git as gitmod
 from flowscan.errors import FlowscanError
 from flowscan.progress import Recorder
-from flowscan.sources.trees import DirTree, git_blob_id
+from flowscan.config import load_config
+from flowscan.sources.trees import DirTree, GitTree, git_blob_id
 from flowscan.sources.refs import FileEntry, Source, validate_ref, validate_repo
 from flowscan.sources.clones import clone_dir, open_tree
 
@@ -562,3 +565,308 @@ def test_dumb_http_server_gets_a_full_clone(dumb_http, repo, cache):
         open_tree(Source("guest", dumb_http, "v9"), cache)
     with pytest.raises(FlowscanError, match="cannot reach repository .*nope.git"):
         open_tree(Source("guest", dumb_http.replace("linux.git", "nope.git"), "v1"), cache)
+
+
+# ---------------------------------------------------------------------------------------------- fences
+
+def test_hostile_local_repository_config_and_hooks_never_run(repo, cache, tmp_path):
+    """The user's repository is only read: its configuration and hooks run nothing, and the cache clone
+    carries no hooks at all."""
+    flag = tmp_path / "pwned"
+    evil = tmp_path / "evil.sh"
+    evil.write_text(f"#!/bin/sh\ntouch {flag}\n")
+    evil.chmod(0o755)
+    for key in ("core.fsmonitor", "core.sshCommand", "core.gitProxy", "core.alternateRefsCommand",
+                "uploadpack.packObjectsHook", "core.pager", "core.editor", "diff.external",
+                "credential.helper", "filter.x.process"):
+        git(repo, "config", key, str(evil))
+    git(repo, "config", "core.hooksPath", str(tmp_path / "hooks"))
+    (tmp_path / "hooks").mkdir()
+    for hook in ("pre-upload-pack", "post-update", "reference-transaction", "post-checkout", "pre-receive",
+                 "fsmonitor-watchman", "post-index-change", "pre-auto-gc"):
+        for where in (tmp_path / "hooks", repo / ".git" / "hooks"):
+            (where / hook).write_text(f"#!/bin/sh\ntouch {flag}\n")
+            (where / hook).chmod(0o755)
+    for ref in ("v1", "v2", "master"):
+        with open_tree(Source("guest", str(repo), ref), cache) as tree:
+            entries = tree.files(["kernel"])
+            assert [e for e, _ in tree.read(entries)] == entries
+            assert tree.grep(entries, ["kernel_restart"]) == {"kernel/reboot.c"}
+            assert tree.read_one("README") == b"a tiny tree\n"
+    assert not flag.exists()
+    gitdir = clone_dir(cache, str(repo))
+    assert not (gitdir / "hooks").exists() and config_of(gitdir, "core.hooksPath") == os.devnull
+
+
+def test_config_of_the_current_directory_is_never_read(repo, cache, tmp_path, monkeypatch):
+    """A command-running setting (core.gitProxy for git:// URLs) in a repository around the current
+    directory was executed by `git ls-remote` before the repository was pinned."""
+    flag = tmp_path / "pwned"
+    evil = tmp_path / "evil.sh"
+    evil.write_text(f"#!/bin/sh\ntouch {flag}\n")
+    evil.chmod(0o755)
+    around = tmp_path / "downloaded-tree"
+    around.mkdir()
+    git(around, "init", "-q")
+    git(around, "config", "core.gitProxy", str(evil))
+    git(around, "config", f"url.{repo}.insteadOf", "git://127.0.0.1:9/")
+    monkeypatch.chdir(around)
+    with pytest.raises(FlowscanError, match="cannot reach repository git://127.0.0.1:9/x"):
+        open_tree(Source("guest", "git://127.0.0.1:9/x", "v1"), cache)
+    assert not flag.exists()
+
+
+def test_inherited_git_dir_and_index_are_ignored(repo, cache, tmp_path, monkeypatch):
+    """Run from a git hook (GIT_DIR, GIT_INDEX_FILE, GIT_WORK_TREE set): the cache clone is still the
+    repository every command works on, and the hook's repository is left alone."""
+    other = make_repo(tmp_path / "other")
+    refs_before = git(other, "for-each-ref")
+    monkeypatch.setenv("GIT_DIR", str(other / ".git"))
+    monkeypatch.setenv("GIT_WORK_TREE", str(other))
+    monkeypatch.setenv("GIT_INDEX_FILE", str(other / ".git" / "index"))
+    monkeypatch.setenv("GIT_OBJECT_DIRECTORY", str(other / ".git" / "objects"))
+    with open_tree(Source("guest", str(repo), "v2"), cache) as tree:
+        assert tree.files() == ls_tree_c(repo, "v2")
+        assert tree.grep(tree.files(), ["do_kernel_restart"]) == {"kernel/reboot.c", "kernel/reboot_new.c"}
+    monkeypatch.delenv("GIT_DIR")
+    monkeypatch.delenv("GIT_WORK_TREE")
+    monkeypatch.delenv("GIT_INDEX_FILE")
+    monkeypatch.delenv("GIT_OBJECT_DIRECTORY")
+    assert git(other, "for-each-ref") == refs_before
+    assert "refs/tags/v2" in git(clone_dir(cache, str(repo)), "for-each-ref")
+
+
+# ---------------------------------------------------------------------------------------------- moved tags
+
+def test_a_tag_moved_upstream_is_fetched_again(repo, cache):
+    with open_tree(Source("guest", str(repo), "v1"), cache) as tree:
+        old = tree.commit
+        assert [e.path for e in tree.files(["kernel"])] == ["kernel/reboot.c"]
+    rec = Recorder()
+    with open_tree(Source("guest", str(repo), "v1"), cache, progress=rec) as tree:  # unmoved: no word
+        assert tree.commit == old
+    assert rec.events == []
+    git(repo, "tag", "-f", "v1", "master")  # re-pointed upstream
+    new = git(repo, "rev-parse", "master").strip()
+    rec = Recorder()
+    with open_tree(Source("guest", str(repo), "v1"), cache, progress=rec) as tree:
+        assert tree.commit == new != old
+        assert [e.path for e in tree.files(["kernel"])] == ["kernel/extra.c", "kernel/reboot.c",
+                                                             "kernel/reboot_new.c"]
+    assert rec.texts("warn") == [f"tag 'v1' moved in {repo} (it was {old[:12]}, fetched 0 seconds ago): "
+                                 "fetching it again"]
+    # an annotated tag made anew (a new tag object) on another commit
+    git(repo, "tag", "-f", "-a", "v2", "-m", "v2 again", "v1")
+    with open_tree(Source("guest", str(repo), "v2"), cache) as tree:
+        assert tree.commit == new
+
+
+def test_a_cached_tag_offline_says_which_commit_and_how_old(repo, cache, tmp_path):
+    with open_tree(Source("guest", str(repo), "v1"), cache) as tree:
+        old = tree.commit
+        tree.files()
+    fetched = clone_dir(cache, str(repo)) / clones.FETCHED
+    data = json.loads(fetched.read_text())
+    data["refs/tags/v1"] -= 3 * 86400 + 60
+    fetched.write_text(json.dumps(data))
+    away = tmp_path / "moved-away"
+    repo.rename(away)
+    repo.mkdir()
+    try:
+        rec = Recorder()
+        with open_tree(Source("guest", str(repo), "v1"), cache, progress=rec) as tree:
+            assert tree.commit == old and tree.files() == ls_tree_c(away, "v1")
+        assert rec.texts("warn") == [f"not a git repository: {repo}; using the cached linux@v1 = {old[:12]} "
+                                     "(fetched 3 days ago)"]
+    finally:
+        repo.rmdir()
+        away.rename(repo)
+    git(repo, "tag", "-d", "v1")  # deleted upstream: the cached one is used, and said so
+    rec = Recorder()
+    with open_tree(Source("guest", str(repo), "v1"), cache, progress=rec) as tree:
+        assert tree.commit == old
+    assert rec.texts("warn") == [f"tag 'v1' is no longer in {repo}; using the cached linux@v1 = {old[:12]} "
+                                 "(fetched 3 days ago)"]
+
+
+# ---------------------------------------------------------------------------------------------- odd names
+
+ODD = {"kernel/bad\xff.c": b"int bad_ff(void) { return 0; }\n", "kernel/new\nline.c": b"int nl(void);\n",
+       "kernel/esc\x1b[31m.c": b"int esc(void);\n", "doc/odd\xff.txt": b"not C\n"}
+
+
+def write_odd(root: Path) -> None:
+    for name, data in ODD.items():
+        path = os.fsencode(root) + b"/" + name.encode("utf-8", "surrogateescape").replace(b"\xc3\xbf", b"\xff")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as fh:
+            fh.write(data)
+
+
+def test_odd_file_names_in_a_repository_are_skipped_with_a_warning(repo, cache):
+    write_odd(repo)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "odd names")
+    git(repo, "tag", "odd")
+    rec = Recorder()
+    with open_tree(Source("guest", str(repo), "odd"), cache, progress=rec) as tree:
+        entries = tree.files(["kernel"])
+        assert [e.path for e in entries] == ["kernel/extra.c", "kernel/reboot.c", "kernel/reboot_new.c"]
+        assert [e for e, _ in tree.read(entries)] == entries
+        assert tree.grep(entries, ["kernel_restart", "bad_ff", "nl"]) == {"kernel/reboot.c"}
+        tree.files(["kernel"])  # listed again: warned once
+    assert rec.texts("warn") == [
+        "linux@odd: skipped 3 C file(s) whose names are not printable UTF-8 (first: 'kernel/bad\\xff.c')"]
+
+
+def test_odd_file_names_in_a_directory_are_skipped_with_a_warning(tmp_path):
+    root = tmp_path / "src"
+    write(root, V1)
+    write_odd(root)
+    rec = Recorder()
+    tree = DirTree(root, rec)
+    assert [e.path for e in tree.files(["kernel"])] == ["kernel/reboot.c"]
+    assert [e.path for e in tree.files()] == [e for e in sorted(V1) if e.endswith((".c", ".h"))]
+    assert rec.texts("warn") == [
+        f"{root}: skipped 3 C file(s) whose names are not printable UTF-8 (first: 'kernel/bad\\xff.c')"]
+
+
+def _cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    root = Path(__file__).resolve().parent.parent
+    full = {**os.environ, "PYTHONPATH": str(root), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "flowscan", *args], env=full, cwd=cwd, capture_output=True,
+                          timeout=120)
+
+
+def test_odd_names_on_the_command_line_answer_without_a_traceback(repo, tmp_path):
+    write_odd(repo)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "odd names")
+    git(repo, "tag", "odd")
+    weird_dir = os.fsencode(tmp_path) + b"/dir\xff"
+    os.makedirs(weird_dir + b"/kernel")
+    with open(weird_dir + b"/kernel/reboot.c", "wb") as fh:
+        fh.write(V1["kernel/reboot.c"].encode())
+    with open(weird_dir + b"/kernel/bad\xff.c", "wb") as fh:
+        fh.write(b"int x;\n")
+    for n, where in enumerate((["--repo", str(repo), "--ref", "odd"], ["--src", str(repo)],
+                               ["--src", os.fsdecode(weird_dir)])):
+        for extra in ([], ["--whole"], ["--whole"]):  # cold from the files that matter, then indexed, then warm
+            proc = _cli("--cache-dir", str(tmp_path / f"cache{n}"), "callees", "kernel_restart", *where, *extra)
+            err = proc.stderr.decode("utf-8", "replace")
+            assert proc.returncode == 0 and "Traceback" not in err, err
+            assert proc.stdout.decode().startswith("kernel/reboot.c:1: kernel_restart -> ")
+            if extra == [] or where[0] == "--src":  # a warm git index takes no listing, so no word
+                assert "skipped" in err and "(first: 'kernel/bad\\xff.c')" in err, err
+
+
+# ---------------------------------------------------------------------------------------------- stalls
+
+class Staller:
+    """A loopback TCP server that accepts and never answers; it stops by itself after `life` seconds."""
+
+    def __init__(self, life: float = 60):
+        import socket
+        import threading
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self.closed = 0  # connections the client side closed (git and its helpers gone)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, args=(life,), daemon=True)
+        self._thread.start()
+
+    def _serve(self, life: float) -> None:
+        import select
+        import time
+
+        deadline = time.monotonic() + life
+        socks = [self.sock]
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            ready, _, _ = select.select(socks, [], [], 0.1)
+            for s in ready:
+                if s is self.sock:
+                    conn, _ = s.accept()
+                    socks.append(conn)
+                    self.accepted += 1
+                elif not s.recv(65536):  # read the request, answer nothing; b"": the client hung up
+                    socks.remove(s)
+                    s.close()
+                    self.closed += 1
+        for s in socks:
+            s.close()
+
+    def all_closed(self, wait: float = 10) -> bool:
+        import time
+
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if self.accepted and self.closed == self.accepted:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+@pytest.fixture
+def staller():
+    s = Staller()
+    yield s
+    s.stop()
+
+
+@pytest.mark.parametrize("scheme", ["git", "http"])
+def test_a_server_that_never_answers_gives_up_with_one_line(staller, tmp_path, scheme):
+    url = f"{scheme}://127.0.0.1:{staller.port}/linux.git"
+    proc = _cli("--cache-dir", str(tmp_path / "cache"), "callees", "x", "--repo", url, "--ref", "v1",
+                env={"FLOWSCAN_NETWORK_TIMEOUT": "1"})
+    err = proc.stderr.decode()
+    assert proc.returncode == 2 and "Traceback" not in err, err
+    [line] = [ln for ln in err.splitlines() if ln.strip()]
+    assert line.startswith(f"flowscan: error: cannot reach repository {url}: ")
+    if scheme == "git":  # no timeout of git's own: the watchdog's words
+        assert line.endswith("no answer for 1 s (network_timeout in flowscan.toml, or FLOWSCAN_NETWORK_TIMEOUT)")
+    assert staller.accepted >= 1 and staller.all_closed()  # git and its helpers are gone
+    assert not (tmp_path / "cache" / "repos").exists() or not list((tmp_path / "cache" / "repos").glob("*.git"))
+
+
+def test_a_fetch_that_stalls_is_stopped_and_the_clone_stays_usable(repo, cache, staller):
+    with open_tree(Source("guest", str(repo), "v1"), cache) as tree:
+        tree.files(["kernel"])  # only kernel/ blobs are here
+    gitdir = clone_dir(cache, str(repo))
+    git(gitdir, "config", "remote.origin.url", f"git://127.0.0.1:{staller.port}/linux.git")
+    git(gitdir, "config", "--unset", "remote.origin.uploadpack")
+    tree = GitTree(gitmod.repo_at(gitdir), git(repo, "rev-parse", "v1").strip(), "linux@v1",
+                   gitdir.with_suffix(".lock"), timeout=1)
+    try:
+        with pytest.raises(FlowscanError, match=r"^cannot fetch files of linux@v1: no answer for 1 s "):
+            tree.files(["arch"])
+        assert staller.all_closed()
+        assert [e.path for e in tree.files(["kernel"])] == ["kernel/reboot.c"]  # what is here still reads
+    finally:
+        tree.close()
+
+
+def test_network_timeout_settings(tmp_path, monkeypatch):
+    monkeypatch.delenv("FLOWSCAN_NETWORK_TIMEOUT", raising=False)
+    assert gitmod.network_timeout() == 60 and gitmod.network_timeout(5) == 5
+    monkeypatch.setenv("FLOWSCAN_NETWORK_TIMEOUT", "2.5")
+    assert gitmod.network_timeout(5) == 2.5  # the environment overrides flowscan.toml
+    for bad in ("0", "-1", "soon", "nan"):
+        monkeypatch.setenv("FLOWSCAN_NETWORK_TIMEOUT", bad)
+        with pytest.raises(FlowscanError, match="FLOWSCAN_NETWORK_TIMEOUT=.*: must be a number of seconds"):
+            gitmod.network_timeout()
+    monkeypatch.delenv("FLOWSCAN_NETWORK_TIMEOUT")
+    cfg = tmp_path / "flowscan.toml"
+    cfg.write_text("network_timeout = 7\n")
+    assert load_config(cfg).network_timeout == 7.0
+    for bad in ('"7"', "0", "true", "-3"):
+        cfg.write_text(f"network_timeout = {bad}\n")
+        with pytest.raises(FlowscanError, match="network_timeout: must be a number of seconds above 0"):
+            load_config(cfg)

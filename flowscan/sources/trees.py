@@ -111,11 +111,16 @@ def printable_name(path: str) -> bool:
 
 def shown_name(path: str) -> str:
     """A path for a message: undecodable bytes as \\xNN, control characters escaped."""
-    return show(path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
+    text = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(c if ord(c) >= 0x20 and ord(c) != 0x7F else c.encode("unicode_escape").decode("ascii")
+                   for c in text)
 
 
-def warn_unprintable(progress: Progress, label: str, paths: list[str]) -> None:
-    if paths:
+def warn_unprintable(progress: Progress, label: str, paths: list[str], warned: set[str]) -> None:
+    """One warning per tree and set of names (listings repeat: an index key, then the files)."""
+    key = "\0".join(sorted(paths))
+    if paths and key not in warned:
+        warned.add(key)
         paths = sorted(paths)
         progress.warn(f"{label}: skipped {len(paths)} C file(s) whose names are not printable UTF-8 "
                       f"(first: '{shown_name(paths[0])}')")
@@ -137,6 +142,7 @@ class DirTree(Tree):
         self.label = shown_name(str(root))
         self.commit = ""
         self._progress = progress
+        self._warned: set[str] = set()
         self._ids: dict[str, tuple[tuple[int, int, int], str]] = {}  # path -> (stat key, blob id)
 
     def _walk(self) -> list[str]:
@@ -161,7 +167,7 @@ class DirTree(Tree):
                                 odd.append(name)
             except OSError:
                 continue
-        warn_unprintable(self._progress, self.label, odd)
+        warn_unprintable(self._progress, self.label, odd, self._warned)
         return out
 
     def files(self, scopes: Sequence[str] = (), strict: bool = True) -> list[FileEntry]:
@@ -274,6 +280,7 @@ class GitTree(Tree):
         self._lock_path = lock_path
         self._progress = progress
         self._timeout = timeout
+        self._warned: set[str] = set()
         self._cat: _CatFile | None = None
         self._known: dict[str, int] = {}  # blob id -> size of blobs known to be in the clone
 
@@ -409,7 +416,7 @@ class GitTree(Tree):
         rows, odd = self._ls_tree(norm)
         chosen = select((p for p, _ in rows), norm, self.label, strict)
         picked = sorted((p, o) for p, o in rows if p in chosen and is_c(p))
-        warn_unprintable(self._progress, self.label, odd)
+        warn_unprintable(self._progress, self.label, odd, self._warned)
         sizes = self.ensure_blobs(o for _, o in picked)
         return [FileEntry(p, o, sizes[o]) for p, o in picked]
 
