@@ -133,3 +133,37 @@ def test_always_inline_bodies_are_seen_through_and_plain_inline_ones_are_not():
     assert got == [("_raw_lock", "inline", "lock", 6, "include/lock.h", 5),
                    ("lock", "direct", "", 6, "", 0), ("plain", "direct", "", 7, "", 0)]
     assert {e.callee for e in g.callees(user, direct_only=True)} == {"lock", "plain"}
+
+
+# -- iterator macros and macros that stand in for a function only in some builds ----------------
+ITER_H = b"""
+#define for_each_item(i, m) for ((i) = -1; (i) = next_item((i), (m)), (i) < 8;)
+#ifdef CONFIG_INLINE_TAKE
+#define take(l) __take(l)
+#endif
+"""
+ITER_C = b"""
+int next_item(int i, int *m) { return i + 1; }
+void take(int *l) { }
+void walk(int *m)
+{
+	int i;
+
+	for_each_item(i, m) {
+		take(m);
+	}
+}
+"""
+
+
+def test_iterator_loops_are_calls_of_their_macro_and_a_conditional_macro_keeps_its_function():
+    facts = [extract_file(ITER_H, "include/items.h"), extract_file(ITER_C, "lib/walk.c")]
+    assert [(c.callee, c.line, c.args) for c in facts[1].calls] == \
+        [("for_each_item", 8, ("i", "m")), ("take", 9, ("m",))]
+    g = Graph(facts)
+    (walk,) = g.definitions("walk")
+    got = sorted((e.callee, e.callee_path, e.kind) for e in g.callees(walk, direct_only=True))
+    # take() is the function without CONFIG_INLINE_TAKE, __take() with it: both are shown.
+    assert got == [("__take", "", "macro"), ("next_item", "lib/walk.c", "macro"), ("take", "lib/walk.c", "direct")]
+    (e,) = [e for e in g.callees(walk) if e.callee == "__take"]
+    assert (e.store_path, e.store_line, e.conditions) == ("include/items.h", 4, ("CONFIG_INLINE_TAKE",))

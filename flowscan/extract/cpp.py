@@ -18,8 +18,10 @@ from typing import Callable, Iterable, Sequence
 
 from flowscan.extract.facts import MacroDef
 
-MAX_STEPS = 20000  # tokens processed per expansion (a runaway or a huge macro stops here)
-MAX_ALTERNATIVES = 16  # combinations of multiply-defined macros tried per expansion
+MAX_STEPS = 30000  # tokens processed per expansion (a huge one, like hweight64 of a constant, stops here)
+MAX_ALTERNATIVES = 48  # combinations of multiply-defined macros tried per expansion ...
+TOTAL_STEPS = 120000  # ... within this many tokens processed over all of them
+UNDEFINED = "\0"  # MacroDef.params of the alternative "not defined here" (see Expander.definition)
 
 _TOKEN = re.compile(r"""
     (?P<ws>\s+)
@@ -36,6 +38,7 @@ __alignof__ _Generic _Static_assert static_assert asm __asm__ __asm volatile __v
 __attribute __extension__ do else case default goto break continue defined __has_attribute
 __has_builtin __has_include __auto_type _Pragma __label__ __real__ __imag__ offsetof""".split())
 BUILTIN_PREFIXES = ("__builtin_", "__sync_", "__atomic_")
+KEYWORDS = frozenset("if else while for do switch case default return goto break continue sizeof".split())
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,13 @@ class Expansion:
         """Names called in the expansion (an identifier before `(`) that the macro itself writes."""
         out: list[str] = []
         toks = self.tokens
+        skip_to = -1
         for i, t in enumerate(toks[:-1]):
+            if i < skip_to:
+                continue
+            if t.text in ("__attribute__", "__attribute") and toks[i + 1].text == "(":
+                skip_to = _close(toks, i + 1)  # attribute names are no calls: __aligned__(4)
+                continue
             if t.kind != "id" or toks[i + 1].text != "(" or t.text in NOT_CALLS \
                     or t.text.startswith(BUILTIN_PREFIXES) or ignore(t.text):
                 continue
@@ -79,6 +88,19 @@ class Expansion:
         """The single identifier the expansion comes to (`PSCI_0_2_FN64_CPU_ON`), '' if it is more."""
         toks = [t for t in self.tokens if t.text not in "()"]
         return toks[0].text if len(toks) == 1 and toks[0].kind == "id" else ""
+
+
+def _close(toks: Sequence[Tok], i: int) -> int:
+    """The index after the parenthesis that closes the one at `i`."""
+    depth = 0
+    for k in range(i, len(toks)):
+        if toks[k].text == "(":
+            depth += 1
+        elif toks[k].text == ")":
+            depth -= 1
+            if depth == 0:
+                return k + 1
+    return len(toks)
 
 
 def tokenize(text: str, arg: bool = False) -> list[Tok]:
@@ -114,10 +136,6 @@ def params_of(params: str) -> tuple[list[str], str]:
     return names, var
 
 
-class _Stop(Exception):
-    pass
-
-
 class Expander:
     """Expands with one definition per name, as `choose` picks; records the names that had several."""
 
@@ -127,6 +145,7 @@ class Expander:
         self.multi: list[str] = []
         self.used: list[MacroDef] = []
         self.steps = 0
+        self.exhausted = False
 
     def definition(self, name: str) -> MacroDef | None:
         defs = self.lookup(name)
@@ -135,6 +154,8 @@ class Expander:
         if len(defs) > 1 and name not in self.multi:
             self.multi.append(name)
         d = defs[min(self.choose.get(name, 0), len(defs) - 1)]
+        if d.params == UNDEFINED:
+            return None  # the alternative where no #define of the name is seen (a function stands instead)
         if d not in self.used:
             self.used.append(d)
         return d
@@ -144,11 +165,13 @@ class Expander:
         todo = list(reversed(tokens))  # a stack: the next token is last
         while todo:
             self.steps += 1
-            if self.steps > MAX_STEPS:
-                raise _Stop()
+            if self.steps > MAX_STEPS:  # out of budget: the rest stays as written (names, not expanded)
+                self.exhausted = True
+                out.extend(reversed(todo))
+                break
             t = todo.pop()
-            if t.kind != "id" or t.text in t.hide:
-                out.append(t)
+            if t.kind != "id" or t.text in t.hide or t.text in KEYWORDS:
+                out.append(t)  # (`#define if(...)` for branch profiling: a keyword stays one)
                 continue
             if t.text == "__COUNTER__" or t.text == "__LINE__":
                 out.append(Tok("0", "num", t.hide, t.arg, t.space))
@@ -227,6 +250,13 @@ class Expander:
             i = params[name]
             return list(actuals[i]) if i < len(actuals) else []
 
+        expanded: dict[str, list[Tok]] = {}  # each argument is expanded once, however often it is used
+
+        def expanded_actual(name: str) -> list[Tok]:
+            if name not in expanded:
+                expanded[name] = self.expand(actual(name))
+            return list(expanded[name])
+
         out: list[Tok] = []
         i = 0
         n = len(body)
@@ -259,7 +289,7 @@ class Expander:
                 if nxt is not None and nxt.text == "##":
                     toks = actual(t.text)  # an operand of ## is not expanded first
                 else:
-                    toks = self.expand(actual(t.text))
+                    toks = expanded_actual(t.text)
                 if toks:
                     toks[0] = Tok(toks[0].text, toks[0].kind, toks[0].hide, toks[0].arg, t.space)
                 out.extend(toks)
@@ -284,7 +314,8 @@ def expand(name: str, args: Sequence[str] | None, lookup: Callable[[str], Sequen
     seen: set[tuple] = set()
     todo: list[dict[str, int]] = [{}]
     tried: set[tuple] = set()
-    while todo and len(tried) < MAX_ALTERNATIVES:
+    spent = 0
+    while todo and len(tried) < MAX_ALTERNATIVES and spent < TOTAL_STEPS:
         choose = todo.pop(0)
         key = tuple(sorted(choose.items()))
         if key in tried:
@@ -293,8 +324,10 @@ def expand(name: str, args: Sequence[str] | None, lookup: Callable[[str], Sequen
         ex = Expander(lookup, choose)
         try:
             out = ex.expand(list(toks))
-        except (_Stop, RecursionError):
+        except RecursionError:
             continue
+        finally:
+            spent += ex.steps
         # Names with several definitions met on this run, and not yet fixed: branch on each.
         for m in ex.multi:
             if m not in choose:
@@ -305,12 +338,24 @@ def expand(name: str, args: Sequence[str] | None, lookup: Callable[[str], Sequen
             for c in d.conditions:
                 if c not in conds:
                     conds.append(c)
+        if _contradicts(conds):
+            continue  # definitions of two names chosen under opposite conditions: no build sees this
         ident = (render(out), tuple(conds))
         if ident in seen:
             continue
         seen.add(ident)
         results.append(Expansion(tuple(out), tuple(ex.used), tuple(conds)))
     return results
+
+
+def _contradicts(conds: list[str]) -> bool:
+    have = set(conds)
+    for c in conds:
+        if c.startswith("!"):
+            inner = c[1:]
+            if inner in have or (inner.startswith("(") and inner.endswith(")") and inner[1:-1] in have):
+                return True
+    return False
 
 
 def ignorer(globs: Iterable[str]) -> Callable[[str], bool]:
@@ -320,4 +365,4 @@ def ignorer(globs: Iterable[str]) -> Callable[[str], bool]:
 
 
 __all__ = ["Expansion", "Tok", "expand", "ignorer", "params_of", "render", "tokenize", "NOT_CALLS",
-           "BUILTIN_PREFIXES"]
+           "BUILTIN_PREFIXES", "UNDEFINED"]

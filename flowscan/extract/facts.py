@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass, field, fields
 
 # Bump whenever extraction output changes: it is part of every cache key.
-EXTRACTOR_VERSION = "fx-9"
+EXTRACTOR_VERSION = "fx-11"
 
 
 @dataclass(slots=True)
@@ -130,8 +130,9 @@ class MacroDef:
     """A #define: its body (continuation lines joined) and, for a function-like macro, its parameters.
 
     Object-like macros are kept when their value names something (an identifier or a string literal:
-    QOM type names, aliases of functions); pure numbers are left out (register layouts are most of a
-    tree's #defines and never decide a call or a constant's name)."""
+    QOM type names, aliases of functions) or is empty (`#define __kernel`: expands to nothing); pure
+    numbers are left out (register layouts are most of a tree's #defines and never decide a call or a
+    constant's name)."""
 
     name: str
     value: str

@@ -25,7 +25,7 @@ from flowscan.resources import query_text
 
 MAX_FILE_BYTES = 4 * 1024 * 1024
 QUERY_FILES = ("definitions", "declarations", "calls", "initializers", "assignments", "cases", "types",
-               "structs", "typedefs")
+               "structs", "typedefs", "loops")
 _UPPER = re.compile(r"[A-Z_][A-Z0-9_]*\Z")
 _NOT_STORED = frozenset({"NULL", "true", "false", "nullptr", "NOTIFY_DONE", "NOTIFY_OK"})
 _WS = re.compile(r"\s+")
@@ -289,6 +289,8 @@ class _Collector:
         self._functions(by_kind["definitions"])
         self._declarations(by_kind["declarations"])
         self._calls(by_kind["calls"])
+        self._iterators(by_kind["loops"])
+        self.facts.calls.sort(key=lambda c: c.line)  # (stable: the iterators after a line's other calls)
         self._initializers(by_kind["initializers"])
         self._assignments(by_kind["assignments"])
         self._cases(by_kind["cases"])
@@ -366,6 +368,40 @@ class _Collector:
                 caller=caller, callee=callee, kind=kind, path=self.path, line=line, args=args,
                 constants=constants, base=base, base_type=base_type, var_type=var_type, cases=cases,
                 ifs=ifs, conditions=self.conds.at(line), local=local))
+
+    def _iterators(self, matches) -> None:
+        """`for_each_possible_cpu(cpu) {` (a `while` after the pre-pass): a call of the iterator macro,
+        whose expansion calls what the compiler sees (cpumask_next, _find_next_bit)."""
+        scopes = self.scopes
+        for caps in matches:
+            loop = caps["loop"][0]
+            if not self.keep(loop.start_byte):
+                continue
+            m = _LOOP_NAME.match(self.orig, loop.start_byte)
+            if m is None or m.group() in (b"while", b"for"):
+                continue
+            args: list[str] = []
+            if "cond" in caps:
+                stack = [caps["cond"][0]]
+                while stack:  # `(a, b, c)`: a comma expression nests to the left
+                    node = stack.pop()
+                    if node.type == "parenthesized_expression" and node.named_child_count == 1 and not args \
+                            and node is caps["cond"][0]:
+                        stack.append(node.named_children[0])
+                    elif node.type == "comma_expression":
+                        stack.append(node.child_by_field_name("right"))
+                        stack.append(node.child_by_field_name("left"))
+                    elif node is not None:
+                        args.append(_norm(self.orig[node.start_byte:node.end_byte].decode("utf-8", "replace"),
+                                          _ARG_MAX))
+            fidx = scopes.index(loop.start_byte)
+            if fidx < 0:
+                continue
+            line = loop.start_point.row + 1
+            cases, ifs = _context(loop, scopes.functions[fidx][3])
+            self.facts.calls.append(CallSite(
+                caller=scopes.functions[fidx][2], callee=m.group().decode(), kind="direct", path=self.path,
+                line=line, args=tuple(args), cases=cases, ifs=ifs, conditions=self.conds.at(line)))
 
     def _classify(self, fn: Node, fidx: int) -> tuple[str, str, str, str, str]:
         while fn.type == "parenthesized_expression" and fn.named_child_count == 1:
@@ -556,6 +592,7 @@ class _Collector:
                                                     path=self.path, line=last_line))
 
 
+_LOOP_NAME = re.compile(rb"[A-Za-z_$][\w$]*")
 _ALWAYS_INLINE = re.compile(rb"\b(?:__always_inline|QEMU_ALWAYS_INLINE|G_ALWAYS_INLINE)\b|always_inline")
 _INLINE = re.compile(rb"\b(?:inline|__inline__|__inline)\b")
 # A #define and its logical line (continuations joined): name, parameters when function-like, body.
@@ -580,8 +617,8 @@ def scan_macros(data: bytes, path: str, conds: ConditionMap) -> list[MacroDef]:
         body = _DEF_COMMENT.sub(" ", raw.decode("utf-8", "replace").replace("\\\n", " "))
         body = _WS.sub(" ", body).strip()
         params = m.group(2)
-        if params is None and (not body or not re.search(r"[A-Za-z_\"]", _NUMBERS.sub("", body))):
-            continue
+        if params is None and body and not re.search(r"[A-Za-z_\"]", _NUMBERS.sub("", body)):
+            continue  # a number: never decides a call or a name (empty ones do: `#define __kernel`)
         newlines += data.count(b"\n", pos, m.start())
         pos = m.start()
         line = newlines + 1

@@ -189,7 +189,8 @@ def edge_evidence(role: str, e: Edge) -> list[Evidence]:
 
 def call_evidence(role: str, e: Edge) -> Evidence:
     return Evidence(role=role, path=e.path, line=e.line, function=e.caller, what="call", callee=e.callee,
-                    how=e.kind, via=e.via, fanout=e.fanout)
+                    how=e.kind, via=e.via, fanout=e.fanout,
+                    macro=e.via.split(">", 1)[0] if e.kind == "macro" else "")
 
 
 # -- call sites and the flow's defaults --------------------------------------------------------------

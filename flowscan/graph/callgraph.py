@@ -18,7 +18,7 @@ from flowscan.graph.qom import QomIndex, TypeNode
 from flowscan.index.store import Index, build_in_memory
 from flowscan.extract.registrations import Registration, chain_name
 from flowscan.extract.apis import Registry, default_registry
-from flowscan.graph.expansion import Macros, Truth
+from flowscan.graph.expansion import Macros, Truth, assumed
 
 DIRECT = "direct"
 MACRO = "macro"  # through a #define: the edge's store is the #define's file:line
@@ -407,7 +407,7 @@ class Graph:
                 return []
             shown: dict[tuple[str, int], Edge] = {}  # one per #define (per #if branch), with its conditions
             for alt in alts:
-                conds = tuple(c for c in alt.macro.conditions if c not in call.conditions)
+                conds = tuple(c for c in alt.macro.conditions if c not in call.conditions and assumed(c) is not True)
                 shown.setdefault((alt.macro.path, alt.macro.line), replace(
                     self._edge(call, call.callee, "", MACRO, call.callee, alt.macro, len(alts)),
                     conditions=call.conditions + conds))
@@ -415,7 +415,7 @@ class Graph:
         out = []
         for (name, path), (alt, _d) in pairs.items():
             e = self._edge(call, name, path, MACRO, ">".join(alt.chain), alt.macro, len(pairs))
-            extra = tuple(c for c in alt.conditions if c not in call.conditions)
+            extra = tuple(c for c in alt.conditions if c not in call.conditions and assumed(c) is not True)
             out.append(replace(e, conditions=call.conditions + extra))
         return out
 
@@ -753,7 +753,7 @@ class Graph:
                 continue
             for name, ex in self.macros.constant(u.name, u.path):
                 if name != u.name:
-                    out.append((u, name, ex.macros[0], ex.conditions))
+                    out.append((u, name, ex.macros[0], tuple(c for c in ex.conditions if assumed(c) is not True)))
         return out
 
     def global_refs(self, name: str) -> list[GlobalRef]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable, Sequence
 
-from flowscan.extract.cpp import Expansion, expand, ignorer
+from flowscan.extract.cpp import UNDEFINED, Expansion, expand, ignorer
 from flowscan.extract.facts import MacroDef
 from flowscan.index.store import Index
 from flowscan.resources import queries_dir
@@ -23,11 +23,47 @@ Truth = Callable[[str], "bool | None"]
 
 
 @lru_cache(maxsize=1)
+def _table() -> dict:
+    with open(queries_dir() / "c" / "macros.toml", "rb") as fh:
+        return tomllib.load(fh).get("expansion") or {}
+
+
 def ignored_calls() -> Callable[[str], bool]:
     """Call names that expansions write but the compiler never emits (queries/c/macros.toml [expansion])."""
-    with open(queries_dir() / "c" / "macros.toml", "rb") as fh:
-        doc = tomllib.load(fh)
-    return ignorer((doc.get("expansion") or {}).get("ignore_calls") or [])
+    return _ignorer(tuple(_table().get("ignore_calls") or ()))
+
+
+def opaque() -> Callable[[str], bool]:
+    """Macros never expanded (compile-time checks)."""
+    return _ignorer(tuple(_table().get("opaque") or ()))
+
+
+@lru_cache(maxsize=4)
+def _ignorer(globs: tuple[str, ...]) -> Callable[[str], bool]:
+    return ignorer(globs)
+
+
+def assumed(cond: str) -> bool | None:
+    """What every compilation of a C file says of a condition (queries/c/macros.toml [expansion.assume]):
+    `__ASSEMBLY__` is false, `!__ASSEMBLY__` true; None for anything else (a conjunction is false when one
+    of its terms is)."""
+    assume = _table().get("assume") or {}
+    if "||" in cond:
+        return None
+    verdicts = []
+    for term in cond.split("&&"):
+        term = term.strip()
+        neg = term.startswith("!")
+        term = term.lstrip("!").strip()
+        if term.startswith("defined"):
+            term = term[len("defined"):].strip().strip("()").strip()
+        if term not in assume:
+            verdicts.append(None)
+            continue
+        verdicts.append(bool(assume[term]) != neg)
+    if any(v is False for v in verdicts):
+        return False
+    return True if verdicts and all(verdicts) else None
 
 
 @dataclass(frozen=True)
@@ -62,19 +98,33 @@ class Macros:
                 # A header of another architecture is not included from here.
                 defs = arch + [d for d in defs if not d.path.startswith("arch/")] if arch else \
                     [d for d in defs if not d.path.startswith("arch/")] or defs
-        if self.truth is not None:
-            kept = [d for d in defs if not any(self.truth(c) is False for c in d.conditions)]
-            defs = kept or defs
-        return defs
+        # A #define under a condition every compilation (or the configuration) settles the other way is
+        # not seen; when that rules out every one, the name is no macro here.
+        return [d for d in defs if not any(assumed(c) is False or (self.truth is not None and self.truth(c) is False)
+                                           for c in d.conditions)]
 
     def is_macro(self, name: str, from_path: str) -> bool:
         return bool(self.definitions(name, from_path))
+
+    def alternatives(self, name: str, from_path: str) -> list[MacroDef]:
+        """The #defines of `name` as the expander chooses among them: when one is conditional and the tree
+        also defines a function of that name (`_raw_spin_lock`: a macro with CONFIG_INLINE_SPIN_LOCK, or in
+        the header a !CONFIG_SMP build includes), "no macro" is an alternative too, first."""
+        key = ("alt", name, from_path)
+        hit = self._memo.get(key)
+        if hit is None:
+            hit = [] if opaque()(name) else self.definitions(name, from_path)
+            if hit and any(any(assumed(c) is not True for c in d.conditions) for d in hit) \
+                    and self.ix.defs(name, ask=False):
+                hit = [MacroDef(name, "", "", 0, UNDEFINED), *hit]
+            self._memo[key] = hit
+        return hit
 
     def expansions(self, name: str, args: Sequence[str] | None, from_path: str) -> list[Expansion]:
         key = ("x", name, tuple(args) if args is not None else None, from_path)
         hit = self._memo.get(key)
         if hit is None:
-            hit = expand(name, args, lambda n: self.definitions(n, from_path))
+            hit = expand(name, args, lambda n: self.alternatives(n, from_path))
             self._memo[key] = hit
         return hit
 
@@ -83,8 +133,8 @@ class Macros:
         out: list[MacroCall] = []
         skip = ignored_calls()
         for ex in self.expansions(name, args, from_path):
-            if not ex.macros:
-                continue
+            if not ex.macros or ex.macros[0].name != name:
+                continue  # the alternative where `name` is no macro (its function is an edge of its own)
             calls = tuple(c for c in ex.calls(skip) if not self._unexpanded_macro(c, from_path, ex))
             out.append(MacroCall(ex.macros[0], calls, ex.conditions, tuple(m.name for m in ex.macros)))
         return out
@@ -114,9 +164,10 @@ class Macros:
         hit = self._memo.get(key)
         if hit is None:
             one = expand(head, args, lambda n: self.definitions(n, from_path) if n == head else [])
-            hit = [(ex.name(), ex) for ex in one if ex.name()]
+            hit = [(ex.name(), ex) for ex in one if ex.name() and ex.macros]
             if not hit:
-                hit = [(ex.name(), ex) for ex in self.expansions(head, args, from_path) if ex.name()]
+                hit = [(ex.name(), ex) for ex in self.expansions(head, args, from_path)
+                       if ex.name() and ex.macros and ex.macros[0].name == head]
             self._memo[key] = hit
         return hit
 
