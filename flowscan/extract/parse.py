@@ -398,7 +398,7 @@ class _Collector:
             if fidx < 0:
                 continue
             line = loop.start_point.row + 1
-            cases, ifs = _context(loop, scopes.functions[fidx][3])
+            cases, ifs = _context(loop, self.lineage, scopes.functions[fidx][3])
             self.facts.calls.append(CallSite(
                 caller=scopes.functions[fidx][2], callee=m.group().decode(), kind="direct", path=self.path,
                 line=line, args=tuple(args), cases=cases, ifs=ifs, conditions=self.conds.at(line)))
