@@ -15,6 +15,9 @@ F = Path(__file__).resolve().parent.parent / "fixtures"
 
 # (kind, subject, old file:line, new file:line); fixtures/README.md "Planted drifts" names each (L*, Q*).
 EXPECTED = [
+    ('registration-changed', 'arm_gicv3_common_class_init', '', ''),  # Q26: the parent behind a qom-parent call
+    ('registration-changed', 'cpu_common_class_init', '', ''),  # Q25
+    ('registration-changed', 'gicv3_its_common_class_init', '', ''),  # Q27
     ('path-changed', 'arm_cpu_reset_hold -> cpu_common_reset_hold: under other conditions', 'target/arm/cpu.c:36', 'target/arm/cpu.c:37'),  # Q30 (new parent hop)
     ('path-changed', 'do_cpu_reset -> arm_cpu_reset_hold|arm_cpu_reset', 'hw/core/resettable.c:77', 'hw/core/resettable.c:71'),  # Q9
     ('path-changed', 'kvm_arm_gicv3_reset_hold -> arm_gicv3_common_reset_hold: under other conditions', 'hw/intc/arm_gicv3_kvm.c:72', 'hw/intc/arm_gicv3_kvm.c:73'),  # Q18

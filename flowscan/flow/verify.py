@@ -55,13 +55,15 @@ def neighbourhood(result: FlowResult, graphs: dict[str, Graph]) -> dict[str, dic
         if g is None:
             continue
         if h.kind == "registration":
-            ci = h.matched_from
-            regs[ci] = sorted({f"{s.variable if s.kind == 'registration' else 'assignment'} {s.field}="
-                               f"{s.function}" for s in g.ix.stores_where("in_function", ci)
-                               if s.kind in ("registration", "assignment") and _reset_field(s.field)})
+            regs[h.matched_from] = _reset_stores(g, h.matched_from)
             continue
         if h.kind not in ("call", "reach"):
             continue
+        for st in h.steps:  # the parent class whose reset a qom-parent call runs: how it stores it
+            if st.kind == "qom-parent" and st.store_path:
+                owner = _store_owner(g, st)
+                if owner and owner not in regs:
+                    regs[owner] = _reset_stores(g, owner)
         names = [h.matched_from, h.matched_to] + [s.callee for s in h.steps]
         for name in names:
             key = f"{h.role}:{name}"
@@ -71,6 +73,19 @@ def neighbourhood(result: FlowResult, graphs: dict[str, Graph]) -> dict[str, dic
             callees[key] = sorted({e.callee for d in defs for e in g.callees(d, direct_only=True)
                                    if not _MACRO.match(e.callee)})
     return {"callees": callees, "registrations": regs, "functions": dict(sorted(functions.items()))}
+
+
+def _reset_stores(g: Graph, class_init: str) -> list[str]:
+    """`api field=function` of the reset callbacks a class_init stores (`assignment phases.hold=f`)."""
+    return sorted({f"{s.variable if s.kind == 'registration' else 'assignment'} {s.field}={s.function}"
+                   for s in g.ix.stores_where("in_function", class_init)
+                   if s.kind in ("registration", "assignment") and _reset_field(s.field)})
+
+
+def _store_owner(g: Graph, st) -> str:
+    """The function holding the store that justifies an indirect step (a class_init)."""
+    return next((s.in_function for s in g.ix.stores_where("function", st.callee)
+                 if s.path == st.store_path and s.line == st.store_line and s.in_function), "")
 
 
 def path_functions(h: HopResult, graphs: dict[str, Graph]) -> list[tuple[str, str, str]]:
@@ -89,8 +104,7 @@ def path_functions(h: HopResult, graphs: dict[str, Graph]) -> list[tuple[str, st
             out.append((h.role, st.callee, st.callee_path))
             if st.kind in ("field", "registration", "qom-parent") and g is not None:
                 if st.store_path:
-                    owner = next((s.in_function for s in g.ix.stores_where("function", st.callee)
-                                  if s.path == st.store_path and s.line == st.store_line and s.in_function), "")
+                    owner = _store_owner(g, st)
                     if owner:
                         out.append((h.role, owner, st.store_path))
                 out += [(h.role, f"typedef:{t}", "") for t in callback_types(g, st.via)]
