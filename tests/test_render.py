@@ -173,7 +173,9 @@ def test_edge_styles_by_kind(sample):
     lines = dot.splitlines()
 
     def edge_line(tail: str, head: str) -> str:
+        """The edge tail -> head; an edge up to an earlier stage is written head -> tail with dir=back."""
         hits = [l for l in lines if f"\t{tail} -> {head} [" in l]
+        hits += [l for l in lines if f"\t{head} -> {tail} [" in l and "dir=back" in l]
         assert hits, (tail, head)
         return hits[0]
 
@@ -192,18 +194,22 @@ def test_edge_styles_by_kind(sample):
     flag = edge_line(n("vmm", "qemu_system_reset_request"), n("vmm", "main_loop_should_exit"))
     assert "style=dotted" in flag and "flag: reset_requested" in flag
     reg = edge_line(n("vmm", "arm_cpu_class_init"), n("vmm", "arm_cpu_reset"))
-    assert "registers reset" in reg and "device_class_set_parent_reset" in reg and "arrowhead=onormal" in reg
+    # drawn downwards from the callback (the registrations stage comes last) with the arrow reversed
+    assert f"\t{n('vmm', 'arm_cpu_reset')} -> {n('vmm', 'arm_cpu_class_init')} [" in reg
+    assert "registers reset" in reg and "dir=back" in reg and "arrowtail=onormal" in reg
     note = [l for l in lines if f"\t{n('vmm', 'arm_cpu_class_init')} [" in l][0]
-    assert "shape=note" in note
+    assert "shape=note" in note and "device_class_set_parent_reset" in note
     missing = edge_line(n("vmm", "kvm_arm_reset_vcpu"), n("vmm", "write_kvmstate_to_list"))
     assert f'color="{RED}"' in missing and "missing" in missing
 
 
 def test_registration_hop_from_hand_built_flow():
     dot = painter.flow_graph(small_flow()).source
-    line = [l for l in dot.splitlines() if f"{diagram.node_id('vmm', 'arm_cpu_class_init')} -> "
-            f"{diagram.node_id('vmm', 'arm_cpu_reset_hold')}" in l][0]
-    assert "registers hold" in line and "resettable_class_set_parent_phases" in line
+    ci, cb = diagram.node_id('vmm', 'arm_cpu_class_init'), diagram.node_id('vmm', 'arm_cpu_reset_hold')
+    lines = dot.splitlines()
+    line = [l for l in lines if f"{ci} -> {cb}" in l or (f"{cb} -> {ci}" in l and "dir=back" in l)][0]
+    assert "registers hold" in line
+    assert "resettable_class_set_parent_phases" in [l for l in lines if f"\t\t{ci} [" in l][0]
     reg = [l for l in dot.splitlines() if "registration: phases.hold" in l]
     assert reg and "style=dashed" in reg[0]
 
@@ -253,15 +259,17 @@ def flow_svg(sample) -> ET.Element:
 
 
 @needs_dot
-def test_svg_clusters_titles_and_left_to_right_order(sample, flow_svg):
+def test_svg_clusters_titles_and_top_to_bottom_order(sample, flow_svg):
     clusters = list(groups(flow_svg, "cluster").values())
     assert len(clusters) == len(sample.stages)
-    xs = []
+    spans = []
     for st, g in zip(sample.stages, clusters):
         assert any(st.title in t for t in texts(g)), st.title
         path = next(g.iter(f"{SVG}path"))
-        xs.append(min(float(x) for x in re.findall(r"(-?\d+(?:\.\d+)?),-?\d", path.get("d"))))
-    assert xs == sorted(xs), "stages must be laid out left to right in flow order"
+        ys = [float(y) for y in re.findall(r"-?\d+(?:\.\d+)?,(-?\d+(?:\.\d+)?)", path.get("d"))]
+        spans.append((min(ys), max(ys)))
+    for (_top, bottom), (top, _bottom) in zip(spans, spans[1:]):
+        assert bottom <= top, "stages must be stacked top to bottom in flow order, without overlapping"
 
 
 @needs_dot

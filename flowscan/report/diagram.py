@@ -310,8 +310,8 @@ class _Builder:
         if ev:
             self._set_call(ci, ev.path, ev.line)
         label = [f"registers {hop.field.rsplit('.', 1)[-1]}" if hop.field else "registers"]
-        if hop.api:
-            label.append(hop.api)
+        if hop.api:  # named on the class_init's node, not along the edge (the edge would widen the stage)
+            ci.note = hop.api
         if hop.status != VERIFIED:
             label.append(hop.status)
         tip = self._hop_head(hop) + ([f"api: {hop.api}"] if hop.api else []) + \

@@ -41,9 +41,23 @@ code, .mono { font-family: ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, mo
 .toolbar button { font: inherit; padding: 2px 10px; border: 1px solid var(--line); background: #fff;
                   border-radius: 4px; cursor: pointer; }
 .toolbar button[aria-pressed="true"] { background: #eceff1; }
-#diagram { overflow: auto; max-height: 78vh; background: #fff; border: 1px solid var(--line); border-radius: 6px; }
+#diagram { overflow: auto; max-height: 78vh; background: #fff; border: 1px solid var(--line); border-radius: 6px;
+           cursor: grab; }
+#diagram.panning { cursor: grabbing; user-select: none; }
 #diagram.fit svg { width: 100%; height: auto; }
 #diagram svg { display: block; }
+.toolbar .zoom { min-width: 3.5em; text-align: right; }
+@page { size: A4 landscape; margin: 10mm; }
+@media print {
+  body { background: #fff; font-size: 10pt; }
+  header, main { padding: 0; }
+  .toolbar { display: none; }
+  #diagram { max-height: none; overflow: visible; border: none; }
+  #diagram svg { width: 100% !important; height: auto !important; }
+  table.hops th, table.drift th { position: static; }
+  tr.hop, tr.drift-item { break-inside: avoid; }
+  h2 { break-after: avoid; }
+}
 #diagram .flow-node, #diagram .flow-edge { cursor: pointer; }
 #diagram .sel > path, #diagram .sel polygon, #diagram .sel ellipse { stroke-width: 4px; }
 #diagram .sel text { font-weight: bold; }
@@ -115,15 +129,84 @@ _JS = r"""
       selectHops([row.id], "table");
     });
   });
+  // Zoom (buttons, ctrl/cmd + wheel) and pan (drag the background). The SVG's own width is its size at
+  // 100%; "fit width" lets CSS scale it to the page.
+  var svg = diagram ? diagram.querySelector("svg") : null;
+  var natural = svg ? (svg.viewBox && svg.viewBox.baseVal && svg.viewBox.baseVal.width) || svg.getBBox().width : 0;
+  var zoomLabel = document.getElementById("zoom-level");
+  function currentScale() {
+    if (!svg || !natural) { return 1; }
+    return svg.getBoundingClientRect().width / (natural * 4 / 3);
+  }
+  function showScale() { if (zoomLabel) { zoomLabel.textContent = Math.round(currentScale() * 100) + "%"; } }
+  function pressed(name) {
+    document.querySelectorAll("button[data-zoom]").forEach(function (o) {
+      o.setAttribute("aria-pressed", String(o.getAttribute("data-zoom") === name));
+    });
+  }
+  function zoomTo(scale, cx, cy) {
+    if (!svg || !natural) { return; }
+    scale = Math.max(0.1, Math.min(4, scale));
+    var box = diagram.getBoundingClientRect();
+    var px = (cx === undefined ? box.width / 2 : cx - box.left), py = (cy === undefined ? box.height / 2 : cy - box.top);
+    var old = svg.getBoundingClientRect().width || 1;
+    var fx = (diagram.scrollLeft + px) / old, fy = (diagram.scrollTop + py) / (svg.getBoundingClientRect().height || 1);
+    diagram.classList.remove("fit");
+    svg.style.width = (natural * 4 / 3 * scale) + "px";
+    svg.style.height = "auto";
+    diagram.scrollLeft = fx * svg.getBoundingClientRect().width - px;
+    diagram.scrollTop = fy * svg.getBoundingClientRect().height - py;
+    pressed("");
+    showScale();
+  }
   document.querySelectorAll("button[data-zoom]").forEach(function (b) {
     b.addEventListener("click", function () {
-      var fit = b.getAttribute("data-zoom") === "fit";
-      diagram.classList.toggle("fit", fit);
-      document.querySelectorAll("button[data-zoom]").forEach(function (o) {
-        o.setAttribute("aria-pressed", String(o === b));
-      });
+      var what = b.getAttribute("data-zoom");
+      if (what === "fit") {
+        diagram.classList.add("fit"); if (svg) { svg.style.width = ""; svg.style.height = ""; }
+        pressed("fit"); showScale();
+      } else if (what === "actual") { zoomTo(1); pressed("actual"); }
+      else if (what === "in") { zoomTo(currentScale() * 1.25); }
+      else if (what === "out") { zoomTo(currentScale() / 1.25); }
     });
   });
+  if (diagram) {
+    diagram.addEventListener("wheel", function (ev) {
+      if (!(ev.ctrlKey || ev.metaKey)) { return; }
+      ev.preventDefault();
+      zoomTo(currentScale() * (ev.deltaY < 0 ? 1.15 : 1 / 1.15), ev.clientX, ev.clientY);
+    }, {passive: false});
+    var drag = null;
+    diagram.addEventListener("pointerdown", function (ev) {
+      if (ev.button !== 0 || (ev.target.closest && ev.target.closest("g.flow-node, g.flow-edge"))) { return; }
+      drag = {x: ev.clientX, y: ev.clientY, left: diagram.scrollLeft, top: diagram.scrollTop};
+      diagram.classList.add("panning");
+    });
+    window.addEventListener("pointermove", function (ev) {
+      if (!drag) { return; }
+      diagram.scrollLeft = drag.left - (ev.clientX - drag.x);
+      diagram.scrollTop = drag.top - (ev.clientY - drag.y);
+    });
+    window.addEventListener("pointerup", function () { drag = null; diagram.classList.remove("panning"); });
+  }
+  showScale();
+  // #measure: for tests and the curious, where the first and last hop's labels are once scrolled to.
+  if (/^#measure/.test(window.location.hash) && diagram) {
+    var rows = document.querySelectorAll("tr.hop");
+    var out = [];
+    [rows[0], rows[rows.length - 1]].forEach(function (row) {
+      if (!row) { return; }
+      var g = diagram.querySelector("g.flow-node." + row.id);
+      var text = g ? g.querySelector("text[font-weight='bold']") || g.querySelector("text") : null;
+      if (!text) { out.push(row.id + " none"); return; }
+      text.scrollIntoView({block: "center", inline: "center"});
+      var r = text.getBoundingClientRect();
+      var size = parseFloat(text.getAttribute("font-size")) * currentScale() * 4 / 3;
+      out.push([row.id, text.textContent, Math.round(r.left), Math.round(r.top), Math.round(r.right),
+                Math.round(r.bottom), window.innerWidth, window.innerHeight, size.toFixed(2)].join("|"));
+    });
+    document.body.setAttribute("data-measure", out.join(";"));
+  }
   var m = /^#select=(.+)$/.exec(window.location.hash);
   if (m && diagram) {
     var target = document.getElementById(decodeURIComponent(m[1]));
@@ -187,8 +270,11 @@ def html_page(result: FlowResult, svg: str, report: DriftReport | None = None) -
     out.append('<div class="toolbar"><span>Diagram</span>'
                '<button type="button" data-zoom="fit" aria-pressed="true">fit width</button>'
                '<button type="button" data-zoom="actual" aria-pressed="false">actual size</button>'
-               '<span class="sub">click a node or an edge to find its hops below; ctrl-click opens the source'
-               '</span></div>')
+               '<button type="button" data-zoom="out" title="zoom out (ctrl + wheel)">−</button>'
+               '<span class="zoom" id="zoom-level"></span>'
+               '<button type="button" data-zoom="in" title="zoom in (ctrl + wheel)">+</button>'
+               '<span class="sub">click a node or an edge to find its hops below; ctrl-click opens the source; '
+               'drag to pan</span></div>')
     if svg and "<svg" in svg:
         out.append(f'<div id="diagram" class="fit">{_clean_svg(svg)}</div>')
     else:

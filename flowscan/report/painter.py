@@ -1,7 +1,8 @@
 """The Graphviz painter: a diagram model (flowscan.report.diagram) -> graphviz.Digraph, and writing it as
 DOT, SVG, PNG or PDF.
 
-Stages are columns, left to right in flow order, calls top to bottom inside a stage. Edge styles say how a
+Stages are stacked top to bottom in flow order, calls top to bottom inside a stage, so the picture reads
+down the page at its width. Edge styles say how a
 call was found: solid = direct call, dashed = resolved indirect call (labelled `kind: via`), bold = handoff,
 dotted = flag, hollow arrow = registration, double = folded chain; colours say the hop's status (or, in a
 drift diagram, the drift class) on edges and target nodes; every node and edge has a tooltip with its
@@ -33,6 +34,7 @@ INSTALL_HINT = ("Graphviz 'dot' was not found on PATH: install Graphviz (apt-get
                 "brew install graphviz), or write a .dot file instead")
 
 FONT = "Helvetica"
+FADED = "#9e9e9e"  # text of the unchanged path in a drift diagram
 FORMATS = ("dot", "svg", "png", "pdf")
 
 
@@ -107,6 +109,8 @@ def _node_label(n: Node, model: Model, extra: list[str]) -> str:
         where = loc(*n.defn) if n.defn[0] else (f"{loc(*n.callsite)} ({seen})" if n.callsite[0] else "")
         if where:
             cells.append(small.format(_h(where)))
+        if n.kind == "class_init" and n.note:
+            cells.append(small.format(_h(n.note)))
         elif n.target_of:
             statuses = {model.hops[h].status for h in n.target_of}
             why = ("outside the scanned trees" if statuses == {UNVERIFIABLE} else
@@ -144,12 +148,22 @@ def _node_tooltip(n: Node, model: Model, extra: list[str]) -> str:
     return _esc("\n".join(lines + extra))
 
 
-def _edge_label(e: Edge) -> str:
-    if not e.label:
+def _edge_label(e: Edge, drift_lines: list[str] = ()) -> str:
+    """`kind: via` and conditions; on a changed edge of a drift diagram, the old and new lines in bold."""
+    if not e.label and not drift_lines:
         return ""
-    first, rest = e.label[0], e.label[1:]
-    parts = [f"{_h(first)}"] + [f'<font point-size="8">{_h(x)}</font>' for x in rest]
+    first, rest = (e.label[0], e.label[1:]) if e.label else ("", [])
+    parts = ([_h(first)] if first else []) + [f'<font point-size="8">{_h(x)}</font>' for x in rest]
+    parts += [f"<b>{_h(x)}</b>" for x in drift_lines]
     return '<<font point-size="9">' + "<br/>".join(parts) + "</font>>"
+
+
+def _old_new(it: DriftItem) -> list[str]:
+    """Where a drift item was and is, for the edge it sits on ('a.c:10 → b.c:12')."""
+    old, new = (loc(it.old.path, it.old.line) if it.old else ""), (loc(it.new.path, it.new.line) if it.new else "")
+    if not old and not new:
+        return []
+    return [f"{it.kind}: {old or '-'} → {new or '-'}"]
 
 
 def _legend(drift: bool, kinds: list[str], collapse: bool) -> str:
@@ -165,23 +179,25 @@ def _legend(drift: bool, kinds: list[str], collapse: bool) -> str:
         return (f'<td bgcolor="{fill}" border="1" color="{stroke}" width="22"> </td>'
                 f'<td align="left"><font color="{stroke}">{_h(text)}</font>   </td>')
 
-    cells = ['<td align="left"><b>Legend</b>   </td>',
-             line("───▶", "direct call"), line("– – ▶", "indirect call (kind: via)"),
-             line("━━▶", "handoff across roles"), line("·····▶", "flag set / polled"),
-             line("───▷", "registers a callback"), line("───┤", "hop not found"),
-             line("– – o", "not checkable statically")]
+    def row(title: str, cells: list[str]) -> str:
+        head = f"<b>{_h(title)}</b>" if title else " "
+        return f'<tr><td align="left">{head}   </td>{"".join(cells)}</tr>'
+
+    lines = [line("───▶", "direct call"), line("– – ▶", "indirect call (kind: via)"),
+             line("━━▶", "handoff across roles"), line("·····▶", "flag set / polled")]
+    lines2 = [line("───▷", "registers a callback"), line("───┤", "hop not found"),
+              line("– – o", "not checkable statically")]
     if collapse:
-        cells.append(line("═══▶", "folded chain (+N calls)"))
-    cells.append('<td align="left">   <b>{}</b>   </td>'.format("drift" if drift else "status"))
+        lines2.append(line("═══▶", "folded chain (+N calls)"))
     if drift:
-        cells += [swatch(DRIFT_COLOURS.get(k, UNCHANGED), k) for k in kinds]
-        cells.append(swatch(UNCHANGED, "unchanged"))
+        colours = [swatch(DRIFT_COLOURS.get(k, UNCHANGED), k) for k in kinds] + [swatch(UNCHANGED, "unchanged")]
     else:
-        cells += [swatch(STATUS_COLOURS[s], s) for s in STATUSES]
-    cells += ['<td align="left">   <b>shapes</b>   </td>', line("▢", "function"),
-              line("▤", "class_init (registers)"), line("⇨", "handoff: the constants")]
-    return ('<table border="0" cellborder="0" cellspacing="0" cellpadding="2"><tr>' + "".join(cells)
-            + "</tr></table>")
+        colours = [swatch(STATUS_COLOURS[s], s) for s in STATUSES]
+    shapes = [line("▢", "function"), line("▤", "class_init (registers)"), line("⇨", "handoff: the constants")]
+    # Rows, not one long line: the legend must not set the picture's width.
+    return ('<table border="0" cellborder="0" cellspacing="0" cellpadding="2">'
+            + row("Legend", lines) + row("", lines2) + row("drift" if drift else "status", colours)
+            + row("shapes", shapes) + "</table>")
 
 
 def _header(title: str, subtitle: str, legend: str, others: list[DriftItem] | None) -> str:
@@ -207,7 +223,7 @@ def paint(diagram: Diagram, url_templates: dict[str, str] | None = None) -> grap
     colours = _Colours(model, drift)
     templates = SourceLinks(diagram.result.sources, url_templates)
     g = graphviz.Digraph(name=sanitize(diagram.result.flow) or "flow")
-    g.attr("graph", rankdir="TB", newrank="true", fontname=FONT, fontsize="12", nodesep="0.3",
+    g.attr("graph", rankdir="TB", newrank="true", fontname=FONT, fontsize="12", nodesep="0.15",
            ranksep="0.4", outputorder="edgesfirst", labelloc="t", labeljust="l", pad="0.3",
            label=_header(diagram.title, diagram.subtitle,
                          _legend(drift is not None, diagram.drift_kinds, diagram.collapse), diagram.others),
@@ -221,38 +237,31 @@ def paint(diagram: Diagram, url_templates: dict[str, str] | None = None) -> grap
     for n in sorted(model.nodes.values(), key=lambda n: n.order):
         by_stage[n.stage].append(n)
     stage_of = {n.id: n.stage for n in model.nodes.values()}
-    kind_of = {n.id: n.kind for n in model.nodes.values()}
 
-    # Stages are columns, left to right: every cluster has an invisible anchor on the top rank, and an
-    # invisible root keeps the anchors in stage order (ordering=out). Edges that go forward to a later
-    # stage constrain ranks (the next stage starts below the hop that leads into it, so the edge stays
-    # short and never crosses a column upwards); edges back to an earlier stage do not.
-    anchors = []
+    # Stages are stacked top to bottom in flow order, each a cluster whose calls read top to bottom, so the
+    # picture grows down the page at a readable width instead of across it. Every stage is headed by an
+    # invisible anchor above all its nodes (its root calls hang from it), and every node of a stage sits above the next
+    # stage's anchor (invisible edges of weight 0: they order ranks, they do not pull nodes together).
+    # Edges back to an earlier stage do not constrain ranks.
+    above: list[str] = []
     for i, st in enumerate(model.stages):
         anchor = f"a_{sanitize(st.id)}"
-        anchors.append(anchor)
         with g.subgraph(name=f"cluster_{i:02d}_{sanitize(st.id)}") as c:
             c.attr(label=_cluster_label(i, st), style="rounded,filled", color="#90a4ae", labeljust="l",
                    fillcolor=ROLE_FILLS.get(st.role, "#f7f7f7"), margin="14",
                    tooltip=_esc(f"stage {st.id}: {st.title} (role {st.role})"))
-            c.node(anchor, label="", shape="point", style="invis", width="0", height="0")
+            c.node(anchor, label="", shape="point", style="invis", width="0", height="0", group="spine")
             for n in by_stage[st.id]:
                 c.node(n.id, **_node_attrs(n, model, colours, templates, drift, old_hops, node_items))
             fed = {e.head for e in model.edges
                    if e.tail != e.head and (stage_of.get(e.tail) == st.id
-                                            or stage_index[stage_of[e.tail]] < stage_index[st.id]
-                                            or e.style == "registration")}
-            roots = [n.id for n in by_stage[st.id] if n.id not in fed and n.kind == "function"]
-            for r in roots:
-                c.edge(anchor, r, style="invis", weight="2")
-
-    g.node("a__root", label="", shape="point", style="invis", width="0", height="0", ordering="out")
-    for a in anchors:
-        g.edge("a__root", a, style="invis")
-    with g.subgraph() as s:
-        s.attr(rank="same")
-        for a in anchors:
-            s.node(a)
+                                            or stage_index[stage_of[e.tail]] < stage_index[st.id])}
+            for n in by_stage[st.id]:
+                c.edge(anchor, n.id, style="invis", weight="0" if n.id in fed else "2")
+        for a in above:
+            # the anchors form one heavy vertical spine, so the stages stay stacked in one column
+            g.edge(a, anchor, style="invis", weight="50" if a == above[0] else "0")
+        above = [anchor] + [n.id for n in by_stage[st.id]]
 
     for i, e in enumerate(model.edges):
         hop_line, _fill = colours.worst(e.hops)
@@ -261,10 +270,22 @@ def paint(diagram: Diagram, url_templates: dict[str, str] | None = None) -> grap
         attrs["class"] = " ".join(["flow-edge"] + [hop_class(h) for h in e.hops])
         if e.style == "folded":
             attrs["color"] = f"{hop_line}:invis:{hop_line}"
-        label = _edge_label(e)
+        drift_lines: list[str] = []
+        if drift is not None:
+            items = [it for hid in e.hops for it in drift.get(hid, ())]
+            ends = set(model.nodes[e.head].target_of) if e.head in model.nodes else set()
+            ending = [it for hid in e.hops if hid in ends for it in drift.get(hid, ())]
+            if ending:  # the old and new lines on the edge that reaches the hop's target, once
+                drift_lines = _old_new(top_item(ending))
+            if items:
+                attrs["penwidth"] = str(max(2.2, float(attrs.get("penwidth", "1"))))
+            else:  # the unchanged path is faded, so the changes stand out
+                attrs["penwidth"] = "0.8"
+        label = _edge_label(e, drift_lines)
         if label:
             attrs["label"] = label
-            attrs["fontcolor"] = hop_line if e.style in ("missing", "unverifiable") else "#263238"
+            attrs["fontcolor"] = (hop_line if e.style in ("missing", "unverifiable") or drift_lines else
+                                  FADED if drift is not None else "#263238")
         tip = list(e.tooltip)
         if drift is not None:
             for hid in e.hops:
@@ -272,13 +293,20 @@ def paint(diagram: Diagram, url_templates: dict[str, str] | None = None) -> grap
         attrs["tooltip"] = _esc("\n".join(tip))
         attrs["labeltooltip"] = attrs["tooltip"]
         st_t, st_h = stage_index[stage_of[e.tail]], stage_index[stage_of[e.head]]
-        if st_t > st_h and e.style != "registration" and kind_of[e.head] != "handoff":
-            attrs["constraint"] = "false"
+        tail, head = e.tail, e.head
+        if st_t != st_h:
+            attrs["weight"] = "0"  # only the spine places the stages: a hop across stages must not skew them
+        if st_t > st_h:
+            # An edge up to an earlier stage (a class_init registering a hold phase drawn above it) is laid
+            # out downwards with its arrow reversed: it runs straight between the stages instead of looping
+            # round the side of the picture.
+            tail, head = head, tail
+            attrs.update(dir="back", arrowtail=attrs.pop("arrowhead", "normal"))
         url = _url(templates, *e.url) if e.url[1] else ""
         if url:
             attrs["URL"] = url
             attrs["target"] = "_blank"
-        g.edge(e.tail, e.head, **attrs)
+        g.edge(tail, head, **attrs)
     return g
 
 
@@ -286,6 +314,7 @@ def _node_attrs(n: Node, model: Model, colours: "_Colours", templates, drift, ol
                 node_items: dict[str, list[DriftItem]]) -> dict[str, str]:
     extra: list[str] = []
     tip_extra: list[str] = []
+    faded = False
     if drift is None:
         line, fill = colours.worst(n.target_of)
     else:
@@ -293,6 +322,7 @@ def _node_attrs(n: Node, model: Model, colours: "_Colours", templates, drift, ol
         items += [("", it) for it in node_items.get(n.id, ())]
         line, fill = drift_colour(top_item([it for _h, it in items])) if items else \
             (UNCHANGED if n.target_of or n.kind != "function" else PLAIN)
+        faded = not items
         for hid, it in items:
             tip_extra.append(item_line(it))
             pair = [x.strip() for x in it.subject.split(" -> ", 1)] if " -> " in it.subject else []
@@ -312,6 +342,8 @@ def _node_attrs(n: Node, model: Model, colours: "_Colours", templates, drift, ol
              "class": " ".join(["flow-node"] + [hop_class(h) for h in dict.fromkeys(n.target_of + n.mentioned_by)])}
     if n.target_of:
         attrs["penwidth"] = "1.6"
+    if faded:
+        attrs["fontcolor"] = FADED
     if n.kind == "class_init":
         attrs.update(shape="note", style="filled")
     elif n.kind == "handoff":
