@@ -109,13 +109,13 @@ def _node_label(n: Node, model: Model, extra: list[str]) -> str:
         where = loc(*n.defn) if n.defn[0] else (f"{loc(*n.callsite)} ({seen})" if n.callsite[0] else "")
         if where:
             cells.append(small.format(_h(where)))
-        if n.kind == "class_init" and n.note:
-            cells.append(small.format(_h(n.note)))
         elif n.target_of:
             statuses = {model.hops[h].status for h in n.target_of}
             why = ("outside the scanned trees" if statuses == {UNVERIFIABLE} else
                    "not found" if statuses & set(NOT_FOUND) else "no definition in scope")
             cells.append(small.format(why))
+        if n.kind == "class_init" and n.note:
+            cells.append(small.format(_h(n.note)))
     cells += [f'<font point-size="9" color="#37474f"><i>{_h(x)}</i></font>' for x in extra]
     rows = "".join(f'<tr><td cellpadding="{1 if i else 0}">{c}</td></tr>' for i, c in enumerate(cells))
     return f'<<table border="0" cellborder="0" cellspacing="0" cellpadding="0">{rows}</table>>'
@@ -223,7 +223,7 @@ def paint(diagram: Diagram, url_templates: dict[str, str] | None = None) -> grap
     colours = _Colours(model, drift)
     templates = SourceLinks(diagram.result.sources, url_templates)
     g = graphviz.Digraph(name=sanitize(diagram.result.flow) or "flow")
-    g.attr("graph", rankdir="TB", newrank="true", fontname=FONT, fontsize="12", nodesep="0.15",
+    g.attr("graph", rankdir="TB", newrank="true", fontname=FONT, fontsize="12", nodesep="0.1",
            ranksep="0.4", outputorder="edgesfirst", labelloc="t", labeljust="l", pad="0.3",
            label=_header(diagram.title, diagram.subtitle,
                          _legend(drift is not None, diagram.drift_kinds, diagram.collapse), diagram.others),
@@ -257,7 +257,7 @@ def paint(diagram: Diagram, url_templates: dict[str, str] | None = None) -> grap
                    if e.tail != e.head and (stage_of.get(e.tail) == st.id
                                             or stage_index[stage_of[e.tail]] < stage_index[st.id])}
             for n in by_stage[st.id]:
-                c.edge(anchor, n.id, style="invis", weight="0" if n.id in fed else "2")
+                c.edge(anchor, n.id, style="invis", weight="1" if n.id in fed else "2")
         for a in above:
             # the anchors form one heavy vertical spine, so the stages stay stacked in one column
             g.edge(a, anchor, style="invis", weight="50" if a == above[0] else "0")
