@@ -195,8 +195,10 @@ def test_trace_evidence_v612_v1000(fs):
     assert ev("main_loop_should_exit->qemu_system_reset") == ("system/runstate.c", 801)
     assert ev("arm_cpu_class_init:hold") == ("target/arm/cpu.c", 2707)
     assert hops["kvm_arm_gicv3_reset_hold->arm_gicv3_common_reset_hold"]["resolution"] == "qom-parent"
+    # the call a default reboot takes (reboot_mode = REBOOT_COLD): the else branch at psci.c:320, SYSTEM_RESET
+    # (this asserted the SYSTEM_RESET2 branch at :318 before every call site was listed)
     assert hops["psci_sys_reset->__invoke_psci_fn_hvc"]["conditions"] == [
-        "if ((reboot_mode == REBOOT_WARM || reboot_mode == REBOOT_SOFT) && psci_system_reset2_supported)"]
+        "if (!((reboot_mode == REBOOT_WARM || reboot_mode == REBOOT_SOFT) && psci_system_reset2_supported))"]
 
 
 def test_user_flow_guest_shutdown(fs):
