@@ -603,9 +603,72 @@ def _global_options_after_commands() -> None:
 _global_options_after_commands()
 
 
+class _Stopped(BaseException):
+    """A signal asked us to stop (not KeyboardInterrupt, which click would catch and print around)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+_STOP_SIGNALS = {"SIGINT": "interrupted", "SIGTERM": "terminated", "SIGHUP": "hung up"}
+
+
+def _on_signal(signum, _frame) -> None:
+    raise _Stopped(signum)
+
+
+def _catch_signals() -> dict:
+    """Ctrl-C, SIGTERM and SIGHUP unwind the stack (work directories removed, workers stopped), then exit
+    128+signal with one line. Returns the previous handlers."""
+    import signal
+
+    old = {}
+    for name in _STOP_SIGNALS:
+        sig = getattr(signal, name, None)
+        if sig is not None and signal.getsignal(sig) in (signal.default_int_handler, signal.SIG_DFL):
+            try:
+                old[sig] = signal.signal(sig, _on_signal)
+            except ValueError:  # not the main thread
+                break
+    return old
+
+
 def main() -> None:
+    import signal
+
+    old = _catch_signals()
+    try:
+        _main()
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+def _main(retry: bool = True) -> None:
+    import sqlite3
+
     try:
         cli.main(standalone_mode=False, prog_name="flowscan")
+    except sqlite3.DatabaseError as exc:  # an index damaged in a way its seal did not show
+        from flowscan.workspace import discard_damaged
+
+        if retry and discard_damaged():
+            click.echo(f"flowscan: warning: an index was damaged ({exc}): rebuilt it and asking again", err=True)
+            return _main(retry=False)
+        click.echo(f"flowscan: error: cache database error: {exc} (remove the cache's index directory)", err=True)
+        sys.exit(2)
+    except _Stopped as exc:
+        import signal
+
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a second one must not cut this short
+            signal.signal(sig, signal.SIG_IGN)
+        name = signal.Signals(exc.signum).name
+        try:
+            click.echo(f"flowscan: {_STOP_SIGNALS.get(name, 'stopped')}", err=True)
+        except OSError:  # the terminal is gone (SIGHUP)
+            pass
+        sys.exit(128 + exc.signum)
     except FlowscanError as exc:
         click.echo(f"flowscan: error: {exc}", err=True)
         sys.exit(2)

@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
+from flowscan import fileio
 from flowscan.index.facts_cache import FactsCache
 from flowscan.errors import FlowscanError
 from flowscan.graph.callgraph import Graph
@@ -33,6 +34,7 @@ from flowscan.sources.trees import Tree
 
 T = TypeVar("T")
 MAX_ROUNDS = 8
+QUESTION_PREFIX = ".question-"
 WIDE = 0.4  # a question whose files pass this share of the tree's bytes gets the whole index instead
 MAX_NEW = 200  # ... and so does one that asks for more new names than this in a round (every notifier
 # callback of Linux, each with its struct): searching for them would cost more than indexing
@@ -88,9 +90,9 @@ def answer(tree: Tree, entries: Sequence[FileEntry], question: Callable[[Graph],
     wanted = {"words": set(seeds), "members": set(), "defs": set()}
     searched: dict[str, set[str]] = {kind: set() for kind in wanted}
     files: set[str] = set()
-    if work_dir is not None:
-        work_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".question-", dir=work_dir) as tmp:
+    parent = Path(work_dir) if work_dir is not None else Path(tempfile.gettempdir())
+    fileio.sweep(parent, QUESTION_PREFIX)  # scratch indexes of questions that were killed
+    with fileio.work_dir(parent, QUESTION_PREFIX) as tmp:
         result: tuple[str, object] | None = None
         for rnd in range(MAX_ROUNDS):
             before = len(files)

@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
 from flowscan import cold as prefilter
 from flowscan.index.facts_cache import FactsCache
 from flowscan.errors import FlowscanError
-from flowscan.fileio import atomic_write_text
+from flowscan.fileio import atomic_write_text, locked
+from flowscan.index import integrity
 from flowscan.graph.callgraph import Graph
-from flowscan.index.store import INDEX_VERSION, Index, index_key, index_path, registry_digest, remove_quietly
+from flowscan.index.store import INDEX_VERSION, Index, index_key, index_path, layout, registry_digest
 from flowscan.extract.apis import default_registry
 from flowscan.extract.macros import check_macro_tables, facts_version
 from flowscan.resources import fixtures_dir
@@ -33,6 +34,7 @@ if TYPE_CHECKING:  # (spec.py brings jsonschema: a question on an index needs ne
     from flowscan.flow.spec import FlowSpec
 
 T = TypeVar("T")
+OPENED: list[Path] = []  # the indexes this process reads (checked again when SQLite reports damage)
 
 # The embedded default: the bundled miniature trees (newer versions), so `flowscan trace` runs anywhere.
 DEMO = {"guest": ("linux", "v6.12"), "host": ("linux", "v6.12"), "vmm": ("qemu", "v10.0.0")}
@@ -68,18 +70,54 @@ def record_scan(cache_dir: Path, label: str, stats: ScanStats) -> None:
 
 
 def _open_index(path: Path) -> Index | None:
-    """An index built earlier, or None when there is none or it cannot be read (it is then rebuilt)."""
-    if not path.is_file():
+    """The index built earlier, when it is there and sealed as it is now (no read of it: the warm path)."""
+    if not path.is_file() or not integrity.unchanged(path):
         return None
+    return _opened(path)
+
+
+def _opened(path: Path) -> Index | None:
     try:
         ix = Index.open(path)
         if ix.meta().get("version") == INDEX_VERSION:
+            OPENED.append(path)
             return ix
         ix.db.close()
     except sqlite3.DatabaseError:
         pass
-    remove_quietly(path)
     return None
+
+
+def _checked_index(path: Path, label: str, progress: Progress) -> Index | None:
+    """The index after a full check (the caller holds its lock), or None: there is none, or it was damaged
+    and is gone (the caller rebuilds it)."""
+    if not path.is_file():
+        integrity.discard(path)
+        return None
+    problem = integrity.verify(path, layout())
+    ix = None if problem else _opened(path)
+    if ix is None:
+        progress.warn(f"the index of {label} was damaged ({problem or 'unreadable'}): rebuilding it")
+        integrity.discard(path)
+    return ix
+
+
+def discard_damaged() -> list[Path]:
+    """After SQLite reported damage during a question: the indexes this process opened that fail a full
+    check, removed (the caller may ask again: they are rebuilt)."""
+    bad = []
+    for path in dict.fromkeys(OPENED):
+        with locked(_lock_of(path)):
+            if path.is_file() and (integrity.schema_problem(path, layout()) or integrity.quick_problem(path)):
+                integrity.discard(path)
+                bad.append(path)
+    OPENED.clear()
+    return bad
+
+
+def _lock_of(index: Path) -> Path:
+    """The lock of one index (beside the cache's other locks, not among the indexes)."""
+    return index.parent.parent / "locks" / f"index-{index.stem}.lock"
 
 
 def _index_path(tree: Tree, scopes: Sequence[str], cache_dir: Path, strict: bool,
@@ -107,18 +145,27 @@ def load(source: Source, scopes: Sequence[str] = (), *, cache_dir: Path, jobs: i
     registry = default_registry()
     path, entries = _index_path(tree, scopes, cache_dir, strict_scopes, registry)
     started = time.perf_counter()
+    stats = None
     ix = _open_index(path)
-    if ix is not None:
+    if ix is None:
+        # one builder per index; the others wait for it and use its work
+        with locked(_lock_of(path), lambda: progress.message(f"waiting for another flowscan indexing {tree.label}")):
+            ix = _checked_index(path, tree.label, progress)
+            if ix is None:
+                if entries is None:
+                    entries = tree.files(scopes, strict_scopes)
+                stats = build_index(tree, entries, FactsCache(cache_dir / "facts", facts_version()), path,
+                                    jobs=jobs, progress=progress, registry=registry,
+                                    meta={"version": INDEX_VERSION, "tree": tree.label, "commit": tree.commit,
+                                          "scopes": " ".join(scopes)})
+                integrity.seal(path)
+                ix = _opened(path)
+                if ix is None:
+                    raise FlowscanError(f"the index of {tree.label} just built at {path} cannot be read")
+    if stats is None:  # answered from an index built earlier
         counts = ix.file_counts()
         stats = ScanStats(files=counts["files"], reused=counts["files"] - counts["skipped"],
                           skipped=counts["skipped"], indexed=True)
-    else:
-        if entries is None:
-            entries = tree.files(scopes, strict_scopes)
-        stats = build_index(tree, entries, FactsCache(cache_dir / "facts", facts_version()), path, jobs=jobs, progress=progress,
-                            registry=registry, meta={"version": INDEX_VERSION, "tree": tree.label,
-                                                     "commit": tree.commit, "scopes": " ".join(scopes)})
-        ix = Index.open(path)
     stats.seconds = time.perf_counter() - started
     if not stats.files or stats.skipped == stats.files:
         raise _no_files(tree, scopes)

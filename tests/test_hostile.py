@@ -173,3 +173,273 @@ def test_a_bad_macro_table_is_one_error_and_poisons_nothing(tmp_path, capsys, mo
     monkeypatch.delenv("FLOWSCAN_MACROS")
     code, out, err = run(capsys, "-q", "--cache-dir", cache, "callees", "caller", "--src", str(src), "--whole")
     assert (code, out) == (0, "a.c:3: caller -> helper_poke (not defined in scope)  [direct]\n"), err
+
+
+# ------------------------------------------------------------------------------------ a tree worth killing
+
+def synthetic_tree(root: Path, files: int = 100, funcs: int = 40) -> Path:
+    """C files enough for a parse that lasts a few seconds on two workers: every function calls the next."""
+    for f in range(files):
+        body = []
+        for i in range(funcs):
+            nxt = f"fn_{f}_{i + 1}" if i + 1 < funcs else f"fn_{(f + 1) % files}_0"
+            body.append(f"#ifdef CONFIG_F{f}_{i}\nstatic int tab_{f}_{i}[] = {{ {', '.join(map(str, range(30)))} }};\n"
+                        f"#endif\nint fn_{f}_{i}(int a)\n{{\n\tif (a > {i}) {{\n\t\tswitch (a) {{\n"
+                        f"\t\tcase {i}: return {nxt}(a - 1);\n\t\tdefault: break;\n\t\t}}\n\t}}\n"
+                        f"\treturn {nxt}(a + tab_{f}_{i % 3}[0]);\n}}\n")
+        path = root / f"d{f % 8}" / f"file{f}.c"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(body))
+    return root
+
+
+def git_repo(root: Path, tag: str = "v1") -> Path:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@localhost", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@localhost", "GIT_CONFIG_NOSYSTEM": "1"}
+    for args in (["init", "-q", "-b", "master"], ["add", "-A"], ["commit", "-q", "-m", "c"], ["tag", tag]):
+        subprocess.run(["git", *args], cwd=root, check=True, env=env, capture_output=True)
+    return root
+
+
+@pytest.fixture(scope="module")
+def big_tree(tmp_path_factory) -> Path:
+    return git_repo(synthetic_tree(tmp_path_factory.mktemp("big") / "tree"))
+
+
+def _session_alive(sid: int) -> list[str]:
+    """Processes of session `sid` still running (zombies waiting to be reaped do not count)."""
+    alive = []
+    for ent in Path("/proc").iterdir():
+        if not ent.name.isdigit():
+            continue
+        try:
+            stat = (ent / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[3]) == sid and fields[0] != "Z":
+            alive.append(f"{ent.name} {stat[:stat.rindex(')') + 1]}")
+    return alive
+
+
+def _start(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "flowscan", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def _wait_for(proc: subprocess.Popen, word: bytes, limit: float = 60) -> bytes:
+    """Read stderr until `word` shows (the run has reached that stage)."""
+    import select
+    import time
+
+    seen = b""
+    end = time.monotonic() + limit
+    while word not in seen and time.monotonic() < end:
+        ready, _, _ = select.select([proc.stderr], [], [], 0.2)
+        if ready:
+            chunk = os.read(proc.stderr.fileno(), 4096)
+            if not chunk:
+                break
+            seen += chunk
+    return seen
+
+
+def _leftovers(cache: Path) -> list[str]:
+    index = cache / "index"
+    names = sorted(p.name for p in index.iterdir()) if index.is_dir() else []
+    return [n for n in names if not (n.endswith(".sqlite") or n.endswith(".sqlite.seal"))]
+
+
+@pytest.mark.parametrize("signame, group", [("SIGKILL", False), ("SIGTERM", False), ("SIGHUP", False),
+                                            ("SIGINT", True)])
+def test_a_killed_run_leaves_nothing_running_or_half_written(big_tree, tmp_path, signame, group):
+    """Killed while its workers parse: the caller's read of stdout ends at once, no process of the run
+    survives, no index is half there; a caught signal exits 128+n with one line and cleans up; the next run
+    sweeps what SIGKILL left and answers as an uninterrupted run does."""
+    import random
+    import signal
+    import time
+
+    sig = getattr(signal, signame)
+    cache = tmp_path / "cache"
+    args = ["--cache-dir", str(cache), "-j", "2", "index", "--repo", str(big_tree), "--ref", "v1"]
+    proc = _start(args)
+    assert b"parsing" in _wait_for(proc, b"parsing")
+    time.sleep(random.Random(signame).uniform(0.1, 0.8))
+    (os.killpg if group else os.kill)(proc.pid, sig)
+    out, err = proc.communicate(timeout=30)  # a worker holding stdout would make this wait forever
+    assert proc.returncode in (-sig, 128 + sig), (proc.returncode, err)
+    time.sleep(0.5)
+    assert _session_alive(proc.pid) == []
+    assert not list((cache / "index").glob("*.sqlite"))  # nothing half-written took the index's name
+    if sig != signal.SIGKILL:
+        lines = [ln for ln in err.decode().splitlines() if ln.strip()]
+        assert lines[-1] == {"SIGTERM": "flowscan: terminated", "SIGHUP": "flowscan: hung up",
+                             "SIGINT": "flowscan: interrupted"}[signame], err
+        assert b"Traceback" not in err and b"Exception ignored" not in err, err
+        assert _leftovers(cache) == []
+    else:
+        assert any(n.startswith(".build-") for n in _leftovers(cache))  # what a later run must sweep
+    again = flowscan("-q", "--cache-dir", str(cache), "-j", "2", "callees", "fn_3_39", "--repo", str(big_tree),
+                     "--ref", "v1")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.decode() == ("d3/file3.c:515: fn_3_39 -> fn_4_0 (d4/file4.c)  [direct]  [case 39; if (a > 39)]\n"
+                                     "d3/file3.c:519: fn_3_39 -> fn_4_0 (d4/file4.c)  [direct]\n")
+    assert _leftovers(cache) == []
+
+
+def test_ctrl_c_while_reading_blobs_prints_one_line(big_tree, tmp_path):
+    """Ctrl-C reaches the whole process group, git too: no traceback from the generator that was
+    reading from git when it died."""
+    import signal
+    import time
+
+    for delay in (0.0, 0.3, 0.7):
+        cache = tmp_path / f"c{delay}"
+        proc = _start(["--cache-dir", str(cache), "-j", "2", "callers", "fn_5_0", "--repo", str(big_tree),
+                       "--ref", "v1", "--whole"])
+        seen = _wait_for(proc, b"parsing")
+        time.sleep(delay)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        err = seen + err
+        assert proc.returncode == 130, err
+        assert b"Traceback" not in err and b"Exception ignored" not in err, err
+        assert err.decode().splitlines()[-1] == "flowscan: interrupted"
+
+
+def test_several_processes_on_one_cache_agree_with_one_run(big_tree, tmp_path):
+    """Four runs at once on an empty cache: one builds the index, the others wait for it; all answer what a
+    run alone answers, and the cache holds one index and no scratch."""
+    alone = flowscan("-q", "--cache-dir", str(tmp_path / "alone"), "-j", "1", "callers", "fn_7_0", "--repo",
+                     str(big_tree), "--ref", "v1", "--whole")
+    assert alone.returncode == 0 and alone.stdout, alone.stderr
+    cache = tmp_path / "shared"
+    procs = [_start(["-q", "--cache-dir", str(cache), "-j", "1", *cmd, "--repo", str(big_tree), "--ref", "v1"])
+             for cmd in (["callers", "fn_7_0", "--whole"], ["callers", "fn_7_0", "--whole"], ["index"],
+                         ["callers", "fn_7_0", "--whole"])]
+    results = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, results):
+        assert p.returncode == 0 and b"Traceback" not in err, err
+    assert {results[i][0] for i in (0, 1, 3)} == {alone.stdout}
+    assert len(list((cache / "index").glob("*.sqlite"))) == 1 and _leftovers(cache) == []
+
+
+# ------------------------------------------------------------------------------------ damaged caches
+
+def _flip(path: Path, at: float, keep_stat: bool = False) -> None:
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    i = min(len(data) - 1, int(len(data) * at))
+    data[i] ^= 0x5A
+    path.write_bytes(bytes(data))
+    if keep_stat:
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _sql(path: Path, statement: str) -> None:
+    import sqlite3
+
+    db = sqlite3.connect(path)
+    db.execute(statement)
+    db.commit()
+    db.close()
+
+
+def _zero_tail(path: Path) -> None:
+    """The second half of the pages zeroed, size, mtime and inode kept: only SQLite can notice."""
+    st = path.stat()
+    with open(path, "r+b") as fh:
+        fh.seek(st.st_size // 2)
+        fh.write(b"\0" * (st.st_size - st.st_size // 2))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+DAMAGE = {
+    "bit flip in the header": lambda p: _flip(p, 0.0002),
+    "bit flip in the middle": lambda p: _flip(p, 0.5),
+    "bit flip near the end": lambda p: _flip(p, 0.98),
+    "truncated": lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),
+    "empty": lambda p: p.write_bytes(b""),
+    "not a database": lambda p: p.write_bytes(os.urandom(8192)),
+    "table dropped": lambda p: _sql(p, "DROP TABLE calls"),
+    "lookup index dropped": lambda p: _sql(p, "DROP INDEX functions_name"),
+    "row edited": lambda p: _sql(p, "UPDATE functions SET name = 'nothing' WHERE name = 'fn_3_39'"),
+    "pages zeroed, stat kept": _zero_tail,
+    "seal removed": lambda p: Path(str(p) + ".seal").unlink(),
+    "seal garbage": lambda p: Path(str(p) + ".seal").write_text("{not json"),
+    "seal removed, index truncated": lambda p: (Path(str(p) + ".seal").unlink(),
+                                                p.write_bytes(p.read_bytes()[:4096])),
+    "index replaced by a directory of the same name": lambda p: (p.unlink(), p.mkdir()),
+}
+
+
+@pytest.fixture(scope="module")
+def small_tree(tmp_path_factory) -> Path:
+    return synthetic_tree(tmp_path_factory.mktemp("small") / "tree", files=12, funcs=40)
+
+
+@pytest.mark.parametrize("how", sorted(DAMAGE))
+def test_a_damaged_index_is_detected_and_rebuilt(small_tree, tmp_path, capsys, how):
+    from flowscan.index import integrity
+
+    cache = str(tmp_path / "cache")
+    ask = ("-q", "--cache-dir", cache, "-j", "1", "callees", "fn_3_39", "--src", str(small_tree), "--whole")
+    code, good, err = run(capsys, *ask)
+    assert code == 0 and "fn_3_39 -> fn_4_0" in good, err
+    (path,) = (tmp_path / "cache" / "index").glob("*.sqlite")
+    DAMAGE[how](path)
+    code, out, err = run(capsys, *ask)
+    if how == "index replaced by a directory of the same name":
+        assert code == 2 and "Traceback" not in err
+        assert "Is a directory" in one_line_error(err), err
+        return
+    assert (code, out) == (0, good), err
+    assert "Traceback" not in err
+    assert path.is_file() and integrity.unchanged(path)  # rebuilt (or found sound) and sealed
+    assert run(capsys, *ask)[1] == good  # and the next run takes it as it is
+
+
+def test_damaged_facts_and_scan_records_are_rebuilt(small_tree, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    ask = ("-q", "--cache-dir", str(cache), "-j", "1", "callees", "fn_3_39", "--src", str(small_tree), "--whole")
+    code, good, _ = run(capsys, *ask)
+    entries = [p for p in (cache / "facts").rglob("*") if p.is_file()]
+    assert len(entries) == 12
+    for i, entry in enumerate(entries):  # each one damaged a different way
+        [lambda p: _flip(p, 0.5), lambda p: p.write_bytes(b""), lambda p: p.write_bytes(p.read_bytes()[:40]),
+         lambda p: _flip(p, 0.01)][i % 4](entry)
+    (cache / "scans.json").write_text("[1, 2")
+    for path in (cache / "index").iterdir():
+        path.unlink()
+    code, out, err = run(capsys, *ask)
+    assert (code, out) == (0, good) and "Traceback" not in err
+    assert json.loads((cache / "scans.json").read_text())  # written again
+
+
+def test_damage_only_sqlite_sees_is_rebuilt_when_a_question_meets_it(small_tree, tmp_path, capsys):
+    """The calls table's pages zeroed behind the seal's back (size, mtime, inode kept): the warm open trusts
+    the seal, the question meets SQLite's error, the index is checked, dropped, rebuilt, asked again."""
+    import sqlite3
+
+    cache = str(tmp_path / "cache")
+    ask = ("-q", "--cache-dir", cache, "-j", "1", "callees", "fn_3_39", "--src", str(small_tree), "--whole")
+    code, good, _ = run(capsys, *ask)
+    (path,) = (tmp_path / "cache" / "index").glob("*.sqlite")
+    db = sqlite3.connect(path)
+    pages = [n for (n,) in db.execute("SELECT pageno FROM dbstat WHERE name = 'calls' AND pagetype = 'leaf'")]
+    size = db.execute("PRAGMA page_size").fetchone()[0]
+    db.close()
+    assert pages
+    st = path.stat()
+    with open(path, "r+b") as fh:
+        for n in pages:
+            fh.seek((n - 1) * size)
+            fh.write(b"\xff" * size)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    code, out, err = run(capsys, *ask)
+    assert (code, out) == (0, good), err
+    (line,) = err.splitlines()
+    assert line.startswith("flowscan: warning: an index was damaged (") and "rebuilt it" in line
+    assert run(capsys, *ask)[1:] == (good, "")

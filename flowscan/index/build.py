@@ -12,17 +12,21 @@ so memory stays flat on a whole Linux tree. Facts are keyed by blob alone; the s
 from __future__ import annotations
 
 import concurrent.futures as cf
+import ctypes
 import json
 import multiprocessing
 import os
-import shutil
+import signal
 import sqlite3
+import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+from flowscan.fileio import sweep, work_dir
 from flowscan.index import store as ixm
 from flowscan.index.facts_cache import FactsCache
 from flowscan.extract.facts import FileFacts
@@ -37,6 +41,8 @@ BATCH_BYTES = 1 << 20  # ... or fewer when they are big
 BATCH_CACHED = 64  # files per task whose facts are in the cache
 IN_PROCESS_BELOW = 8  # so few files are not worth starting a pool for
 PROGRESS_ABOVE = 50
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+WORK_PREFIX = ".build-"  # work directories beside the index (a shard per worker, the index being written)
 
 # The extractor, resolved on first use (tests may set it to a stub; forked workers inherit it).
 _EXTRACT: Callable[[bytes, str], FileFacts] | None = None
@@ -151,7 +157,47 @@ def _work(batch: list[Task], shard_dir: str, cache_root: str | None,
 def _pool(jobs: int) -> cf.ProcessPoolExecutor:
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork") if "fork" in methods else None
-    return cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx)
+    return cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_start,
+                                  initargs=(os.getpid(),))
+
+
+def _worker_start(parent: int) -> None:
+    """Workers die with the parent: killed (even by SIGKILL) it must not leave them running, holding its
+    stdout (a caller reading the output would wait forever) and its work directory's lock."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent stops us
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)  # (a forked worker inherits the parent's handlers)
+    if not _die_with_parent():
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    if os.getppid() != parent:  # the parent died before the line above
+        os._exit(1)
+
+
+def _die_with_parent() -> bool:
+    """Linux: have the kernel send SIGKILL when the parent exits (PR_SET_PDEATHSIG)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _watch_parent(parent: int) -> None:
+    """Elsewhere: notice being orphaned (re-parented) within a second."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
+def _stop(pool: cf.ProcessPoolExecutor) -> None:
+    """Stop the workers now (not after the queued batches): cancel what is queued, kill what runs."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in multiprocessing.active_children():
+        proc.kill()
+    for proc in multiprocessing.active_children():
+        proc.join(timeout=5)
 
 
 def _batches(tree: Tree, ids: dict[str, int], cached: list[FileEntry],
@@ -179,7 +225,16 @@ def build_index(tree: Tree, entries: Sequence[FileEntry], cache: FactsCache | No
     stats = ScanStats(files=len(entries))
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    sweep(dest.parent, WORK_PREFIX)  # left by runs that were killed
+    with work_dir(dest.parent, WORK_PREFIX) as work:
+        _build(tree, entries, cache, dest, work, jobs, progress, registry, meta, partial, stats)
+    stats.seconds = time.perf_counter() - started
+    return stats
+
+
+def _build(tree: Tree, entries: Sequence[FileEntry], cache: FactsCache | None, dest: Path, work: Path, jobs: int,
+           progress: Progress, registry: Registry, meta: dict[str, str] | None, partial: bool,
+           stats: ScanStats) -> None:
     try:
         db = ixm.connect_for_writing(work / "index.sqlite")
         ids = {e.path: i + 1 for i, e in enumerate(entries)}  # entries are sorted by path
@@ -230,7 +285,8 @@ def build_index(tree: Tree, entries: Sequence[FileEntry], cache: FactsCache | No
                     for batch in _batches(tree, ids, hits, misses):
                         take(_work(batch, *args))
                 else:
-                    with _pool(jobs) as pool:
+                    pool = _pool(jobs)
+                    try:
                         pending: set[cf.Future] = set()
                         for batch in _batches(tree, ids, hits, misses):
                             pending.add(pool.submit(_work, batch, *args))
@@ -240,6 +296,10 @@ def build_index(tree: Tree, entries: Sequence[FileEntry], cache: FactsCache | No
                                     take(fut.result())
                         for fut in cf.as_completed(pending):
                             take(fut.result())
+                    except BaseException:  # interrupted, or a worker failed: stop the others now
+                        _stop(pool)
+                        raise
+                    pool.shutdown()
                 if retry:  # cache entries that turned out bad: read and extract those files
                     rounds.append(([], sorted(retry, key=lambda e: e.path)))
                     retry.clear()
@@ -254,9 +314,6 @@ def build_index(tree: Tree, entries: Sequence[FileEntry], cache: FactsCache | No
         os.replace(work / "index.sqlite", dest)
     finally:
         _close_own_shard(str(work))
-        shutil.rmtree(work, ignore_errors=True)
-    stats.seconds = time.perf_counter() - started
-    return stats
 
 
 def _close_own_shard(shard_dir: str) -> None:

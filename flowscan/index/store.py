@@ -27,6 +27,7 @@ from flowscan.extract.facts import CallSite, ConstantUse, FieldDecl, FileFacts, 
 from flowscan.extract.registrations import Registration, find_registrations, synthetic_stores
 from flowscan.extract.apis import Registry
 from flowscan.extract.macros import facts_version
+from flowscan.index.integrity import expected_objects
 
 INDEX_VERSION = "ix-4"
 SEP = "\x1f"
@@ -440,6 +441,11 @@ class Index:
         files, skipped = self.db.execute(
             "SELECT count(*), sum(skipped != '') FROM files").fetchone()
         return {"files": files, "skipped": skipped or 0}
+
+
+def layout() -> set[tuple[str, str]]:
+    """Every (type, name) of a table or index a complete index holds (a damaged one may lack some)."""
+    return expected_objects(SCHEMA, _INDEXES)
 
 
 def index_key(snapshot: str, registry: str) -> str:

@@ -264,8 +264,13 @@ class _CatFile:
                     pending -= 1
                     yield item
             finally:
-                for _ in range(pending):  # consumer stopped early: keep the protocol in step
-                    self._response()
+                try:
+                    for _ in range(pending):  # consumer stopped early: keep the protocol in step
+                        self._response()
+                except (FlowscanError, OSError, ValueError):
+                    # git died with us (Ctrl-C reaches the whole process group): nothing left to keep in
+                    # step, and an error raised while the generator is closed would only print a traceback
+                    self.close()
 
 
 class GitTree(Tree):
@@ -288,7 +293,7 @@ class GitTree(Tree):
         return run(self.repo.git, args, input=input)
 
     def _catfile(self) -> _CatFile:
-        if self._cat is None:
+        if self._cat is None or self._cat.proc.poll() is not None:  # none yet, or it stopped: a new one
             self._cat = _CatFile(self.repo)
         return self._cat
 
