@@ -76,7 +76,7 @@ def test_defs_keeps_every_architecture(q, linux_new):
     code, out, _ = q("defs", "machine_restart", "--src", str(linux_new))
     assert code == 0
     assert out.splitlines() == ["arch/arm64/kernel/process.c:46: void machine_restart(char *cmd)",
-                                "arch/x86/kernel/reboot.c:61: void machine_restart(char *cmd)"]
+                                "arch/x86/kernel/reboot.c:131: void machine_restart(char *cmd)"]
     code, out, _ = q("defs", "efi_reboot", "--src", str(linux_new), "--format", "json")
     conds = sorted(tuple(d["conditions"]) for d in json.loads(out))
     assert conds == [(), ("!CONFIG_EFI",)]
