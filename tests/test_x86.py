@@ -3,6 +3,9 @@ handler registered at that port, literal port numbers as handoff constants."""
 
 from __future__ import annotations
 
+import re
+import shutil
+import struct
 from pathlib import Path
 
 import pytest
@@ -142,3 +145,35 @@ def test_spec_rejects_a_bad_address(tmp_path):
 
 def test_flow_is_listed():
     assert Path(find_flow("x86-reboot")).name == "x86-reboot.toml"
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs /usr/bin/chromium")
+@pytest.mark.skipif(shutil.which("dot") is None, reason="needs Graphviz `dot`")
+def test_x86_report_in_headless_chromium(tmp_path, new):
+    """The HTML report of x86-reboot renders: the script ran, every hop has its table row, the region
+    evidence of the port hops is on the page, and a screenshot is not blank."""
+    from flowscan.report import diagram as render
+    from flowscan.report import html as html_report
+    from tests.test_report import _chromium, _console_messages
+
+    page = tmp_path / "x86.html"
+    page.write_text(html_report.html_page(new, render.svg_text(render.flow_graph(new))), encoding="utf-8")
+    target = render.node_id("vmm", "kbd_write_command")
+    dom = _chromium(["--dump-dom", f"{page.as_uri()}#select={target}"], tmp_path)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert _console_messages(dom.stderr) == []
+    html = dom.stdout
+    assert 'data-ready="1"' in html and "<svg" in html and f'id="{target}"' in html
+    rows = re.findall(r'<tr class="hop(?: hl)?" id="([^"]+)"', html)
+    assert sorted(rows) == sorted(render.hop_class(h.id) for h in new.hops)
+    highlighted = set(re.findall(r'<tr class="hop hl" id="([^"]+)"', html))
+    assert highlighted == {render.hop_class(i) for i in ("pio-write:0x64", "kbd:reset_request")}
+    assert "x86-64 guest reboot under KVM and QEMU" in html
+    assert "hw/input/pckbd.c:82" in html  # where port 0x64 is mapped (isa_register_ioport)
+    shot = tmp_path / "x86.png"
+    res = _chromium([f"--screenshot={shot}", "--window-size=1600,1000", page.as_uri()], tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", data[16:24]) == (1600, 1000)
+    assert len(data) > 50_000, "screenshot looks blank"
