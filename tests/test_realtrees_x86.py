@@ -53,8 +53,12 @@ def test_every_hop_verified_or_explained(results, linux):
     assert {i for i, s in statuses.items() if s == "unverifiable"} == UNVERIFIABLE
     vt = statuses.pop("vt_handle_exit->vmx_handle_exit")
     assert vt == ("verified" if linux == "v7.2.8" else "skipped-optional")  # vt_x86_ops wraps VMX and TDX
+    chain = statuses.pop("native_machine_restart->do_kernel_restart")  # v7.2.8: do_kernel_restart(command);
+    assert chain == ("verified" if linux == "v7.2.8" else "skipped-optional")
     assert {s for i, s in statuses.items() if i not in UNVERIFIABLE} == {"verified"}
-    assert len(r["hops"]) == 58
+    assert len(r["hops"]) == 59
+    if linux == "v7.2.8":
+        assert where(r, "native_machine_restart->do_kernel_restart") == [("arch/x86/kernel/reboot.c", 734)]
 
 
 # guest: reboot_type methods in native_machine_emergency_restart (arch/x86/kernel/reboot.c)
