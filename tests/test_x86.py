@@ -156,10 +156,11 @@ def test_x86_report_in_headless_chromium(tmp_path, new):
     evidence of the port hops is on the page, and a screenshot is not blank."""
     from flowscan.report import diagram as render
     from flowscan.report import html as html_report
+    from flowscan.report import painter
     from tests.test_report import _chromium, _console_messages
 
     page = tmp_path / "x86.html"
-    page.write_text(html_report.html_page(new, render.svg_text(render.flow_graph(new))), encoding="utf-8")
+    page.write_text(html_report.html_page(new, painter.svg_text(painter.flow_graph(new))), encoding="utf-8")
     target = render.node_id("vmm", "kbd_write_command")
     dom = _chromium(["--dump-dom", f"{page.as_uri()}#select={target}"], tmp_path)
     assert dom.returncode == 0, dom.stderr[-2000:]
