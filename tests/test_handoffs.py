@@ -157,3 +157,12 @@ def test_rename_and_move_within_the_caller(pair):
     assert (order.old.line, order.new.line) == (43, 37)
     cond = items[("path-changed", "kvm_arm_gicv3_reset_hold -> arm_gicv3_common_reset_hold: under other conditions")]
     assert cond.detail == "was: unconditional; now: if (kgc->parent_phases.hold)"
+
+
+def test_tables_show_both_sides_of_a_handoff(pair):
+    from flowscan.report.hops import where_text
+    new = pair[1]
+    assert where_text(hop(new, "ioctl:KVM_RUN")) == "accel/kvm/kvm-all.c:113 -> virt/kvm/kvm_main.c:69"
+    assert where_text(hop(new, "trap:HVC64")) == \
+        "arch/arm64/kernel/smccc-call.S:31 -> arch/arm64/kvm/handle_exit.c:74"
+    assert where_text(hop(new, "kvm_vcpu_ioctl->kvm_arch_vcpu_ioctl_run")) == "virt/kvm/kvm_main.c:73"

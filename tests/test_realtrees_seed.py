@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_realtrees import LINUX, QEMU, _diff, _have, _trace, fs  # noqa: F401 (fixtures)
+from tests.test_realtrees import LINUX, QEMU, _diff, _have, _trace, cache, fs  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.realtrees
 

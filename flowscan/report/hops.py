@@ -49,6 +49,22 @@ def primary_evidence(hop: HopResult) -> Evidence | None:
     return hop.evidence[0] if hop.evidence else None
 
 
+def handoff_ends(hop: HopResult) -> tuple[Evidence | None, Evidence | None]:
+    """A handoff's first producer and first consumer evidence (both sides' file:line)."""
+    prod = next((e for e in hop.evidence if e.side == PRODUCER and e.role == hop.role), None)
+    cons = next((e for e in hop.evidence if e.side == CONSUMER and e.role == target_role(hop)), None)
+    return prod, cons
+
+
+def where_text(hop: HopResult) -> str:
+    """The table's WHERE: the primary evidence; for a handoff, producer -> consumer."""
+    if hop.kind == "handoff":
+        prod, cons = handoff_ends(hop)
+        if prod and cons:
+            return f"{ev_loc(prod)} -> {ev_loc(cons)}"
+    return ev_loc(primary_evidence(hop))
+
+
 def evidence_text(ev: Evidence) -> str:
     """One piece of evidence in a few words, from its fields."""
     if ev.what == "call":

@@ -4,7 +4,7 @@ candidates, a summary; for drift, counts by severity and a table of items with o
 from __future__ import annotations
 
 from flowscan.flow.results import MISSING, NOT_FOUND, SKIPPED, UNVERIFIABLE, VERIFIED, DriftReport, FlowResult
-from flowscan.report.hops import (dispatch_lines, ev_loc, evidence_text, hop_how, hop_names, path_text,
+from flowscan.report.hops import (dispatch_lines, ev_loc, handoff_ends, evidence_text, hop_how, hop_names, path_text,
                                   primary_evidence, refs_text, severity_counts, site_lines, sorted_items,
                                   stages, summary_line)
 from flowscan.report.links import SourceLinks
@@ -52,6 +52,9 @@ def trace_markdown(result: FlowResult) -> str:
                 cell += f"<br><sub>{_md(path)}</sub>"
             ev = primary_evidence(h)
             where = _md_link(ev_loc(ev), links.of(ev)) if ev else ""
+            prod, cons = handoff_ends(h) if h.kind == "handoff" else (None, None)
+            if prod and cons:  # a handoff: both sides
+                where = f"{_md_link(ev_loc(prod), links.of(prod))} → {_md_link(ev_loc(cons), links.of(cons))}"
             mark = STATUS_MARK.get(h.status, h.status) + (f" (wide: {h.width})" if h.wide and h.status == VERIFIED else "")
             out.append(f"| {cell} | {mark} | {_md(hop_how(h))} | {where} | "
                        f"{_md('; '.join(h.conditions))} |")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flowscan.flow.results import DriftReport, FlowResult
-from flowscan.report.hops import (ev_loc, hop_how, hop_names, primary_evidence, refs_text, severity_counts,
+from flowscan.report.hops import (ev_loc, where_text, hop_how, hop_names, primary_evidence, refs_text, severity_counts,
                                   site_count_text, sorted_items, source_text, stages, status_text,
                                   summary_line)
 
@@ -27,7 +27,7 @@ def trace_table(result: FlowResult) -> str:
         for h in (h for h in result.hops if h.stage == st.id):
             frm, to = hop_names(h)
             ev = primary_evidence(h)
-            rows.append([st.id, frm, to, status_text(h), hop_how(h), (ev_loc(ev) or "-") + site_count_text(h),
+            rows.append([st.id, frm, to, status_text(h), hop_how(h), (where_text(h) or "-") + site_count_text(h),
                          "; ".join(h.conditions)])
     lines += table(["STAGE", "FROM", "TO", "STATUS", "HOW", "WHERE", "CONDITIONS"], rows)
     lines.append("")
