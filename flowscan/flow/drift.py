@@ -122,12 +122,27 @@ def diff_results(old: FlowResult, new: FlowResult) -> DriftReport:
                 items.append(_item("path-changed", h, f"{h.frm} -> {h.to}", f"was: {before}; now: {after}",
                                    step_evidence(h.role, so), step_evidence(h.role, sn)))
 
+    # the parent class_init behind a qom-parent call, renamed (cpu_class_init -> cpu_common_class_init)
+    oo, no = old.context.get("owners", {}), new.context.get("owners", {})
+    ofn, nfn = old.context.get("functions", {}), new.context.get("functions", {})
+    for h in new.hops:
+        a, b = oo.get(h.id, ""), no.get(h.id, "")
+        if a and b and a != b and f"{h.role}:{a}" not in nfn and f"{h.role}:{b}" not in ofn:
+            rename(h, a, b, _def_ev(h.role, a, ofn), _def_ev(h.role, b, nfn))
     fn_items, report.unchanged = _functions(old, new, renames)
     items.extend(fn_items)
     items.extend(_call_order(old, new, renames))
     items.extend(_neighbourhood(old, new, renames))
     report.items = sorted(items, key=lambda i: (SEVERITIES.index(i.severity) * -1, i.stage, i.kind, i.subject))
     return report
+
+
+def _def_ev(role: str, name: str, fns: dict) -> Evidence | None:
+    info = fns.get(f"{role}:{name}")
+    if not info:
+        return None
+    return Evidence(role=role, path=info["path"], line=info["line"], function=name, what="definition",
+                    signature=info["params"])
 
 
 def _step_renames(h: HopResult, o: HopResult, rename) -> None:
@@ -314,10 +329,11 @@ def _neighbourhood(old: FlowResult, new: FlowResult, renames: dict[str, str]) ->
     orr, nr = old.context.get("registrations", {}), new.context.get("registrations", {})
     api_changed = {h.matched_from for h in new.hops if h.kind == "registration"
                    for o in old.hops if o.id == h.id and o.api and h.api and o.api != h.api}
-    for ci in sorted(set(orr) & set(nr) - api_changed):
-        if orr[ci] != nr[ci]:
-            gone = sorted(set(orr[ci]) - set(nr[ci]))
-            came = sorted(set(nr[ci]) - set(orr[ci]))
+    for ci in sorted(set(nr) - api_changed):
+        oci = back.get(ci, ci)  # a renamed class_init is compared with its old self
+        if oci in orr and orr[oci] != nr[ci]:
+            gone = sorted(set(orr[oci]) - set(nr[ci]))
+            came = sorted(set(nr[ci]) - set(orr[oci]))
             stage = next((h.stage for h in new.hops if h.matched_from == ci), "")
             out.append(DriftItem(kind="registration-changed", severity="changed", hop="", stage=stage,
                                  role="vmm", subject=ci,

@@ -40,6 +40,7 @@ def neighbourhood(result: FlowResult, graphs: dict[str, Graph]) -> dict[str, dic
     file, line, parameters and text digest."""
     callees: dict[str, list[str]] = {}
     regs: dict[str, list[str]] = {}
+    owners: dict[str, str] = {}  # hop id -> the parent class_init whose stored reset its qom-parent call runs
     functions: dict[str, dict] = {}
     for h in result.hops:
         if h.status != VERIFIED:
@@ -62,6 +63,8 @@ def neighbourhood(result: FlowResult, graphs: dict[str, Graph]) -> dict[str, dic
         for st in h.steps:  # the parent class whose reset a qom-parent call runs: how it stores it
             if st.kind == "qom-parent" and st.store_path:
                 owner = _store_owner(g, st)
+                if owner:
+                    owners[h.id] = owner
                 if owner and owner not in regs:
                     regs[owner] = _reset_stores(g, owner)
         names = [h.matched_from, h.matched_to] + [s.callee for s in h.steps]
@@ -72,7 +75,8 @@ def neighbourhood(result: FlowResult, graphs: dict[str, Graph]) -> dict[str, dic
             defs = g.preferred(g.definitions(name))
             callees[key] = sorted({e.callee for d in defs for e in g.callees(d, direct_only=True)
                                    if not _MACRO.match(e.callee)})
-    return {"callees": callees, "registrations": regs, "functions": dict(sorted(functions.items()))}
+    return {"callees": callees, "registrations": regs, "functions": dict(sorted(functions.items())),
+            "owners": dict(sorted(owners.items()))}
 
 
 def _reset_stores(g: Graph, class_init: str) -> list[str]:
