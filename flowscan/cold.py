@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Callable, Sequence, TypeVar
+from typing import Callable, Iterable, Sequence, TypeVar
 
 from flowscan import fileio
 from flowscan.index.facts_cache import FactsCache
@@ -44,7 +44,7 @@ class TooWide(Exception):
     """The question needs (nearly) the whole tree: build its index."""
 
 
-def tokens_for(asked: set[tuple[str, str]], registry: Registry) -> tuple[set[str], set[str], set[str]]:
+def tokens_for(asked: Iterable[tuple[str, str]], registry: Registry) -> tuple[set[str], set[str], set[str]]:
     """The words, the struct members (spelled `.m` or `->m`) and the defined names (spelled on a line
     that starts in column 0) whose files can hold the facts behind these lookups."""
     words: set[str] = set()
@@ -106,15 +106,14 @@ def answer(tree: Tree, entries: Sequence[FileEntry], question: Callable[[Graph],
             dest = Path(tmp) / f"round{rnd}.sqlite"
             build_index(tree, [by_path[p] for p in sorted(files)], cache, dest, jobs=jobs, progress=progress,
                         registry=registry, partial=True)
-            ix = Index.open(dest)
+            ix = Index.open(dest, partial=True)
             try:
-                ix.asked = set()
                 graph = Graph(ix, registry=registry, prefer=prefer)
                 try:
                     result = ("answer", question(graph))
                 except FlowscanError as exc:
                     result = ("error", exc)
-                for kind, more in zip(("words", "members", "defs"), tokens_for(ix.asked, registry)):
+                for kind, more in zip(("words", "members", "defs"), tokens_for(ix.lookups(), registry)):
                     wanted[kind] |= more
             finally:
                 ix.db.close()

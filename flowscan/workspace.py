@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
 
 from flowscan import cold as prefilter
-from flowscan.index.facts_cache import FactsCache
+from flowscan.index.facts_cache import FactsCache, facts_dir
 from flowscan.errors import FlowscanError
 from flowscan.fileio import atomic_write_text, locked
 from flowscan.index import integrity
@@ -54,9 +54,14 @@ def demo_source(role: str) -> Source:
     return Source(role=role, src=str(fixtures_dir() / project / version))
 
 
+def scans_path(cache_dir: Path) -> Path:
+    """Where the last scan of each tree is recorded."""
+    return Path(cache_dir) / "scans.json"
+
+
 def record_scan(cache_dir: Path, label: str, stats: ScanStats) -> None:
     """Keep the last scan's counts per tree, for `flowscan sources` (hit rates). Best effort."""
-    path = cache_dir / "scans.json"
+    path = scans_path(cache_dir)
     try:
         data = json.loads(path.read_text()) if path.is_file() else {}
     except (OSError, ValueError):
@@ -154,7 +159,7 @@ def load(source: Source, scopes: Sequence[str] = (), *, cache_dir: Path, jobs: i
             if ix is None:
                 if entries is None:
                     entries = tree.files(scopes, strict_scopes)
-                stats = build_index(tree, entries, FactsCache(cache_dir / "facts", facts_version()), path,
+                stats = build_index(tree, entries, FactsCache(facts_dir(cache_dir), facts_version()), path,
                                     jobs=jobs, progress=progress, registry=registry,
                                     meta={"version": INDEX_VERSION, "tree": tree.label, "commit": tree.commit,
                                           "scopes": " ".join(scopes)})
@@ -193,7 +198,7 @@ def ask(source: Source, scopes: Sequence[str], question: Callable[[Graph], T], s
             raise _no_files(tree, scopes)
         try:
             result, used, rounds = prefilter.answer(
-                tree, entries, question, seeds, cache=FactsCache(cache_dir / "facts", facts_version()), registry=registry,
+                tree, entries, question, seeds, cache=FactsCache(facts_dir(cache_dir), facts_version()), registry=registry,
                 prefer=prefer, jobs=jobs, progress=progress, work_dir=path.parent)
             progress.message(f"answered from the {used} of {len(entries)} files that spell the names "
                              f"it needed ({rounds} rounds); --whole indexes all of {tree.label}")
@@ -226,7 +231,7 @@ def load_roles(spec: FlowSpec, sources: dict[str, Source], *, cache_dir: Path, j
 def last_scans(cache_dir: Path) -> dict:
     """What record_scan kept: per tree label, the last scan's counts ({} when there is nothing readable)."""
     try:
-        data = json.loads((cache_dir / "scans.json").read_text())
+        data = json.loads(scans_path(cache_dir).read_text())
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
@@ -234,7 +239,7 @@ def last_scans(cache_dir: Path) -> dict:
 
 def inventory(config, cache_dir: Path) -> dict:
     """What is configured (flowscan.toml) and what the cache holds: facts, indexes, clones, last scans."""
-    from flowscan.index.facts_cache import cache_info, facts_dir
+    from flowscan.index.facts_cache import cache_info
     from flowscan.index.store import index_info, indexes_dir
     from flowscan.sources.clones import cached_repos
 

@@ -210,3 +210,22 @@ def test_scan_api_gives_facts_through_the_index(tmp_path):
 def test_empty_index_answers_nothing():
     g = Graph([])
     assert g.callers("x") == [] and g.definitions("x") == [] and g.def_names() == []
+
+
+def test_partial_index_records_its_lookups(tmp_path):
+    """A partial index (cold questions) says so and records what was asked; a whole one records nothing."""
+    src = tmp_path / "s"
+    src.mkdir()
+    (src / "x.c").write_text("static int y(void) { return 1; }\nint x(void) { return y(); }\n")
+    tree = DirTree(src)
+    dest = tmp_path / "i.sqlite"
+    scan_mod.build_index(tree, tree.files([]), None, dest, jobs=1, registry=default_registry())
+    whole = ixm.Index.open(dest)
+    g = Graph(whole)
+    assert [d.name for d in g.definitions("x")] == ["x"] and not g.partial and whole.lookups() == frozenset()
+    part = ixm.Index.open(dest, partial=True)
+    g = Graph(part)
+    assert g.partial and [d.name for d in g.definitions("nowhere")] == []
+    assert ("def", "nowhere") in part.lookups()
+    whole.db.close()
+    part.db.close()

@@ -8,7 +8,6 @@ old and new function's callees overlap; the confidence says how sure that is.
 from __future__ import annotations
 
 import difflib
-import json
 import re
 from typing import Iterable
 
@@ -342,18 +341,8 @@ def _neighbourhood(old: FlowResult, new: FlowResult, renames: dict[str, str]) ->
     return out
 
 
-def diff_flows(old: FlowResult, new: FlowResult, old_graphs=None, new_graphs=None) -> DriftReport:
-    """Graphs are accepted for symmetry; the neighbourhood already travels inside each result's context."""
-    return diff_results(old, new)
-
-
 def fails(report: DriftReport, fail_on: str) -> bool:
     if fail_on == "any":
         return bool(report.items)
     threshold = SEVERITIES.index("broken" if fail_on == "broken" else "changed")
     return any(SEVERITIES.index(i.severity) >= threshold for i in report.items)
-
-
-def baseline_json(result: FlowResult) -> str:
-    """Deterministic, reviewable JSON: what a user commits as the baseline."""
-    return json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n"

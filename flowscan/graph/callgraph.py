@@ -27,8 +27,6 @@ COMPILED = (DIRECT, MACRO, INLINE)  # what a compiler emits as a direct call ("-
 MAX_INLINE_DEPTH = 8
 _WS = re.compile(r"\s+")
 _CAST = re.compile(r"([A-Z][A-Z0-9_]*)\s*\(")
-INDIRECT_KINDS = ("field", "registration", "qom-parent", "table", "type", "variable", "argument", "notifier",
-                  "spawn", "ops-call")
 _MACRO_CALL = re.compile(r"([A-Za-z_]\w*)\s*\(\s*([A-Za-z_]\w*)\s*\)$")
 
 
@@ -196,8 +194,8 @@ class Graph:
 
     @property
     def partial(self) -> bool:
-        """Read from the files a question needs (flowscan.prefilter, which records its lookups), not all."""
-        return self.ix.asked is not None
+        """Read from the files a question needs (flowscan.cold), not all."""
+        return self.ix.partial
 
     @property
     def qom(self) -> QomIndex:

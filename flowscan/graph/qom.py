@@ -28,7 +28,7 @@ def _unquote(text: str) -> str | None:
 
 class QomIndex:
     def __init__(self, types: list[QomType], macros: list[MacroDef], ask=None):
-        self._ask = ask or (lambda kind, value: None)  # see Index.asked
+        self._ask = ask or (lambda kind, value: None)  # see Index.lookups
         self.macros: dict[str, str] = {}
         for m in macros:
             value = _unquote(m.value)

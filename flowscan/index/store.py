@@ -245,22 +245,33 @@ class Index:
     """Read access to an index: each lookup one indexed SELECT, memoised; each fact decoded once (the
     same row always gives the same object, so callers may key memos by identity)."""
 
-    def __init__(self, db: sqlite3.Connection):
+    def __init__(self, db: sqlite3.Connection, partial: bool = False):
         self.db = db
-        # When a set: every key a lookup asked for, as (kind, value). A question answered on a partial
-        # index (see flowscan.prefilter) learns from these which more files can matter to it.
-        self.asked: set[tuple[str, str]] | None = None
+        # A partial index (some files only, see flowscan.cold) records every key a lookup asks for, as
+        # (kind, value): the question learns from them which more files can matter to it.
+        self._asked: set[tuple[str, str]] | None = set() if partial else None
         self._paths: dict[int, str] = {}
         self._objects: dict[tuple[str, int], object] = {}
         self._memo: dict[tuple, list] = {}
 
     @classmethod
-    def open(cls, path: Path) -> "Index":
+    def open(cls, path: Path, partial: bool = False) -> "Index":
+        """`partial`: the index holds the files one question needs, not a whole tree or scope; its
+        lookups are recorded (lookups())."""
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
                              check_same_thread=False)
         db.execute("PRAGMA query_only=ON")
         db.execute("PRAGMA cache_size=-32768")
-        return cls(db)
+        return cls(db, partial)
+
+    @property
+    def partial(self) -> bool:
+        """Built from the files a question needs, not all: a name found nowhere may be in a file not read."""
+        return self._asked is not None
+
+    def lookups(self) -> frozenset[tuple[str, str]]:
+        """Every (kind, value) a lookup asked for so far (partial indexes; empty otherwise)."""
+        return frozenset(self._asked or ())
 
     def meta(self) -> dict[str, str]:
         return dict(self.db.execute("SELECT key, value FROM meta"))
@@ -303,8 +314,8 @@ class Index:
         return self._decode("stores", PointerStore, where, params)
 
     def ask(self, kind: str, value: str) -> None:
-        if self.asked is not None:
-            self.asked.add((kind, value))
+        if self._asked is not None:
+            self._asked.add((kind, value))
 
     def _cached(self, key: tuple, make) -> list:
         hit = self._memo.get(key)

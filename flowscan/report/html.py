@@ -12,7 +12,7 @@ from __future__ import annotations
 import html
 import re
 
-from flowscan.flow.results import STATUSES, DriftReport, Evidence, FlowResult
+from flowscan.flow.results import MISSING, STATUSES, DriftReport, Evidence, FlowResult
 from flowscan.report.diagram import hop_class
 from flowscan.report.hops import (dispatch_lines, ev_loc, hop_how, hop_names, path_text, primary_evidence, site_lines,
                                   sorted_items, stages, status_text)
@@ -254,7 +254,7 @@ def html_page(result: FlowResult, svg: str, report: DriftReport | None = None) -
         line, fill = STATUS_COLOURS[k]
         badges.append(f'<span style="color:{line};background:{fill};border-color:{line}">{s[k]} {_e(k)}</span>')
     verdict = ('<span class="verdict" style="color:#2e7d32">the flow verifies</span>' if result.ok else
-               f'<span class="verdict" style="color:#c62828">{s["missing"]} required hop(s) missing</span>')
+               f'<span class="verdict" style="color:#c62828">{s[MISSING]} required hop(s) missing</span>')
 
     out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
            f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">',

@@ -103,9 +103,9 @@ def trace_markdown(result: FlowResult) -> str:
     s = result.summary()
     out += ["## Summary", "", "| verified | missing | unverifiable | optional, not found | total |",
             "| ---: | ---: | ---: | ---: | ---: |",
-            f"| {s['verified']} | {s['missing']} | {s['unverifiable']} | {s['skipped-optional']} | {s['total']} |",
+            f"| {s[VERIFIED]} | {s[MISSING]} | {s[UNVERIFIABLE]} | {s[SKIPPED]} | {s['total']} |",
             "", "**Result: the flow verifies.**" if result.ok else
-            f"**Result: {s['missing']} required hop{'s' if s['missing'] != 1 else ''} missing.**", ""]
+            f"**Result: {s[MISSING]} required hop{'s' if s[MISSING] != 1 else ''} missing.**", ""]
     return "\n".join(out)
 
 
