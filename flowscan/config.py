@@ -94,6 +94,8 @@ def load_config(path: Path | None = None) -> Config:
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
+    except RecursionError:
+        raise FlowscanError(f"{name}: invalid TOML: nested too deeply") from None
     except tomllib.TOMLDecodeError as exc:
         raise FlowscanError(f"{name}: invalid TOML: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:

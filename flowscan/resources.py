@@ -27,3 +27,13 @@ def fixtures_dir() -> Path:
         if (cand / "linux").is_dir():
             return cand
     raise RuntimeError(f"flowscan bundled fixtures not found next to {here}")
+
+
+@cache
+def result_schema_path() -> Path:
+    """docs/result-schema.json: the JSON schema of a saved result (validated before a result is read back)."""
+    here = Path(__file__).resolve().parent
+    for cand in (here / "docs", here.parent / "docs"):
+        if (cand / "result-schema.json").is_file():
+            return cand / "result-schema.json"
+    raise RuntimeError(f"flowscan result schema not found next to {here}")

@@ -443,3 +443,63 @@ def test_damage_only_sqlite_sees_is_rebuilt_when_a_question_meets_it(small_tree,
     (line,) = err.splitlines()
     assert line.startswith("flowscan: warning: an index was damaged (") and "rebuilt it" in line
     assert run(capsys, *ask)[1:] == (good, "")
+
+
+# ------------------------------------------------------------------------------------ malformed input files
+
+DATA = ROOT / "tests" / "data"
+
+
+def _bad_result(tmp_path: Path, how: str) -> Path:
+    import copy
+
+    good = json.loads((DATA / "arm64-reboot.json").read_text())
+    path = tmp_path / f"{how}.json"
+    data = copy.deepcopy(good)
+    if how == "hops as a string":
+        data["hops"] = "verified"
+    elif how == "unknown status":
+        data["hops"][0]["status"] = "bogus"
+    elif how == "conditions as a number":
+        data["hops"][0]["conditions"] = 5
+    elif how == "deep nesting":
+        path.write_text('{"schema_version": 2, "hops": ' + "[" * 100000 + "]" * 100000 + "}")
+        return path
+    elif how == "nesting the parser takes":
+        data["hops"][0]["evidence"] = json.loads("[" * 500 + "]" * 500)
+    elif how == "a diff with items as a number":
+        drift = json.loads((DATA / "arm64-reboot-drift.json").read_text())
+        data = {**drift, "old": good, "new": good, "items": 7}
+    path.write_text(json.dumps(data))
+    return path
+
+
+BAD_RESULTS = ["hops as a string", "unknown status", "conditions as a number", "deep nesting",
+               "nesting the parser takes", "a diff with items as a number"]
+
+
+@pytest.mark.parametrize("how", BAD_RESULTS)
+def test_malformed_saved_results_are_one_line(tmp_path, capsys, how):
+    bad = _bad_result(tmp_path, how)
+    for args in (["render", str(bad), "-o", str(tmp_path / "out.dot")],
+                 ["diff", str(bad), str(DATA / "arm64-reboot.json")],
+                 ["check", "--baseline", str(bad), "-q"]):
+        code, out, err = run(capsys, *args)
+        line = one_line_error(err)
+        assert code == 2 and str(bad) in line, (args, err)
+    assert not (tmp_path / "out.dot").exists()
+
+
+@pytest.mark.parametrize("where", ["flow file", "flowscan.toml", "macro table"])
+def test_deeply_nested_toml_is_one_line(tmp_path, capsys, monkeypatch, where):
+    deep = tmp_path / "deep.toml"
+    deep.write_text('name = "x"\na = ' + "[" * 100000 + "]" * 100000 + "\n")
+    if where == "flow file":
+        args = ["trace", "--flow-file", str(deep)]
+    elif where == "flowscan.toml":
+        args = ["--config", str(deep), "sources"]
+    else:
+        monkeypatch.setenv("FLOWSCAN_MACROS", str(deep))
+        args = ["defs", "x", "--src", str(ROOT / "fixtures" / "linux" / "v6.12")]
+    code, _, err = run(capsys, *args)
+    assert code == 2 and "nested too deeply" in one_line_error(err), err

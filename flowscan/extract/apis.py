@@ -142,11 +142,15 @@ def validate_table(data: dict, path: Path) -> None:
     except jsonschema.ValidationError as exc:
         where = "/".join(str(p) for p in exc.absolute_path) or "top level"
         raise FlowscanError(f"{path}: {where}: {exc.message}") from None
+    except RecursionError:
+        raise FlowscanError(f"{path}: nested too deeply to be a registration table") from None
 
 
 def _merge(reg: Registry, path: Path) -> None:
     try:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except RecursionError:
+        raise FlowscanError(f"{path}: invalid TOML: nested too deeply") from None
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise FlowscanError(f"cannot read registration table {path}: {exc}") from None
     if Path(path) != builtin_table():  # the built-in table is checked by the tests; jsonschema costs 0.1 s

@@ -231,6 +231,8 @@ def _load(default_path: str, extra: str, _stamp: tuple = ()) -> tuple[MacroTable
             doc = tomllib.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise ValueError(f"{path}: invalid TOML: {exc}") from None
+        except RecursionError:
+            raise ValueError(f"{path}: invalid TOML: nested too deeply") from None
         for target, (sec, key) in zip(lists, _SECTIONS):
             add, rem = _section(doc, sec, key, path)
             seen = set(target)

@@ -200,6 +200,8 @@ def load_flow(path: Path) -> FlowSpec:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise FlowscanError(f"{path}: invalid TOML: {exc}") from None
+    except RecursionError:
+        raise FlowscanError(f"{path}: invalid TOML: nested too deeply") from None
     stage_lines, hop_lines = _header_lines(text)
 
     def where(p) -> str:
@@ -214,7 +216,10 @@ def load_flow(path: Path) -> FlowSpec:
         return f"{path}:{line}" if line else str(path)
 
     validator = jsonschema.Draft202012Validator(SCHEMA)
-    errors = sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
+    try:
+        errors = sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
+    except RecursionError:
+        raise FlowscanError(f"{path}: nested too deeply to be a flow spec") from None
     if errors:
         err = jsonschema.exceptions.best_match(errors)
         field_path = ".".join(str(p) for p in err.absolute_path) or "top level"
