@@ -21,9 +21,22 @@ from flowscan.resources import result_schema_path
 
 @cache
 def _validator():
+    """The result schema as a reader needs it: fields may be missing (older writers; the dataclasses give
+    defaults, and one without a default fails to load with one line), `context` (what the report shows beside
+    the hops, not read back) may hold anything."""
     import jsonschema
 
-    return jsonschema.Draft202012Validator(json.loads(result_schema_path().read_text(encoding="utf-8")))
+    schema = json.loads(result_schema_path().read_text(encoding="utf-8"))
+    schema.setdefault("properties", {})["context"] = {}
+    # Values are checked where the reader branches on them (a hop's status); elsewhere (what a piece of
+    # evidence is, which side, a hop's kind) new words appear as flowscan learns new facts and are shown as they are.
+    evidence = schema.get("$defs", {}).get("evidence", {}).get("properties", {})
+    for name in ("what", "side"):
+        evidence.get(name, {}).pop("enum", None)
+    schema.get("$defs", {}).get("hop", {}).get("properties", {}).get("kind", {}).pop("enum", None)
+    lenient = jsonschema.validators.extend(jsonschema.Draft202012Validator,
+                                           {"required": lambda _v, _req, _instance, _schema: None})
+    return lenient(schema)
 
 
 def _check(data, path: Path, where: str) -> None:
@@ -33,14 +46,14 @@ def _check(data, path: Path, where: str) -> None:
     try:
         err = jsonschema.exceptions.best_match(_validator().iter_errors(data))
     except RecursionError:
-        raise FlowscanError(f"{path}: not a valid flowscan result (nested too deeply)") from None
+        raise FlowscanError(f"{path}: malformed flowscan result (nested too deeply)") from None
     if err is None:
         return
     at = "/".join([where, *map(str, err.absolute_path)]).strip("/") or "top level"
     message = " ".join(err.message.split())
     if len(message) > 160:
         message = message[:157] + "..."
-    raise FlowscanError(f"{path}: not a valid flowscan result: {at}: {message}")
+    raise FlowscanError(f"{path}: malformed flowscan result: {at}: {message}")
 
 
 def load_result_file(path: Path) -> tuple[FlowResult, DriftReport | None, FlowResult | None]:
@@ -72,7 +85,7 @@ def load_result_file(path: Path) -> tuple[FlowResult, DriftReport | None, FlowRe
         for side in ("old", "new"):
             _check(data.get(side), path, side)
         if not isinstance(data["items"], list) or not all(isinstance(i, dict) for i in data["items"]):
-            raise FlowscanError(f"{path}: not a valid flowscan result: items: must be a list of objects")
+            raise FlowscanError(f"{path}: malformed flowscan result: items: must be a list of objects")
     else:
         _check(data, path, "")
     try:
