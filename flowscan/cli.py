@@ -400,6 +400,19 @@ def _trace(ctx: Ctx, spec, sources):
     return verify(spec, graphs, [l.info for l in loaded.values()]), loaded
 
 
+def _refuse_inputs(outputs: list[Path], inputs: list) -> None:
+    """An output must not overwrite what the command reads (`--sarif` onto the baseline), nor another
+    output."""
+    seen: list[Path] = []
+    for out in outputs:
+        for other in [*(Path(i) for i in inputs if i), *seen]:
+            if other.exists() and out.exists() and os.path.samefile(out, other) or \
+                    os.path.realpath(out) == os.path.realpath(other):
+                what = "another output" if other in seen else "an input"
+                raise FlowscanError(f"output {out} is {what} of this command ({other}): refusing to overwrite it")
+        seen.append(out)
+
+
 def _write(path: str | None, text: str) -> None:
     if path is None or path == "-":
         click.echo(text, nl=False)
@@ -423,6 +436,7 @@ def trace(ctx, flow, flow_file, fmt, output, render_to, collapse, **kw):
     """Verify FLOW (default arm64-reboot) hop by hop against guest/host/vmm trees.
 
     With no refs and no flowscan.toml, runs on the bundled miniature trees."""
+    _refuse_inputs([Path(p) for p in (output, render_to) if p and p != "-"], [flow_file, ctx.config.path])
     spec = _spec(ctx, flow, flow_file)
     result, _loaded = _trace(ctx, spec, _sources(ctx, spec.roles(), kw))
     text = formats.render(fmt, formats.Outcome(result))
@@ -453,6 +467,7 @@ def render_cmd(ctx, result_file, output, collapse):
     """Draw a saved trace result (or a diff result) as DOT, SVG, PNG, PDF or one HTML page."""
     from flowscan.flow.saved import load_result_file
 
+    _refuse_inputs([Path(output)], [result_file])
     result, drift, old = load_result_file(Path(result_file))
     _render(result, drift, old, Path(output), collapse)
 
@@ -491,6 +506,7 @@ def diff(ctx, flow, results, from_refs, to_refs, flow_file, fmt, output, render_
     if flow and flow.endswith(".json"):
         results = (flow, *results)
         flow = None
+    _refuse_inputs([Path(p) for p in (output, render_to) if p and p != "-"], [*results, flow_file, ctx.config.path])
     if results:
         if len(results) != 2:
             raise FlowscanError("give two saved results: flowscan diff OLD.json NEW.json")
@@ -574,12 +590,20 @@ def check(ctx, flow, baseline_file, flow_file, fail_on, outputs, **kw):
 
     if not Path(baseline_file).is_file():
         raise FlowscanError(f"no such baseline file: {baseline_file} (write one with `flowscan baseline -o FILE`)")
+    _refuse_inputs([Path(p) for p in outputs.values() if p not in (None, "-")],
+                   [baseline_file, flow_file, ctx.config.path])
     old, _, _ = load_result_file(Path(baseline_file))
     spec = _spec(ctx, flow or old.flow, flow_file)
     new, _ = _trace(ctx, spec, _sources(ctx, spec.roles(), kw))
     outcome = formats.Outcome(new, diff_results(old, new), old)
+    from flowscan.fileio import write_all
+
+    files = [(Path(path), formats.render(name, outcome).encode("utf-8")) for name, path in outputs.items()
+             if path not in (None, "-")]
+    write_all(files)  # all or none
     for name, path in outputs.items():
-        _write(path, formats.render(name, outcome))
+        if path == "-":
+            _write(path, formats.render(name, outcome))
     if os.environ.get("GITHUB_ACTIONS") == "true":
         click.echo(formats.render("github", outcome), nl=False)
     click.echo(formats.render("text", outcome), nl=False)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import stat
 import tempfile
 import time
 from contextlib import contextmanager
@@ -30,23 +31,53 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def _target(path: Path) -> tuple[Path, int | None]:
+    """Where writing `path` lands and the mode to give it. As a shell's `>` does: through a symlink (the
+    link stays), keeping an existing file's mode (a 0600 file stays private), refusing a file we may not
+    write or that no one may (a 0444 file says "do not overwrite", to root too)."""
     path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
+    real = Path(os.path.realpath(path)) if path.is_symlink() else path
+    parent = real.parent if str(real.parent) else Path(".")
     if not parent.is_dir():
         raise FlowscanError(f"cannot write {path}: directory {parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are ordinary files
-        os.replace(tmp, path)
+        st = os.stat(real)
+    except FileNotFoundError:
+        return real, None
+    except OSError as exc:
+        raise FlowscanError(f"cannot write {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise FlowscanError(f"cannot write {path}: not a regular file")
+    if not os.access(real, os.W_OK) or not st.st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
+        raise FlowscanError(f"cannot write {path}: it is read-only (mode {stat.S_IMODE(st.st_mode):04o})")
+    return real, stat.S_IMODE(st.st_mode)
+
+
+def write_all(files: list[tuple[Path, bytes]]) -> None:
+    """Write several outputs all or none: every target is checked and written under a temporary name
+    first, and only then are they moved into place."""
+    staged: list[tuple[str, Path]] = []
+    try:
+        for path, data in files:
+            real, mode = _target(path)
+            fd, tmp = tempfile.mkstemp(prefix=f".{real.name}.", suffix=".tmp", dir=real.parent)
+            staged.append((tmp, real))
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.chmod(tmp, mode if mode is not None else 0o666 & ~_umask())  # mkstemp makes 0600
+        for tmp, real in staged:
+            os.replace(tmp, real)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        for tmp, _real in staged:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    write_all([(Path(path), data)])
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -503,3 +503,66 @@ def test_deeply_nested_toml_is_one_line(tmp_path, capsys, monkeypatch, where):
         args = ["defs", "x", "--src", str(ROOT / "fixtures" / "linux" / "v6.12")]
     code, _, err = run(capsys, *args)
     assert code == 2 and "nested too deeply" in one_line_error(err), err
+
+
+# ------------------------------------------------------------------------------------ outputs
+
+@pytest.fixture(scope="module")
+def baseline_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("base") / "base.json"
+    proc = flowscan("-q", "--cache-dir", str(path.parent / "cache"), "baseline", "-o", str(path))
+    assert proc.returncode == 0, proc.stderr
+    return path
+
+
+def test_outputs_keep_mode_write_through_links_and_refuse_read_only(tmp_path, capsys, baseline_file):
+    import stat as st
+
+    cache = str(baseline_file.parent / "cache")
+    priv = tmp_path / "priv.md"
+    priv.write_text("old")
+    priv.chmod(0o600)
+    assert run(capsys, "-q", "--cache-dir", cache, "trace", "--format", "md", "-o", str(priv))[0] == 0
+    assert st.S_IMODE(priv.stat().st_mode) == 0o600 and priv.read_text().startswith("# ")
+    target = tmp_path / "target.md"
+    target.write_text("old")
+    link = tmp_path / "link.md"
+    link.symlink_to(target)
+    assert run(capsys, "-q", "--cache-dir", cache, "trace", "--format", "md", "-o", str(link))[0] == 0
+    assert link.is_symlink() and target.read_text().startswith("# ")
+    ro = tmp_path / "ro.md"
+    ro.write_text("keep me")
+    ro.chmod(0o444)
+    code, _, err = run(capsys, "-q", "--cache-dir", cache, "trace", "--format", "md", "-o", str(ro))
+    assert code == 2 and "read-only" in one_line_error(err) and ro.read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.md", "priv.md", "ro.md", "target.md"]  # no temps
+
+
+def test_check_writes_all_its_outputs_or_none(tmp_path, capsys, baseline_file):
+    cache = str(baseline_file.parent / "cache")
+    ro = tmp_path / "ro.sarif"
+    ro.write_text("keep")
+    ro.chmod(0o444)
+    code, _, err = run(capsys, "-q", "--cache-dir", cache, "check", "--baseline", str(baseline_file),
+                       "--markdown", str(tmp_path / "d.md"), "--junit", str(tmp_path / "j.xml"), "--sarif", str(ro))
+    assert code == 2 and "read-only" in one_line_error(err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ro.sarif"]
+    code, _, err = run(capsys, "-q", "--cache-dir", cache, "check", "--baseline", str(baseline_file),
+                       "--markdown", str(tmp_path / "d.md"), "--junit", str(tmp_path / "missing" / "j.xml"))
+    assert code == 2 and "does not exist" in one_line_error(err) and not (tmp_path / "d.md").exists()
+
+
+def test_an_output_onto_an_input_is_refused(tmp_path, capsys, baseline_file):
+    cache = str(baseline_file.parent / "cache")
+    before = baseline_file.read_bytes()
+    for args in (["check", "--baseline", str(baseline_file), "--sarif", str(baseline_file)],
+                 ["render", str(baseline_file), "-o", str(baseline_file)],
+                 ["diff", str(baseline_file), str(baseline_file), "-o", str(baseline_file)]):
+        code, _, err = run(capsys, "-q", "--cache-dir", cache, *args)
+        assert code == 2 and "refusing to overwrite" in one_line_error(err), args
+    link = tmp_path / "alias.json"
+    link.symlink_to(baseline_file)
+    code, _, err = run(capsys, "-q", "--cache-dir", cache, "check", "--baseline", str(baseline_file),
+                       "--junit", str(link))
+    assert code == 2 and "refusing to overwrite" in one_line_error(err)
+    assert baseline_file.read_bytes() == before
