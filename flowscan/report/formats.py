@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 from flowscan.flow.results import DriftReport, FlowResult
-from flowscan.report import github, junit, markdown, sarif, text
+
+# The writers' modules load when a writer runs: the CLI reads this table at start, and a question that
+# writes no report (defs, callers, ...) should not pay for XML, SARIF and Markdown.
 
 
 @dataclass
@@ -32,6 +34,8 @@ class Writer:
 
 
 def _text(o: Outcome) -> str:
+    from flowscan.report import text
+
     return text.drift_text(o.drift) if o.drift is not None else text.trace_table(o.result)
 
 
@@ -45,18 +49,26 @@ def _json(o: Outcome) -> str:
 
 
 def _markdown(o: Outcome) -> str:
+    from flowscan.report import markdown
+
     return markdown.drift_markdown(o.drift) if o.drift is not None else markdown.trace_markdown(o.result)
 
 
 def _junit(o: Outcome) -> str:
+    from flowscan.report import junit
+
     return junit.junit_xml(o.result, o.drift)
 
 
 def _sarif(o: Outcome) -> str:
+    from flowscan.report import sarif
+
     return json.dumps(sarif.sarif(o.drift, o.result), indent=2, sort_keys=True) + "\n"
 
 
 def _github(o: Outcome) -> str:
+    from flowscan.report import github
+
     return github.github_annotations(o.drift)
 
 
