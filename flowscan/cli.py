@@ -658,13 +658,43 @@ def _catch_signals() -> dict:
     return old
 
 
+_CONTROL = None
+
+
+def escape_controls(text: str) -> str:
+    """Control characters (a name or file name may carry ESC, CR, BEL) shown as \\xNN: printed raw they
+    would drive the terminal or forge lines. Newlines and tabs stay."""
+    global _CONTROL
+    if _CONTROL is None:
+        import re
+
+        _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+class _EscapingStream:
+    """stdout with control characters escaped (JSON escapes its own: nothing there changes)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text):
+        return self._stream.write(escape_controls(text) if isinstance(text, str) else text)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
 def main() -> None:
     import signal
 
     old = _catch_signals()
+    stdout = sys.stdout
+    sys.stdout = _EscapingStream(stdout)
     try:
         _main()
     finally:
+        sys.stdout = stdout
         for sig, handler in old.items():
             signal.signal(sig, handler)
 
@@ -694,7 +724,7 @@ def _main(retry: bool = True) -> None:
             pass
         sys.exit(128 + exc.signum)
     except FlowscanError as exc:
-        click.echo(f"flowscan: error: {exc}", err=True)
+        click.echo(escape_controls(f"flowscan: error: {exc}".replace("\n", " ")), err=True)
         sys.exit(2)
     except click.exceptions.Abort:
         click.echo("flowscan: aborted", err=True)

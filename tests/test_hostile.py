@@ -566,3 +566,15 @@ def test_an_output_onto_an_input_is_refused(tmp_path, capsys, baseline_file):
                        "--junit", str(link))
     assert code == 2 and "refusing to overwrite" in one_line_error(err)
     assert baseline_file.read_bytes() == before
+
+
+# ------------------------------------------------------------------------------------ terminal escapes
+
+def test_control_characters_are_escaped_in_text_output(tmp_path, capsys):
+    from flowscan.cli import escape_controls
+
+    assert escape_controls("a\x1b[2Jb\rc\x07d\x9be\n\tf") == "a\\x1b[2Jb\\x0dc\\x07d\\x9be\n\tf"
+    code, out, err = run(capsys, "-q", "--cache-dir", str(tmp_path / "c"), "defs", "x\x1b]0;owned\x07y\rFAKE",
+                         "--src", str(ROOT / "fixtures" / "linux" / "v6.12"))
+    line = one_line_error(err)
+    assert code == 2 and "\x1b" not in err and "\r" not in err and "x\\x1b]0;owned\\x07y\\x0dFAKE" in line
