@@ -201,7 +201,7 @@ def test_flowscan_direct_callees_against_the_compiler(kbuild, tmp_path_factory, 
     calls, emitted = compiler_graph(kbuild)
     truth = config_truth(kbuild / ".config")
     cache = Path(os.environ.get("FLOWSCAN_COMPILER_CACHE") or tmp_path_factory.mktemp("flowscan-cache"))
-    graph = load(Source(role="", repo=str(LINUX), ref=TAG), SCOPES, cache_dir=cache, progress=False,
+    graph = load(Source(role="", repo=str(LINUX), ref=TAG), SCOPES, cache_dir=cache,
                  prefer=("arch/arm64",)).graph
 
     total = found = 0
