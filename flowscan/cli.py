@@ -78,10 +78,24 @@ def tree_options(fn):
     @click.option("--ref", help="Tag, branch or commit of --repo.")
     @click.option("--scope", "scopes", multiple=True, help="Subdirectory, file or glob to scan (repeatable; default: the whole tree).")
     @click.option("--prefer", multiple=True, help="Prefer definitions under this path when a name has several (default: arch/arm64, target/arm).")
+    @click.option("--build-config", "build", metavar="NAME", default="", help="Build configuration (linux-arm64-defconfig, qemu-aarch64-softmmu-kvm): files it does not build never supply a definition; #if conditions are evaluated (default: none).")
+    @click.option("--config-file", "config_file", type=click.Path(dir_okay=False), help="A .config (Linux), config-host.mak/config-devices.mak or KEY=y file (QEMU) for the build configuration (implies one).")
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        build, cfile = kwargs.pop("build"), kwargs.pop("config_file")
+        if cfile and not Path(cfile).is_file():
+            raise FlowscanError(f"no such configuration file: {cfile}")
+        if build:
+            from flowscan.buildconfig.load import profile
+
+            profile(build)  # an unknown name: one line, before any work
+        BUILD.update(build=build, config_file=Path(cfile) if cfile else None)
         return fn(*args, **kwargs)
     return wrapper
+
+
+# The build configuration of the current query command (set by tree_options, read by _graph and _ask).
+BUILD: dict = {"build": "", "config_file": None}
 
 
 def _source(src, repo, ref):
@@ -102,7 +116,7 @@ def _graph(ctx: Ctx, src, repo, ref, scopes, prefer):
     from flowscan.workspace import load
 
     loaded = load(_source(src, repo, ref), scopes, cache_dir=ctx.cache_dir, jobs=ctx.jobs, progress=ctx.progress,
-                  prefer=prefer or DEFAULT_PREFER, network_timeout=ctx.network_timeout)
+                  prefer=prefer or DEFAULT_PREFER, network_timeout=ctx.network_timeout, **BUILD)
     return loaded.graph
 
 
@@ -112,7 +126,7 @@ def _ask(ctx: Ctx, src, repo, ref, scopes, prefer, whole, seeds, question):
 
     return ask(_source(src, repo, ref), scopes, question, seeds, cache_dir=ctx.cache_dir, jobs=ctx.jobs,
                progress=ctx.progress, prefer=prefer or DEFAULT_PREFER, whole=whole,
-               network_timeout=ctx.network_timeout)
+               network_timeout=ctx.network_timeout, **BUILD)
 
 
 def question_options(fn):
@@ -169,7 +183,7 @@ def defs(ctx, name, src, repo, ref, scopes, prefer, whole, fmt):
     from flowscan.report import answers
 
     click.echo(_ask(ctx, src, repo, ref, scopes, prefer, whole, [name],
-                    lambda graph: answers.defs(name, _known(graph, name), fmt)), nl=False)
+                    lambda graph: answers.defs(name, _known(graph, name), fmt, graph)), nl=False)
 
 
 @cli.command()
@@ -289,7 +303,27 @@ def role_options(fn):
                           help=f"A {role} checkout on disk instead of a clone.")(fn)
         fn = click.option(f"--{role}-repo", f"{role}_repo", help=f"Git URL or path of the {role} repository.")(fn)
         fn = click.option(f"--{role}", f"{role}_ref", help=f"Ref (tag, branch, commit) of the {role} tree.")(fn)
+    fn = click.option("--config-file", "config_files", multiple=True, metavar="ROLE=PATH",
+                      help="The build configuration's values for a role: a .config (guest/host Linux), a "
+                           "config-host.mak/config-devices.mak or KEY=y file (vmm QEMU); repeatable. "
+                           "Default: what the flow spec names (arm64 defconfig, aarch64-softmmu with KVM).")(fn)
     return fn
+
+
+def _config_files(kw: dict) -> dict[str, Path]:
+    from flowscan.config import ROLES
+
+    out: dict[str, Path] = {}
+    for item in kw.get("config_files") or ():
+        role, sep, path = item.partition("=")
+        if not sep or not path:
+            raise FlowscanError(f"--config-file {item}: expected ROLE=PATH (ROLE one of {', '.join(ROLES)})")
+        if role not in ROLES:
+            raise FlowscanError(f"--config-file {item}: unknown role '{role}' (expected one of {', '.join(ROLES)})")
+        if not Path(path).is_file():
+            raise FlowscanError(f"--config-file {item}: no such file: {path}")
+        out[role] = Path(path)
+    return out
 
 
 def _sources(ctx: Ctx, roles: Sequence[str], kw: dict, demo_ok: bool = True) -> dict:
@@ -390,12 +424,13 @@ def _spec(ctx: Ctx, flow: str | None, flow_file: str | None):
     return load_flow(find_flow(flow or ctx.config.flow or "arm64-reboot"))
 
 
-def _trace(ctx: Ctx, spec, sources):
+def _trace(ctx: Ctx, spec, sources, config_files: dict | None = None):
     from flowscan.flow.verify import verify
     from flowscan.workspace import load_roles
 
     loaded = load_roles(spec, sources, cache_dir=ctx.cache_dir, jobs=ctx.jobs, progress=ctx.progress,
-                        url_templates=_url_templates(ctx), network_timeout=ctx.network_timeout)
+                        url_templates=_url_templates(ctx), network_timeout=ctx.network_timeout,
+                        config_files=config_files)
     graphs = {r: l.graph for r, l in loaded.items()}
     return verify(spec, graphs, [l.info for l in loaded.values()]), loaded
 
@@ -438,7 +473,7 @@ def trace(ctx, flow, flow_file, fmt, output, render_to, collapse, **kw):
     With no refs and no flowscan.toml, runs on the bundled miniature trees."""
     _refuse_inputs([Path(p) for p in (output, render_to) if p and p != "-"], [flow_file, ctx.config.path])
     spec = _spec(ctx, flow, flow_file)
-    result, _loaded = _trace(ctx, spec, _sources(ctx, spec.roles(), kw))
+    result, _loaded = _trace(ctx, spec, _sources(ctx, spec.roles(), kw), _config_files(kw))
     text = formats.render(fmt, formats.Outcome(result))
     if render_to:
         _render(result, None, None, Path(render_to), collapse)
@@ -537,8 +572,9 @@ def _diff_refs(ctx: Ctx, spec, from_refs: str, to_refs: str, kw: dict):
         old_kw[f"{role}_ref"] = ref
     for role, ref in _parse_refs(to_refs, "--to").items():
         new_kw[f"{role}_ref"] = ref
-    old, _ = _trace(ctx, spec, _sources(ctx, roles, old_kw, demo_ok=False))
-    new, _ = _trace(ctx, spec, _sources(ctx, roles, new_kw, demo_ok=False))
+    files = _config_files(kw)
+    old, _ = _trace(ctx, spec, _sources(ctx, roles, old_kw, demo_ok=False), files)
+    new, _ = _trace(ctx, spec, _sources(ctx, roles, new_kw, demo_ok=False), files)
     return old, new, diff_results(old, new)
 
 
@@ -553,7 +589,7 @@ def baseline(ctx, flow, flow_file, output, **kw):
     from flowscan.flow.results import VERIFIED
 
     spec = _spec(ctx, flow, flow_file)
-    result, _ = _trace(ctx, spec, _sources(ctx, spec.roles(), kw))
+    result, _ = _trace(ctx, spec, _sources(ctx, spec.roles(), kw), _config_files(kw))
     _write(output, result.dumps())
     click.echo(f"baseline written: {output} ({result.summary()[VERIFIED]} of {len(result.hops)} hops verified)",
                err=True)
@@ -594,7 +630,7 @@ def check(ctx, flow, baseline_file, flow_file, fail_on, outputs, **kw):
                    [baseline_file, flow_file, ctx.config.path])
     old, _, _ = load_result_file(Path(baseline_file))
     spec = _spec(ctx, flow or old.flow, flow_file)
-    new, _ = _trace(ctx, spec, _sources(ctx, spec.roles(), kw))
+    new, _ = _trace(ctx, spec, _sources(ctx, spec.roles(), kw), _config_files(kw))
     outcome = formats.Outcome(new, diff_results(old, new), old)
     from flowscan.fileio import write_all
 

@@ -81,7 +81,7 @@ def fresh(wanted: dict[str, set[str]], searched: dict[str, set[str]]) -> dict[st
 
 def answer(tree: Tree, entries: Sequence[FileEntry], question: Callable[[Graph], T], seeds: Sequence[str], *,
            cache: FactsCache | None, registry: Registry, prefer: Sequence[str] = (), jobs: int = 0,
-           progress: Progress = NULL, work_dir: Path | None = None) -> tuple[T, int, int]:
+           progress: Progress = NULL, work_dir: Path | None = None, build=None) -> tuple[T, int, int]:
     """Ask `question` on the fewest files that give the whole tree's answer; returns (answer, files
     used, rounds).
     Raises TooWide when that is not worth it."""
@@ -108,7 +108,7 @@ def answer(tree: Tree, entries: Sequence[FileEntry], question: Callable[[Graph],
                         registry=registry, partial=True)
             ix = Index.open(dest, partial=True)
             try:
-                graph = Graph(ix, registry=registry, prefer=prefer)
+                graph = Graph(ix, registry=registry, prefer=prefer, build=build)
                 try:
                     result = ("answer", question(graph))
                 except FlowscanError as exc:

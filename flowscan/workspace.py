@@ -29,6 +29,9 @@ from flowscan.progress import NULL, Progress
 from flowscan.sources.refs import FileEntry, Source
 from flowscan.sources.trees import Tree
 from flowscan.sources.clones import open_tree
+from flowscan.sources.buildfiles import BuildFiles
+from flowscan.buildconfig.load import for_tree, guess_profile
+from flowscan.buildconfig.model import BuildConfig
 
 if TYPE_CHECKING:  # (spec.py brings jsonschema: a question on an index needs neither)
     from flowscan.flow.spec import FlowSpec
@@ -141,10 +144,27 @@ def _no_files(tree: Tree, scopes: Sequence[str]) -> FlowscanError:
                                                                      if scopes else ""))
 
 
+def build_config(tree: Tree, name: str = "", config_file: Path | None = None,
+                 cache_dir: Path | None = None) -> tuple[BuildConfig | None, str]:
+    """The tree's build configuration (`name`, a profile in queries/build/, with the user's file laid
+    over it), or (None, why not): then every file counts as built, as without one."""
+    if not name and config_file is None:
+        return None, "no build configuration: every file counted as built, #if conditions not evaluated"
+    files = BuildFiles(tree)
+    if not name:
+        name = guess_profile(files)
+        if not name:
+            return None, (f"{tree.label}: neither Kbuild nor meson.build files: {config_file} not used, "
+                          f"every file counted as built")
+    return for_tree(files, name, config_file, cache_dir)
+
+
 def load(source: Source, scopes: Sequence[str] = (), *, cache_dir: Path, jobs: int = 0, progress: Progress = NULL,
          prefer: Sequence[str] = (), strict_scopes: bool = True, url_template: str = "",
-         tree: Tree | None = None, network_timeout: float | None = None) -> Loaded:
-    """The graph of a tree and scope from its index, built first when there is none."""
+         tree: Tree | None = None, network_timeout: float | None = None, build: str = "",
+         config_file: Path | None = None) -> Loaded:
+    """The graph of a tree and scope from its index, built first when there is none; `build` names the
+    build configuration (queries/build/NAME.toml), `config_file` a user's values for it."""
     check_macro_tables()
     tree = tree or open_tree(source, cache_dir, progress=progress, network_timeout=network_timeout)
     registry = default_registry()
@@ -174,16 +194,18 @@ def load(source: Source, scopes: Sequence[str] = (), *, cache_dir: Path, jobs: i
     stats.seconds = time.perf_counter() - started
     if not stats.files or stats.skipped == stats.files:
         raise _no_files(tree, scopes)
-    graph = Graph(ix, registry=registry, prefer=prefer)
+    cfg, note = build_config(tree, build, config_file, cache_dir)
+    graph = Graph(ix, registry=registry, prefer=prefer, build=cfg)
     record_scan(cache_dir, tree.label + (f" ({', '.join(scopes)})" if scopes else " (whole tree)"), stats)
     info = SourceInfo(role=source.role, repo=source.repo, ref=source.ref, commit=tree.commit, src=source.src,
-                      url_template=url_template)
+                      url_template=url_template, build=note)
     return Loaded(source=source, tree=tree, graph=graph, stats=stats, info=info)
 
 
 def ask(source: Source, scopes: Sequence[str], question: Callable[[Graph], T], seeds: Sequence[str], *,
         cache_dir: Path, jobs: int = 0, progress: Progress = NULL, prefer: Sequence[str] = (),
-        whole: bool = False, network_timeout: float | None = None) -> T:
+        whole: bool = False, network_timeout: float | None = None, build: str = "",
+        config_file: Path | None = None) -> T:
     """Answer a question about named functions: from the tree's index when it has one (warm), else from
     the files that can matter to it (flowscan.prefilter), else (too many of those, or `whole`) by
     building the index."""
@@ -191,6 +213,7 @@ def ask(source: Source, scopes: Sequence[str], question: Callable[[Graph], T], s
     tree = open_tree(source, cache_dir, progress=progress, network_timeout=network_timeout)
     registry = default_registry()
     path, entries = _index_path(tree, scopes, cache_dir, True, registry)
+    cfg, _note = build_config(tree, build, config_file, cache_dir)
     if not whole and not path.is_file():
         if entries is None:
             entries = tree.files(scopes, True)
@@ -199,29 +222,36 @@ def ask(source: Source, scopes: Sequence[str], question: Callable[[Graph], T], s
         try:
             result, used, rounds = prefilter.answer(
                 tree, entries, question, seeds, cache=FactsCache(facts_dir(cache_dir), facts_version()), registry=registry,
-                prefer=prefer, jobs=jobs, progress=progress, work_dir=path.parent)
+                prefer=prefer, jobs=jobs, progress=progress, work_dir=path.parent, build=cfg)
             progress.message(f"answered from the {used} of {len(entries)} files that spell the names "
                              f"it needed ({rounds} rounds); --whole indexes all of {tree.label}")
             return result
         except prefilter.TooWide:
             pass
-    loaded = load(source, scopes, cache_dir=cache_dir, jobs=jobs, progress=progress, prefer=prefer, tree=tree)
+    loaded = load(source, scopes, cache_dir=cache_dir, jobs=jobs, progress=progress, prefer=prefer, tree=tree,
+                  build=build, config_file=config_file)
     return question(loaded.graph)
 
 
 def load_roles(spec: FlowSpec, sources: dict[str, Source], *, cache_dir: Path, jobs: int = 0,
                progress: Progress = NULL, url_templates: dict[str, str] | None = None,
-               network_timeout: float | None = None) -> dict[str, Loaded]:
-    """One graph per role the flow uses; a role whose source and scope equal another's shares its graph."""
+               network_timeout: float | None = None,
+               config_files: dict[str, Path] | None = None) -> dict[str, Loaded]:
+    """One graph per role the flow uses, with the build configuration the spec names for the role (and
+    the user's file for it); a role whose source, scope and configuration equal another's shares its
+    graph."""
+    config_files = config_files or {}
     out: dict[str, Loaded] = {}
     by_key: dict[tuple, Loaded] = {}
     for role in spec.roles():
         src = sources[role]
-        key = (src.repo, src.ref, src.src, spec.scopes.get(role, ()), spec.prefer.get(role, ()))
+        build, cfile = spec.builds.get(role, ""), config_files.get(role)
+        key = (src.repo, src.ref, src.src, spec.scopes.get(role, ()), spec.prefer.get(role, ()), build, cfile)
         if key not in by_key:
             by_key[key] = load(src, spec.scopes.get(role, ()), cache_dir=cache_dir, jobs=jobs,
                                progress=progress, prefer=spec.prefer.get(role, ()), strict_scopes=False,
-                               url_template=(url_templates or {}).get(role, ""), network_timeout=network_timeout)
+                               url_template=(url_templates or {}).get(role, ""), network_timeout=network_timeout,
+                               build=build, config_file=cfile)
         loaded = by_key[key]  # shared with another role: same tree, own role and URL template
         out[role] = replace(loaded, source=src, info=replace(
             loaded.info, role=role, url_template=(url_templates or {}).get(role, "")))

@@ -14,6 +14,7 @@ LAYERS = [
     ["flowscan.config"],
     ["flowscan.extract"],
     ["flowscan.index"],
+    ["flowscan.buildconfig"],
     ["flowscan.graph"],
     ["flowscan.flow"],
     ["flowscan.report"],

@@ -151,6 +151,7 @@ class SourceInfo:
     commit: str = ""
     src: str = ""
     url_template: str = ""
+    build: str = ""  # the build configuration used, or why there was none (a note for outputs)
 
 
 @dataclass

@@ -16,6 +16,7 @@ import jsonschema
 from flowscan.config import ROLES
 from flowscan.errors import FlowscanError
 from flowscan.resources import queries_dir
+from flowscan.buildconfig.load import profiles as build_profiles
 
 _NAMES = {"oneOf": [{"type": "string", "minLength": 1},
                     {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}}]}
@@ -36,6 +37,7 @@ SCHEMA = {
                 "scope": {"type": "array", "items": {"type": "string"}},
                 "prefer": {"type": "array", "items": {"type": "string"}},
                 "default": _DEFAULTS,
+                "config": {"type": "string", "pattern": "^[A-Za-z0-9_.-]+$"},
             }} for r in ROLES}},
         "wide_fanout": {"type": "integer", "minimum": 1},
         "stage": {"type": "array", "minItems": 1, "items": {
@@ -156,6 +158,7 @@ class FlowSpec:
     role_titles: dict[str, str] = field(default_factory=dict)
     defaults: dict[str, dict[str, str]] = field(default_factory=dict)  # per role
     wide_fanout: int = WIDE_FANOUT
+    builds: dict[str, str] = field(default_factory=dict)  # role -> build configuration (queries/build/)
 
     def roles(self) -> list[str]:
         used = {h.role for h in self.hops} | {h.to_role for h in self.hops if h.to_role}
@@ -231,7 +234,12 @@ def load_flow(path: Path) -> FlowSpec:
                     prefer={r: tuple(v.get("prefer", ())) for r, v in roles.items()},
                     role_titles={r: v.get("title", r) for r, v in roles.items()},
                     defaults={r: dict(v.get("default", {})) for r, v in roles.items()},
-                    wide_fanout=data.get("wide_fanout", WIDE_FANOUT))
+                    wide_fanout=data.get("wide_fanout", WIDE_FANOUT),
+                    builds={r: v["config"] for r, v in roles.items() if v.get("config")})
+    for role, name in spec.builds.items():
+        if name not in build_profiles():
+            raise FlowscanError(f"{path}: roles.{role}.config: unknown build configuration '{name}' "
+                                f"(known: {', '.join(build_profiles())})")
     seen_ids: set[str] = set()
     for si, st in enumerate(data["stage"]):
         spec.stages.append(Stage(id=st["id"], title=st.get("title", st["id"]), role=st["role"]))

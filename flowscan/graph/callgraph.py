@@ -19,6 +19,8 @@ from flowscan.index.store import Index, build_in_memory
 from flowscan.extract.registrations import Registration, chain_name
 from flowscan.extract.apis import Registry, default_registry
 from flowscan.graph.expansion import Macros, Truth, assumed
+from flowscan.buildconfig.cexpr import FALSE, combine
+from flowscan.buildconfig.model import NOT_BUILT, STUB, UNDECIDED, BuildConfig
 
 DIRECT = "direct"
 MACRO = "macro"  # through a #define: the edge's store is the #define's file:line
@@ -49,6 +51,9 @@ class Edge:
     args: tuple[str, ...] = ()
     reason: str = ""  # why this target was kept (which store, registration, slot or type)
     obj_type: str = ""  # the QOM type a class dispatch was narrowed to ('' when not narrowed)
+    # Each of `conditions` evaluated for the build configuration: "true", "false" or "unknown"
+    # (empty when the tree has no configuration).
+    condition_values: tuple[str, ...] = ()
 
     @property
     def indirect(self) -> bool:
@@ -68,6 +73,8 @@ class Edge:
             out["ifs"] = list(self.ifs)
         if self.conditions:
             out["conditions"] = list(self.conditions)
+        if self.condition_values:
+            out["condition_values"] = list(self.condition_values)
         return out
 
 
@@ -183,10 +190,13 @@ class Graph:
     """The call graph of one tree and scope, read from its index (see flowscan.index)."""
 
     def __init__(self, facts: Sequence[FileFacts] | Index, registry: Registry | None = None,
-                 prefer: Sequence[str] = (), truth: Truth | None = None):
+                 prefer: Sequence[str] = (), truth: Truth | None = None, build: BuildConfig | None = None):
         self.registry = registry or default_registry()
+        self.build = build  # which files and #if branches are compiled (None: every one counts)
         self.prefer = tuple(p.rstrip("/") + "/" for p in prefer)
         self.ix = facts if isinstance(facts, Index) else build_in_memory(facts, self.registry)
+        if truth is None and build is not None:  # macro alternatives narrowed by the configuration too
+            truth = build.truth
         self.macros = Macros(self.ix, self.prefer, truth)
         self._memo: dict[int, list[Edge]] = {}
         self._typed_memo: dict[tuple[int, str], list[Edge]] = {}
@@ -214,6 +224,33 @@ class Graph:
     def definitions(self, name: str) -> list[FunctionDef]:
         return sorted(self.ix.defs(name), key=lambda d: (d.path, d.line))
 
+    def def_status(self, d: FunctionDef) -> str:
+        """built, not built, stub or unknown: the file's status for the build configuration, and not
+        built when the definition's own #if conditions are false."""
+        if self.build is None:
+            return UNDECIDED
+        st = self.build.status(d.path)
+        if st != NOT_BUILT and d.conditions and combine(list(self.build.conditions(d.conditions))) == FALSE:
+            return NOT_BUILT
+        return st
+
+    def built(self, defs: Sequence[FunctionDef]) -> list[FunctionDef]:
+        """The definitions a build of the configuration compiles: never one from a file that is not
+        built; a stub (QEMU's stub_ss) only when nothing else defines the name."""
+        if self.build is None or not defs:
+            return list(defs)
+        status = [(d, self.def_status(d)) for d in defs]
+        keep = [d for d, st in status if st not in (NOT_BUILT, STUB)]
+        return keep or [d for d, st in status if st == STUB]
+
+    def store_built(self, path: str, conditions: Sequence[str] = ()) -> bool:
+        """Is a store or registration at `path` (under these #if conditions) compiled? Unknown = yes."""
+        if self.build is None:
+            return True
+        if self.build.status(path) == NOT_BUILT:
+            return False
+        return not conditions or combine(list(self.build.conditions(conditions))) != FALSE
+
     def preferred(self, defs: Sequence[FunctionDef]) -> list[FunctionDef]:
         """Narrow alternatives (one per architecture) to the preferred architecture when one matches."""
         if len(defs) < 2 or not self.prefer:
@@ -223,10 +260,10 @@ class Graph:
 
     def lookup(self, name: str, from_path: str) -> list[FunctionDef]:
         """Definitions a direct call from `from_path` can reach: same-file static first, then globals."""
-        same = [d for d in self.ix.defs(name, ask=False) if d.path == from_path]
+        same = self.built([d for d in self.ix.defs(name, ask=False) if d.path == from_path])
         if same:  # decided by this file alone (a cold question needs no other file for it)
             return same[:1]
-        defs = self.ix.defs(name)
+        defs = self.built(self.ix.defs(name))
         if not defs:
             return []
         glob = [d for d in defs if not d.static]
@@ -384,7 +421,9 @@ class Graph:
                     kind=kind, path=call.path, line=call.line, via=via,
                     store_path=store.path if store is not None else "",
                     store_line=store.line if store is not None else 0, fanout=fanout, cases=call.cases,
-                    ifs=call.ifs, conditions=call.conditions, args=call.args, reason=_reason(kind, via, store))
+                    ifs=call.ifs, conditions=call.conditions, args=call.args, reason=_reason(kind, via, store),
+                    condition_values=self.build.conditions(call.conditions)
+                    if self.build is not None and call.conditions else ())
 
     def _through_macro(self, call: CallSite, has_function: bool) -> list[Edge]:
         """`arm_smccc_hvc(...)` -> `__arm_smccc_hvc` [macro]: the functions the macro's expansion calls,
@@ -432,6 +471,7 @@ class Graph:
             if chain_arg is not None and chain_arg < len(call.args):
                 chain = chain_name(call.args[chain_arg])
                 targets = self.ix.notifier_callbacks(chain)
+                targets = [(fn, reg) for fn, reg in targets if self.store_built(reg.path)]
                 for fn, reg in targets:
                     for d in self.lookup(fn, reg.path):
                         out.append(self._edge(call, d.name, d.path, "notifier", chain, reg, len(targets)))
@@ -446,6 +486,8 @@ class Graph:
         pairs = []
         seen = set()
         for s in sorted(stores, key=lambda s: (s.path, s.line, s.function)):
+            if not self.store_built(s.path, s.conditions):
+                continue
             for d in self.lookup(s.function, s.path):
                 if (d.name, d.path) in seen:
                     continue
@@ -688,7 +730,7 @@ class Graph:
         """Shortest call path from any definition of `src` to `dst` (BFS; ties broken by file order),
         through no dispatch wider than `max_fanout` (0: any). The QOM type of the object a callback is
         registered with travels along the path and narrows class dispatches (see `callees`)."""
-        starts = self.preferred(self.definitions(src))
+        starts = self.preferred(self.built(self.definitions(src)))
         if not starts:
             return None
         if src == dst:

@@ -32,19 +32,42 @@ def _how(e: Edge) -> str:
 
 
 def _ctx(e: Edge) -> str:
-    parts = [f"#if {c}" for c in e.conditions] + [f"case {c}" for c in e.cases] + [f"if ({c})" for c in e.ifs]
+    values = e.condition_values or ("",) * len(e.conditions)
+    parts = [f"#if {c}" + (f" ({v})" if v else "") for c, v in zip(e.conditions, values)]
+    parts += [f"case {c}" for c in e.cases] + [f"if ({c})" for c in e.ifs]
     return ("  [" + "; ".join(parts) + "]") if parts else ""
 
 
-def defs(name: str, found: Sequence[FunctionDef], fmt: str) -> str:
+def _cond_text(conds: Sequence[str], values: Sequence[str]) -> str:
+    """`#if A && B`, each condition followed by its value for the build configuration when there is one."""
+    if not values:
+        return " && ".join(conds)
+    return " && ".join(f"{c} ({v})" for c, v in zip(conds, values))
+
+
+def defs(name: str, found: Sequence[FunctionDef], fmt: str, graph: Graph | None = None) -> str:
+    """Every definition; with a build configuration, each says whether it is built (a definition that
+    is not built is never chosen) and what its #if conditions come to."""
     rows = sorted(found, key=lambda d: (d.path, d.line))
+    build = graph.build if graph is not None else None
     if fmt == "json":
-        return _json([asdict(d) for d in rows])
+        out = []
+        for d in rows:
+            item = asdict(d)
+            if build is not None:
+                item["build"] = graph.def_status(d)
+                if d.conditions:
+                    item["condition_values"] = list(build.conditions(d.conditions))
+            out.append(item)
+        return _json(out)
     lines = []
     for d in rows:
-        cond = f"  [#if {' && '.join(d.conditions)}]" if d.conditions else ""
+        values = build.conditions(d.conditions) if build is not None and d.conditions else ()
+        cond = f"  [#if {_cond_text(d.conditions, values)}]" if d.conditions else ""
         static = "static " if d.static else ""
-        lines.append(f"{d.path}:{d.line}: {static}{d.return_type} {d.name}{d.params}{cond}")
+        status = graph.def_status(d) if build is not None else ""
+        mark = f"  ({status})" if status in ("not built", "stub") else ""
+        lines.append(f"{d.path}:{d.line}: {static}{d.return_type} {d.name}{d.params}{cond}{mark}")
     return "\n".join(lines) + "\n"
 
 

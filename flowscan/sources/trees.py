@@ -87,6 +87,11 @@ class Tree:
     def read_one(self, path: str) -> bytes:
         raise NotImplementedError
 
+    def named(self, pattern: re.Pattern[str]) -> list[FileEntry]:
+        """Every file of the tree whose path matches `pattern` (build configuration files: Makefile,
+        Kbuild, Kconfig, meson.build), sorted; sizes are 0 (not needed to read them)."""
+        raise NotImplementedError
+
     def close(self) -> None:
         pass
 
@@ -199,6 +204,9 @@ class DirTree(Tree):
             if blob != entry.blob:  # edited since listing: report what was actually read
                 entry = replace(entry, blob=blob, size=len(data))
             yield entry, data
+
+    def named(self, pattern: re.Pattern[str]) -> list[FileEntry]:
+        return [FileEntry(p, "", 0) for p in sorted(self._walk()) if pattern.search(p)]
 
     def read_one(self, path: str) -> bytes:
         full = self._resolve(path)
@@ -438,6 +446,9 @@ class GitTree(Tree):
                 yield entry, data
         finally:
             stream.close()
+
+    def named(self, pattern: re.Pattern[str]) -> list[FileEntry]:
+        return [FileEntry(p, o, 0) for p, o in sorted(self._ls_tree(())) if pattern.search(p)]
 
     def read_one(self, path: str) -> bytes:
         """One file by path, any kind (Kconfig, meson.build); its blob fetched under the watchdog first."""
