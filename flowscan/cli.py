@@ -200,7 +200,7 @@ def callees(ctx, func, src, repo, ref, scopes, prefer, whole, direct_only, fmt):
 
     def question(graph):
         out = []
-        for d in graph.preferred(_known(graph, func)):
+        for d in graph.preferred(graph.built(_known(graph, func))):
             out.extend(graph.callees(d, direct_only, inline=True))
         return answers.edges(out, fmt, "callee")
 

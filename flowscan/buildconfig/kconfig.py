@@ -84,9 +84,12 @@ def resolve(files: BuildFiles, arch: str, defconfig: str, rules: list[dict],
     except ImportError:
         raise FlowscanError("kconfiglib is needed to resolve a defconfig (pip install kconfiglib), "
                             "or give a .config with --config-file") from None
-    with tempfile.TemporaryDirectory(prefix="flowscan-kconfig-") as tmp:
+    shm = Path("/dev/shm")  # (memory: ~1,800 small files written and removed)
+    scratch = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+    with tempfile.TemporaryDirectory(prefix="flowscan-kconfig-", dir=scratch) as tmp:
         root = Path(tmp)
         count = files.materialize(root, lambda p: _needed(p) or p == defconfig, _rewriter(rules))
+        _scripts(files, root)
         env = {"srctree": str(root), "ARCH": arch, "SRCARCH": arch, "KERNELVERSION": "flowscan",
                "CC": "gcc", "LD": "ld", "HOSTCC": "gcc", "HOSTCXX": "g++", "RUSTC": "rustc",
                "BINDGEN": "bindgen", "CLANG_FLAGS": "", "CC_VERSION_TEXT": "gcc (flowscan) 12.2.0"}
@@ -114,6 +117,18 @@ def resolve(files: BuildFiles, arch: str, defconfig: str, rules: list[dict],
         except OSError:
             pass
     return values, note
+
+
+_SCRIPT = re.compile(r"^scripts/[^/]+\.sh$")
+
+
+def _scripts(files: BuildFiles, root: Path) -> None:
+    """The shell scripts Kconfig runs through $(shell,...) (pahole-version.sh, ...), executable."""
+    for entry in files.tree.named(_SCRIPT):
+        out = root / entry.path
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(files.tree.read_one(entry.path))
+        out.chmod(0o755)
 
 
 def _not_honoured(kc, defconfig: Path) -> list[str]:

@@ -79,6 +79,8 @@ class Step:
     conditions: list[str] = dataclasses.field(default_factory=list)
     reason: str = ""  # why an indirect target was kept (the store, registration, slot or QOM type)
     obj_type: str = ""  # the QOM type a class dispatch was narrowed to
+    # Each of `conditions` for the build configuration: "true", "false" or "unknown" (empty: none).
+    condition_values: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclass

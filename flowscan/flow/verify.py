@@ -72,7 +72,7 @@ def neighbourhood(result: FlowResult, graphs: dict[str, Graph]) -> dict[str, dic
             key = f"{h.role}:{name}"
             if not name or key in callees:
                 continue
-            defs = g.preferred(g.definitions(name))
+            defs = g.preferred(g.built(g.definitions(name)))
             callees[key] = sorted({e.callee for d in defs for e in g.callees(d, direct_only=True)
                                    if not _MACRO.match(e.callee)})
     return {"callees": callees, "registrations": regs, "functions": dict(sorted(functions.items())),
@@ -179,7 +179,7 @@ def step_of(e: Edge) -> Step:
     return Step(caller=e.caller, callee=e.callee, kind=e.kind, path=e.path, line=e.line, via=e.via,
                 store_path=e.store_path, store_line=e.store_line, fanout=e.fanout, callee_path=e.callee_path,
                 cases=list(e.cases), ifs=list(e.ifs), conditions=list(e.conditions), reason=e.reason,
-                obj_type=e.obj_type)
+                obj_type=e.obj_type, condition_values=list(e.condition_values))
 
 
 def edge_conditions(e: Edge) -> list[str]:
@@ -214,7 +214,11 @@ def call_evidence(role: str, e: Edge) -> Evidence:
 # -- call sites and the flow's defaults --------------------------------------------------------------
 def site_conditions(g: Graph, e: Edge, defaults: dict[str, str]) -> list[Condition]:
     """The edge's conditions, each decided under the defaults (case labels by their switch's expression)."""
-    out = [Condition(f"#if {c}", None, "build configuration") for c in e.conditions]
+    values = e.condition_values or ("",) * len(e.conditions)
+    build = g.build.title if g.build is not None else ""
+    out = [Condition(f"#if {c}", {"true": True, "false": False}.get(v),
+                     f"build configuration: {build}" if build else "no build configuration")
+           for c, v in zip(e.conditions, values)]
     for label in e.cases:
         subject, labels = _switch_of(g, e.caller, label)
         d = decide_case(label, subject, labels, defaults)
@@ -242,7 +246,8 @@ def call_sites(g: Graph, edges: list[Edge], defaults: dict[str, str], chosen: Ed
     for (path, line), es in by_site.items():
         e = es[0]
         conds = site_conditions(g, e, defaults)
-        decided = [c.value for c in conds if not c.text.startswith("#if ")]
+        # (an #if the build configuration decides counts; one it cannot decide does not make the site unknown)
+        decided = [c.value for c in conds if not c.text.startswith("#if ") or c.value is not None]
         out.append(Site(path=path, line=line, caller=e.caller, callee="|".join(dict.fromkeys(x.callee for x in es)),
                         kind=e.kind, via=e.via, conditions=conds, default_taken=combine(decided),
                         chosen=chosen is not None and (chosen.path, chosen.line) == (path, line)))
@@ -324,7 +329,7 @@ def _same_call(g: Graph, last: Edge) -> list[Edge]:
 
 # -- hop kinds -------------------------------------------------------------------------------------
 def _verify_call(hop: Hop, g: Graph) -> HopResult:
-    from_defs = [(f, d) for f in hop.frm for d in g.preferred(g.definitions(f))]
+    from_defs = [(f, d) for f in hop.frm for d in g.preferred(g.built(g.definitions(f)))]
     if not from_defs:
         cands = [f"{c} (similar name)" for f in hop.frm for c in _similar(f, g.def_names(), 4)]
         return _base(hop, MISSING, candidates=cands[:6],
@@ -408,7 +413,7 @@ def _literal_uses(g: Graph, names: tuple[str, ...], functions: set[str]) -> list
     if not wanted:
         return out
     for f in sorted(functions):
-        for d in g.preferred(g.definitions(f)):
+        for d in g.preferred(g.built(g.definitions(f))):
             for c in g.calls_of(d):
                 out.extend(ConstantUse(name=a, kind="call-arg", target=c.callee, function=f, path=c.path,
                                        line=c.line) for a in c.args if address_key(a) in wanted)
@@ -567,7 +572,7 @@ def _reg_evidence(hop: Hop, ci: str, s, api: str) -> Evidence:
 def _verify_unverifiable(hop: Hop, g: Graph) -> HopResult:
     evidence = []
     for f in hop.frm:
-        for d in g.preferred(g.definitions(f)):
+        for d in g.preferred(g.built(g.definitions(f))):
             for c in g.calls_of(d):
                 if any(c.callee == t or t.endswith("." + c.callee) or t.endswith(c.callee) for t in hop.to):
                     evidence.append(Evidence(role=hop.role, path=c.path, line=c.line, function=f,

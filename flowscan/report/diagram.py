@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from flowscan.flow.results import (DRIFT_CLASSES, MISSING, SEVERITIES, SKIPPED, STATUSES, UNVERIFIABLE, VERIFIED,
                                    DriftItem, DriftReport, FlowResult, HopResult, StageInfo)
-from flowscan.report.hops import evidence_line, loc, refs_text, severity_counts, target_role
+from flowscan.report.hops import conditions_text, evidence_line, loc, refs_text, severity_counts, target_role
 
 __all__ = ["Diagram", "Node", "Edge", "Model", "flow_diagram", "drift_diagram", "node_id", "handoff_node_id",
            "hop_class", "sanitize", "shorten", "item_line", "item_rank", "top_item", "old_name"]
@@ -166,7 +166,7 @@ class _Builder:
     def _hop_tail(self, hop: HopResult) -> list[str]:
         lines = []
         if hop.conditions:
-            lines.append("conditions: " + "; ".join(hop.conditions))
+            lines.append("conditions: " + conditions_text(hop))
         if hop.note:
             lines.append("note: " + hop.note)
         if hop.candidates:

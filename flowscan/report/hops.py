@@ -26,6 +26,18 @@ def stages(result: FlowResult) -> list[StageInfo]:
     return stages
 
 
+def conditions_text(hop: HopResult, sep: str = "; ") -> str:
+    """The hop's conditions, each #if one followed by its value for the build configuration when it has
+    one (from the shown call site): `#if !CONFIG_USER_ONLY (true); if (kvm_enabled())`."""
+    shown = next((s for s in hop.sites if s.chosen), hop.sites[0] if hop.sites else None)
+    values = {c.text: c.value for c in shown.conditions} if shown is not None else {}
+    out = []
+    for c in hop.conditions:
+        v = values.get(c) if c.startswith("#if ") else None
+        out.append(c + ({True: " (true)", False: " (false)"}.get(v, "")))
+    return sep.join(out)
+
+
 def hop_names(hop: HopResult) -> tuple[str, str]:
     return hop.matched_from or hop.frm, hop.matched_to or hop.to
 

@@ -14,7 +14,7 @@ import re
 
 from flowscan.flow.results import MISSING, STATUSES, DriftReport, Evidence, FlowResult
 from flowscan.report.diagram import hop_class
-from flowscan.report.hops import (dispatch_lines, ev_loc, hop_how, hop_names, path_text, primary_evidence, site_lines,
+from flowscan.report.hops import (conditions_text, dispatch_lines, ev_loc, hop_how, hop_names, path_text, primary_evidence, site_lines,
                                   sorted_items, stages, status_text)
 from flowscan.report.links import SourceLinks
 from flowscan.report.palette import STATUS_COLOURS
@@ -334,6 +334,6 @@ def html_page(result: FlowResult, svg: str, report: DriftReport | None = None) -
                 notes.append("dispatch:<br>" + "<br>".join(_e(line) for line in lines))
             out.append(f'<tr class="hop" id="{hop_class(h.id)}" data-hop="{_e(h.id)}"><td>{cell}</td>'
                        f"{_status_cell(h.status, status_text(h))}<td>{_e(hop_how(h))}</td><td class=\"where mono\">{where}</td>"
-                       f"<td class=\"cond\">{_e('; '.join(h.conditions))}</td><td class=\"notes\">{'<br>'.join(notes)}</td></tr>")
+                       f"<td class=\"cond\">{_e(conditions_text(h))}</td><td class=\"notes\">{'<br>'.join(notes)}</td></tr>")
     out += ["</tbody></table>", "</main>", f"<script>{_JS}</script>", "</body>", "</html>", ""]
     return "\n".join(out)

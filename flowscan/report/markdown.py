@@ -4,7 +4,7 @@ candidates, a summary; for drift, counts by severity and a table of items with o
 from __future__ import annotations
 
 from flowscan.flow.results import MISSING, NOT_FOUND, SKIPPED, UNVERIFIABLE, VERIFIED, DriftReport, FlowResult
-from flowscan.report.hops import (dispatch_lines, ev_loc, handoff_ends, evidence_text, hop_how, hop_names, path_text,
+from flowscan.report.hops import (conditions_text, dispatch_lines, ev_loc, handoff_ends, evidence_text, hop_how, hop_names, path_text,
                                   primary_evidence, refs_text, severity_counts, site_lines, sorted_items,
                                   stages, summary_line)
 from flowscan.report.links import SourceLinks
@@ -36,6 +36,9 @@ def trace_markdown(result: FlowResult) -> str:
         for s in result.sources:
             out.append(f"| {s.role} | {_md(s.repo or s.src or '?')} | {_code(s.ref)} | {_code(s.commit)} |")
         out.append("")
+        builds = [s for s in result.sources if s.build]
+        if builds:
+            out += [f"- build ({s.role}): {_md(s.build)}" for s in builds] + [""]
     for i, st in enumerate(stages(result), 1):
         hops = [h for h in result.hops if h.stage == st.id]
         if not hops:
@@ -57,7 +60,7 @@ def trace_markdown(result: FlowResult) -> str:
                 where = f"{_md_link(ev_loc(prod), links.of(prod))} → {_md_link(ev_loc(cons), links.of(cons))}"
             mark = STATUS_MARK.get(h.status, h.status) + (f" (wide: {h.width})" if h.wide and h.status == VERIFIED else "")
             out.append(f"| {cell} | {mark} | {_md(hop_how(h))} | {where} | "
-                       f"{_md('; '.join(h.conditions))} |")
+                       f"{_md(conditions_text(h))} |")
         notes = [h for h in hops if h.note and h.status != MISSING]
         if notes:
             out.append("")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flowscan.flow.results import DriftReport, FlowResult
-from flowscan.report.hops import (ev_loc, where_text, hop_how, hop_names, primary_evidence, refs_text, severity_counts,
+from flowscan.report.hops import (conditions_text, ev_loc, where_text, hop_how, hop_names, primary_evidence, refs_text, severity_counts,
                                   site_count_text, sorted_items, source_text, stages, status_text,
                                   summary_line)
 
@@ -20,7 +20,10 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
 def trace_table(result: FlowResult) -> str:
     """Plain-text table for the terminal; one line per hop, summary at the end."""
     lines = [f"{result.title or result.flow} ({result.flow})"]
-    lines += [f"  {s.role}: {source_text(s)}" for s in result.sources]
+    for s in result.sources:
+        lines.append(f"  {s.role}: {source_text(s)}")
+        if s.build:
+            lines.append(f"    build: {s.build}")
     lines.append("")
     rows = []
     for st in stages(result):
@@ -28,7 +31,7 @@ def trace_table(result: FlowResult) -> str:
             frm, to = hop_names(h)
             ev = primary_evidence(h)
             rows.append([st.id, frm, to, status_text(h), hop_how(h), (where_text(h) or "-") + site_count_text(h),
-                         "; ".join(h.conditions)])
+                         conditions_text(h)])
     lines += table(["STAGE", "FROM", "TO", "STATUS", "HOW", "WHERE", "CONDITIONS"], rows)
     lines.append("")
     lines.append(summary_line(result))

@@ -58,9 +58,5 @@ class BuildFiles:
         return written
 
     def _read(self, entries: Iterable[FileEntry]):
-        entries = list(entries)
-        if entries and entries[0].blob:
-            yield from self.tree.read(entries)
-        else:
-            for e in entries:
-                yield e, self.tree.read_one(e.path)
+        for e in entries:  # (one by one: Tree.read first checks the whole clone for missing blobs)
+            yield e, self.tree.read_one(e.path)
