@@ -91,6 +91,8 @@ def for_tree(files: BuildFiles, name: str, user_file: Path | None = None,
             devices, dnote = resolve_devices(files, prof)
             values.update(devices)
             notes.append(dnote)
+        else:
+            notes.append(f"no {prof.get('devices') or 'device configuration'}: device symbols unknown (kept)")
         if user is not None:
             values.update(user)
             notes.append(f"{user_file} laid over the profile ({len(user)} symbols)")
