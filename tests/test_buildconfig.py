@@ -104,7 +104,7 @@ def test_user_dot_config_replaces_the_defconfig(linux_new, tmp_path):
 def test_resolved_defconfig_is_cached_by_kconfig_blobs(fixture_repos, tmp_path):
     from flowscan.sources.clones import open_tree
 
-    tree = open_tree(Source(role="", repo=str(fixture_repos["linux"]), ref="v6.12"), tmp_path, progress=False)
+    tree = open_tree(Source(role="", repo=str(fixture_repos["linux"]), ref="v6.12"), tmp_path)
     cfg, _ = for_tree(BuildFiles(tree), LINUX, None, tmp_path)
     cached = list((tmp_path / "buildconfig").glob("*.json"))
     assert len(cached) == 1
@@ -119,8 +119,8 @@ def test_resolved_defconfig_is_cached_by_kconfig_blobs(fixture_repos, tmp_path):
 
 def test_not_built_never_supplies_a_definition(linux_new, tmp_path):
     """Without --prefer, machine_restart has two global definitions; arch/x86 is not built for arm64."""
-    plain = load(Source(role="", src=str(linux_new)), cache_dir=tmp_path, progress=False).graph
-    built = load(Source(role="", src=str(linux_new)), cache_dir=tmp_path, progress=False, build=LINUX).graph
+    plain = load(Source(role="", src=str(linux_new)), cache_dir=tmp_path).graph
+    built = load(Source(role="", src=str(linux_new)), cache_dir=tmp_path, build=LINUX).graph
     assert [d.path for d in plain.lookup("machine_restart", "kernel/reboot.c")] == [
         "arch/arm64/kernel/process.c", "arch/x86/kernel/reboot.c"]
     assert [d.path for d in built.lookup("machine_restart", "kernel/reboot.c")] == ["arch/arm64/kernel/process.c"]
@@ -132,7 +132,7 @@ def test_header_branch_chosen_by_the_configuration(linux_new, tmp_path):
     """With EFI off, drivers/firmware/efi is not built and the !CONFIG_EFI inline in efi.h is the one."""
     dot = tmp_path / "noefi.config"
     dot.write_text("CONFIG_ARM64=y\nCONFIG_ARM_PSCI_FW=y\n")
-    g = load(Source(role="", src=str(linux_new)), cache_dir=tmp_path, progress=False, config_file=dot).graph
+    g = load(Source(role="", src=str(linux_new)), cache_dir=tmp_path, config_file=dot).graph
     edges = [e for e in g.callees(g.def_at("machine_restart", "arch/arm64/kernel/process.c"))
              if e.callee == "efi_reboot"]
     assert [(e.callee_path, e.line) for e in edges] == [("include/linux/efi.h", 53)]
@@ -206,9 +206,12 @@ def test_trace_uses_the_specs_configurations(q):
     assert builds["guest"].startswith("Linux arm64 defconfig: arch/arm64/configs/defconfig resolved with kconfiglib")
     assert builds["vmm"].startswith("QEMU aarch64-softmmu, KVM and TCG")
     hop = _hop(res, "arm_cpu_reset_hold->kvm_arm_reset_vcpu")
-    assert (hop["status"], hop["to_path"], hop["conditions"], hop["condition_values"]) == (
-        "verified", "target/arm/kvm.c", ["#if !CONFIG_USER_ONLY", "if (kvm_enabled())"], ["true", ""])
+    assert (hop["status"], hop["to_path"], hop["conditions"]) == (
+        "verified", "target/arm/kvm.c", ["#if !CONFIG_USER_ONLY", "if (kvm_enabled())"])
     assert hop["steps"][0]["condition_values"] == ["true"]
+    site = hop["sites"][0]
+    assert site["conditions"][0] == {"text": "#if !CONFIG_USER_ONLY", "value": True,
+                                     "why": "build configuration: QEMU aarch64-softmmu, KVM and TCG"}
     code, out, _ = q("trace")
     assert "#if !CONFIG_USER_ONLY (true); if (kvm_enabled())" in out
     assert "    build: QEMU aarch64-softmmu, KVM and TCG" in out
@@ -230,7 +233,9 @@ def test_tree_without_build_files_behaves_as_before(q, qemu_new, tmp_path):
     vmm = {s["role"]: s["build"] for s in res["sources"]}["vmm"]
     assert vmm == f"{bare}: no meson.build files: every file counted as built, #if conditions not evaluated"
     hop = _hop(res, "arm_cpu_reset_hold->kvm_arm_reset_vcpu")
-    assert hop["to_path"] == "target/arm/kvm.c" and hop["condition_values"] == []
+    assert hop["to_path"] == "target/arm/kvm.c" and hop["steps"][0]["condition_values"] == []
+    assert hop["sites"][0]["conditions"][0] == {"text": "#if !CONFIG_USER_ONLY", "value": None,
+                                                "why": "no build configuration"}
 
 
 def test_diff_has_no_phantom_move_to_the_stub(q, fixture_repos):

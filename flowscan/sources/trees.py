@@ -448,7 +448,7 @@ class GitTree(Tree):
             stream.close()
 
     def named(self, pattern: re.Pattern[str]) -> list[FileEntry]:
-        return [FileEntry(p, o, 0) for p, o in sorted(self._ls_tree(())) if pattern.search(p)]
+        return [FileEntry(p, o, 0) for p, o in sorted(self._ls_tree(())[0]) if pattern.search(p)]
 
     def read_one(self, path: str) -> bytes:
         """One file by path, any kind (Kconfig, meson.build); its blob fetched under the watchdog first."""
