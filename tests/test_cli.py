@@ -210,9 +210,9 @@ def test_sources_shows_config_cache_and_hit_rates(capsys, tmp_path, fixture_repo
     assert f"config: {tmp_path / 'flowscan.toml'}" in out
     assert f"  vmm: {fixture_repos['qemu']} @ v10.0.0" in out
     assert "refs: v10.0.0" in out
-    assert re.search(r"last scan of qemu@v10.0.0 \(.*\): 34 files, from its index, ", out)  # second trace
+    assert re.search(r"last scan of qemu@v10.0.0 \(.*\): 35 files, from its index, ", out)  # second trace
     # (guest and host scopes differ: one index each, and one for QEMU)
-    assert re.search(r"  index: qemu@v10.0.0 \(.+\), 34 files, [0-9.]+ MB", out)
+    assert re.search(r"  index: qemu@v10.0.0 \(.+\), 35 files, [0-9.]+ MB", out)
     code, out, _ = run(capsys, "--cache-dir", cache, "sources", "--format", "json")
     idx = json.loads(out)["indexes"]
     assert idx["entries"] == 3 and {t["tree"] for t in idx["trees"]} == {"linux@v6.12", "qemu@v10.0.0"}
