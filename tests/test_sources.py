@@ -870,3 +870,27 @@ def test_network_timeout_settings(tmp_path, monkeypatch):
         cfg.write_text(f"network_timeout = {bad}\n")
         with pytest.raises(FlowscanError, match="network_timeout: must be a number of seconds above 0"):
             load_config(cfg)
+
+
+def test_ctrl_c_during_a_stalled_transfer_stops_git_and_its_helpers(staller, tmp_path):
+    import signal
+    import time
+
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen([sys.executable, "-m", "flowscan", "--cache-dir", str(tmp_path / "cache"), "callees",
+                             "x", "--repo", f"http://127.0.0.1:{staller.port}/linux.git", "--ref", "v1"],
+                            env={**os.environ, "PYTHONPATH": str(root), "FLOWSCAN_NETWORK_TIMEOUT": "120"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not staller.accepted and time.monotonic() < deadline:  # git-remote-http is connected
+            time.sleep(0.05)
+        assert staller.accepted
+        proc.send_signal(signal.SIGINT)  # to flowscan alone: git runs in its own process group
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0 and "Traceback" not in err.decode(), err
+    assert staller.all_closed()  # the helper holding the connection is gone too

@@ -223,24 +223,38 @@ def run_network(g: gitpython.Git, args: Sequence[str], *, timeout: float, what: 
         err = bytearray()
         last = [time.monotonic()]
 
-        def pump_out() -> None:
-            while chunk := os.read(proc.stdout.fileno(), 65536):
-                out.extend(chunk)
+        def chunks(stream):
+            fd = stream.fileno()
+            while True:
+                try:
+                    chunk = os.read(fd, 65536)
+                except OSError:
+                    return
+                if not chunk:
+                    return
                 last[0] = time.monotonic()
+                yield chunk
+
+        def pump_out() -> None:
+            for chunk in chunks(proc.stdout):
+                out.extend(chunk)
+
+        def tell(line: bytes) -> None:
+            if on_line is not None and line.strip():
+                try:
+                    on_line(line.decode("utf-8", "replace"))
+                except Exception:  # a failing display must not stop the draining of git's stderr
+                    pass
 
         def pump_err() -> None:
             pending = b""
-            while chunk := os.read(proc.stderr.fileno(), 65536):
+            for chunk in chunks(proc.stderr):
                 err.extend(chunk)
-                last[0] = time.monotonic()
                 pending += chunk
                 *lines, pending = re.split(rb"[\r\n]", pending)
-                if on_line is not None:
-                    for line in lines:
-                        if line.strip():
-                            on_line(line.decode("utf-8", "replace"))
-            if pending.strip() and on_line is not None:
-                on_line(pending.decode("utf-8", "replace"))
+                for line in lines:
+                    tell(line)
+            tell(pending)
 
         pumps = [threading.Thread(target=f, daemon=True) for f in (pump_out, pump_err)]
         for t in pumps:
@@ -267,8 +281,11 @@ def run_network(g: gitpython.Git, args: Sequence[str], *, timeout: float, what: 
                 try:
                     proc.wait(timeout=3)
                 except subprocess.TimeoutExpired:
-                    _kill_group(proc, signal.SIGKILL)
-                    proc.wait()
+                    pass
+            _kill_group(proc, signal.SIGKILL)  # helpers too, whether or not git itself is gone
+            proc.wait()
+            for t in pumps:
+                t.join(5)
             raise
         finally:
             for stream in (proc.stdout, proc.stderr):
