@@ -44,12 +44,15 @@ class TooWide(Exception):
     """The question needs (nearly) the whole tree: build its index."""
 
 
-def tokens_for(asked: Iterable[tuple[str, str]], registry: Registry) -> tuple[set[str], set[str], set[str]]:
-    """The words, the struct members (spelled `.m` or `->m`) and the defined names (spelled on a line
-    that starts in column 0) whose files can hold the facts behind these lookups."""
+def tokens_for(asked: Iterable[tuple[str, str]], registry: Registry
+               ) -> tuple[set[str], set[str], set[str], set[str]]:
+    """The words, the struct members (spelled `.m` or `->m`), the defined names (spelled on a line
+    that starts in column 0) and the macros (on a `#define` line) whose files can hold the facts behind
+    these lookups."""
     words: set[str] = set()
     members: set[str] = set()
     defs: set[str] = set()
+    macros: set[str] = set()
     for kind, value in asked:
         if kind == "all":
             raise TooWide(value)
@@ -57,6 +60,9 @@ def tokens_for(asked: Iterable[tuple[str, str]], registry: Registry) -> tuple[se
             continue
         if kind == "def":  # a definition; calls of undefined macros (`assert`) ask this everywhere
             defs.add(value)
+            continue
+        if kind == "macro":  # only a #define line can hold it (macro bodies name the caller's locals too)
+            macros.add(value)
             continue
         if kind == "member":  # stores into it and calls through it; and the registration APIs that fill it
             members.add(value)
@@ -69,7 +75,7 @@ def tokens_for(asked: Iterable[tuple[str, str]], registry: Registry) -> tuple[se
         elif kind == "chain":  # notifier APIs that register on this chain without naming it
             words.update(api.api for api in registry.notifiers.values()
                          if api.chain == value or any(chain_name(v) == value for _, v in api.chain_map))
-    return words, members, defs
+    return words, members, defs, macros
 
 
 def fresh(wanted: dict[str, set[str]], searched: dict[str, set[str]]) -> dict[str, set[str]]:
@@ -87,7 +93,7 @@ def answer(tree: Tree, entries: Sequence[FileEntry], question: Callable[[Graph],
     Raises TooWide when that is not worth it."""
     by_path = {e.path: e for e in entries}
     total = sum(e.size for e in entries) or 1
-    wanted = {"words": set(seeds), "members": set(), "defs": set()}
+    wanted = {"words": set(seeds), "members": set(), "defs": set(), "macros": set()}
     searched: dict[str, set[str]] = {kind: set() for kind in wanted}
     files: set[str] = set()
     parent = Path(work_dir) if work_dir is not None else Path(tempfile.gettempdir())
@@ -113,7 +119,7 @@ def answer(tree: Tree, entries: Sequence[FileEntry], question: Callable[[Graph],
                     result = ("answer", question(graph))
                 except FlowscanError as exc:
                     result = ("error", exc)
-                for kind, more in zip(("words", "members", "defs"), tokens_for(ix.lookups(), registry)):
+                for kind, more in zip(("words", "members", "defs", "macros"), tokens_for(ix.lookups(), registry)):
                     wanted[kind] |= more
             finally:
                 ix.db.close()

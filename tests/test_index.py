@@ -157,10 +157,10 @@ def test_cold_question_follows_a_registration(fixture_repos, tmp_path, monkeypat
 
 def test_tokens_for_lookups():
     reg = default_registry()
-    words, members, defs = prefilter.tokens_for(
+    words, members, defs, macros = prefilter.tokens_for(
         {("def", "foo"), ("name", "bar"), ("member", "hold"), ("chain", "restart_handler_list"),
-         ("owner", "ResettableClass"), ("name", "a b")}, reg)
-    assert defs == {"foo"} and members == {"hold"}
+         ("owner", "ResettableClass"), ("name", "a b"), ("macro", "ARM_SMCCC")}, reg)
+    assert defs == {"foo"} and members == {"hold"} and macros == {"ARM_SMCCC"}
     assert {"bar", "resettable_class_set_parent_phases", "register_sys_off_handler",
             "ResettableClass", "restart_handler_list"} <= words
     assert "a b" not in words

@@ -39,6 +39,11 @@ __attribute __extension__ do else case default goto break continue defined __has
 __has_builtin __has_include __auto_type _Pragma __label__ __real__ __imag__ offsetof""".split())
 BUILTIN_PREFIXES = ("__builtin_", "__sync_", "__atomic_")
 KEYWORDS = frozenset("if else while for do switch case default return goto break continue sizeof".split())
+# Never a macro of the tree: C's reserved words and the compiler's predefined names. Looking them up would
+# send a cold question to every definition line of the tree (`void`, `const` start most of them).
+NEVER_MACROS = NOT_CALLS | frozenset("""void char short int long float double signed unsigned _Bool const
+restrict __restrict static extern inline __inline __inline__ register auto struct union enum typedef
+__FILE__ __LINE__ __func__ __FUNCTION__ __PRETTY_FUNCTION__ __COUNTER__ __DATE__ __TIME__""".split())
 
 
 @dataclass(frozen=True)

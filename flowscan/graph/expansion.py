@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable, Sequence
 
-from flowscan.extract.cpp import UNDEFINED, Expansion, expand, ignorer
+from flowscan.extract.cpp import NEVER_MACROS, UNDEFINED, Expansion, expand, ignorer
 from flowscan.extract.facts import MacroDef
 from flowscan.index.store import Index
 from flowscan.resources import queries_dir
@@ -85,6 +85,8 @@ class Macros:
 
     def definitions(self, name: str, from_path: str) -> list[MacroDef]:
         """The #defines of `name` a file sees: its own (every #if branch of them), else the tree's."""
+        if name in NEVER_MACROS:
+            return []
         defs = self.ix.macros(name)
         if not defs:
             return []

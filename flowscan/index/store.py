@@ -412,7 +412,7 @@ class Index:
 
     def macros(self, name: str) -> list[MacroDef]:
         """The #defines of `name` (one per #if branch, per file), in file order."""
-        self.ask("def", name)
+        self.ask("macro", name)
         return self._cached(("macro", name), lambda: self._decode("macros", MacroDef, "name = ?", (name,)))
 
     def constant_uses(self, key: str, column: str = "key") -> list[ConstantUse]:

@@ -41,9 +41,9 @@ def _alternation(words: Iterable[str]) -> bytes:
     return b"|".join(re.escape(w.encode()) for w in sorted(set(words)))
 
 
-def _line_test(words: Iterable[str], members: Iterable[str], defs: Iterable[str]):
-    """Does a line (or a whole file: the pattern is multi-line) spell a word, access a member, or spell a
-    defined name in a definition-like line?"""
+def _line_test(words: Iterable[str], members: Iterable[str], defs: Iterable[str], macros: Iterable[str] = ()):
+    """Does a line (or a whole file: the pattern is multi-line) spell a word, access a member, spell a
+    defined name in a definition-like line, or #define one of `macros`?"""
     alts = []
     if words:
         alts.append(rb"(?<!\w)(?:" + _alternation(words) + rb")(?!\w)")
@@ -52,6 +52,8 @@ def _line_test(words: Iterable[str], members: Iterable[str], defs: Iterable[str]
     if defs:
         alts.append(rb"^(?=[^\s#])(?![^\n]*;[ \t\r]*$)[^\n]*?(?<!\w)(?:" + _alternation(defs) + rb")(?!\w)")
         alts.append(rb"^[ \t]*\#[ \t]*define[ \t]+(?:" + _alternation(defs) + rb")(?![\w$])")  # a macro
+    if macros:
+        alts.append(rb"^[ \t]*\#[ \t]*define[ \t]+(?:" + _alternation(macros) + rb")(?![\w$])")
     pattern = re.compile(b"|".join(alts), re.MULTILINE) if alts else None
     return lambda line: pattern is not None and pattern.search(line) is not None
 
@@ -70,15 +72,16 @@ class Tree:
         return ""
 
     def grep(self, entries: Sequence[FileEntry], words: Iterable[str] = (), members: Iterable[str] = (),
-             defs: Iterable[str] = ()) -> set[str]:
-        """The paths among `entries` that spell one of `words` as a whole word, access one of `members`
+             defs: Iterable[str] = (), macros: Iterable[str] = ()) -> set[str]:
+        """The paths among `entries` that spell one of `words` as a whole word, #define one of `macros`,
+        access one of `members`
         (`.m`, `->m`), or have one of `defs` on a line that could open a definition: it starts in column 0
         with neither blank nor `#` (a definition's return type or name stands there: `int\nfoo(void)`,
         `SYSCALL_DEFINE1(foo, ...)`; calls are indented) and does not end with `;` (a prototype, or
         `EXPORT_SYMBOL(foo);`)."""
-        if not (words or members or defs):
+        if not (words or members or defs or macros):
             return set()
-        test = _line_test(words, members, defs)
+        test = _line_test(words, members, defs, macros)
         return {e.path for e, data in self.read(entries) if test(data)}
 
     def read(self, entries: Iterable[FileEntry]) -> Iterator[tuple[FileEntry, bytes]]:
@@ -382,10 +385,11 @@ class GitTree(Tree):
         return got
 
     def grep(self, entries: Sequence[FileEntry], words: Iterable[str] = (), members: Iterable[str] = (),
-             defs: Iterable[str] = ()) -> set[str]:
+             defs: Iterable[str] = (), macros: Iterable[str] = ()) -> set[str]:
         """`git grep` over the commit, no checkout (see Tree.grep)."""
         words, members, defs = sorted(set(words)), sorted(m for m in set(members) if m.isidentifier()), sorted(set(defs))
-        if not entries or not (words or members or defs):
+        macros = sorted(set(macros))
+        if not entries or not (words or members or defs or macros):
             return set()
         # The files are named one by one: a directory would also hold files whose blobs this partial
         # clone lacks, and git would fetch those one request each.
@@ -394,8 +398,8 @@ class GitTree(Tree):
         # (word, member access, definition line) is decided here. One extended pattern per few hundred
         # words: git tests each -e pattern separately on every line, so 140 fixed strings cost 2.5x one
         # alternation of them.
-        test = _line_test(words, members, defs)
-        allw = sorted({*words, *members, *defs})
+        test = _line_test(words, members, defs, macros)
+        allw = sorted({*words, *members, *defs, *macros})
         pats = [a for i in range(0, len(allw), GREP_WORDS)
                 for a in ("-e", "(" + "|".join(re.sub(r"([][.*+?{}()|^$\\])", r"\\\1", w)
                                                 for w in allw[i:i + GREP_WORDS]) + ")")]
