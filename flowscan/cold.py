@@ -27,7 +27,7 @@ from flowscan.graph.callgraph import Graph
 from flowscan.index.store import Index
 from flowscan.extract.registrations import chain_name
 from flowscan.extract.apis import Registry
-from flowscan.index.build import build_index
+from flowscan.index.build import WORK_PREFIX, build_index
 from flowscan.progress import NULL, Progress
 from flowscan.sources.refs import FileEntry
 from flowscan.sources.trees import Tree
@@ -98,6 +98,7 @@ def answer(tree: Tree, entries: Sequence[FileEntry], question: Callable[[Graph],
     files: set[str] = set()
     parent = Path(work_dir) if work_dir is not None else Path(tempfile.gettempdir())
     fileio.sweep(parent, QUESTION_PREFIX)  # scratch indexes of questions that were killed
+    fileio.sweep(parent, WORK_PREFIX)  # ... and of index builds that were (a cold answer builds none)
     with fileio.work_dir(parent, QUESTION_PREFIX) as tmp:
         result: tuple[str, object] | None = None
         for rnd in range(MAX_ROUNDS):

@@ -203,7 +203,8 @@ def git_repo(root: Path, tag: str = "v1") -> Path:
 
 @pytest.fixture(scope="module")
 def big_tree(tmp_path_factory) -> Path:
-    return git_repo(synthetic_tree(tmp_path_factory.mktemp("big") / "tree"))
+    # large enough that a kill 0.1-0.8 s into the parse lands before the end on an idle machine too
+    return git_repo(synthetic_tree(tmp_path_factory.mktemp("big") / "tree", files=400))
 
 
 def _session_alive(sid: int) -> list[str]:
