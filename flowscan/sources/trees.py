@@ -357,6 +357,7 @@ class GitTree(Tree):
         if all(o in self._known for o in wanted):
             return {o: self._known[o] for o in wanted}
         sizes = self._present()
+        self._known.update(sizes)  # blobs in the clone stay there: one listing serves every later check
         missing = [o for o in wanted if o not in sizes]
         if missing and config_bool(self.repo, "flowscan", "partial"):
             with locked(self._lock_path):
