@@ -58,5 +58,5 @@ class BuildFiles:
         return written
 
     def _read(self, entries: Iterable[FileEntry]):
-        for e in entries:  # (one by one: Tree.read first checks the whole clone for missing blobs)
-            yield e, self.tree.read_one(e.path)
+        # The listing already has every blob id: one bulk read, not an ls-tree and a read per file.
+        yield from self.tree.read(list(entries))
