@@ -124,10 +124,10 @@ _SCRIPT = re.compile(r"^scripts/[^/]+\.sh$")
 
 def _scripts(files: BuildFiles, root: Path) -> None:
     """The shell scripts Kconfig runs through $(shell,...) (pahole-version.sh, ...), executable."""
-    for entry in files.tree.named(_SCRIPT):
+    for entry, data in files.tree.read(files.tree.named(_SCRIPT)):
         out = root / entry.path
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(files.tree.read_one(entry.path))
+        out.write_bytes(data)
         out.chmod(0o755)
 
 

@@ -1,6 +1,7 @@
 """The build configuration files of a tree: Kbuild/Makefile, Kconfig, meson.build and QEMU's .mak files.
 
-Listed once per tree (one `ls-tree`), read on demand and kept; `materialize` writes a chosen subset to a
+Listed once per tree (one `ls-tree`), read on demand and kept (a partial clone fetches every build file's
+blob in one request at the first read: evaluating a configuration reads hundreds of them, one by one); `materialize` writes a chosen subset to a
 directory for tools that read files from disk (kconfiglib). Evaluating them is flowscan.buildconfig's job.
 """
 
@@ -23,6 +24,7 @@ class BuildFiles:
         self.tree = tree
         self._entries: dict[str, FileEntry] | None = None
         self._text: dict[str, str | None] = {}
+        self._fetched = False
 
     @property
     def entries(self) -> dict[str, FileEntry]:
@@ -39,7 +41,11 @@ class BuildFiles:
             if path not in self.entries:
                 self._text[path] = None
             else:
-                self._text[path] = self.tree.read_one(path).decode("utf-8", "replace")
+                if not self._fetched:
+                    self.tree.prefetch(self.entries.values())
+                    self._fetched = True
+                (_entry, data), = self.tree.read([self.entries[path]])
+                self._text[path] = data.decode("utf-8", "replace")
         return self._text[path]
 
     def materialize(self, dest: Path, keep: Callable[[str], bool],

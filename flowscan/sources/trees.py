@@ -90,6 +90,9 @@ class Tree:
     def read_one(self, path: str) -> bytes:
         raise NotImplementedError
 
+    def prefetch(self, entries: Iterable[FileEntry]) -> None:
+        """Make these files readable without further requests (a partial clone fetches their blobs in one)."""
+
     def named(self, pattern: re.Pattern[str]) -> list[FileEntry]:
         """Every file of the tree whose path matches `pattern` (build configuration files: Makefile,
         Kbuild, Kconfig, meson.build), sorted; sizes are 0 (not needed to read them)."""
@@ -384,6 +387,9 @@ class GitTree(Tree):
         got = {o: sizes[o] for o in wanted}
         self._known.update(got)
         return got
+
+    def prefetch(self, entries: Iterable[FileEntry]) -> None:
+        self.ensure_blobs(e.blob for e in entries)
 
     def grep(self, entries: Sequence[FileEntry], words: Iterable[str] = (), members: Iterable[str] = (),
              defs: Iterable[str] = (), macros: Iterable[str] = ()) -> set[str]:
