@@ -43,8 +43,11 @@ def show(text: str) -> str:
     return text.encode("unicode_escape").decode("ascii")
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def has_control(text: str) -> bool:
-    return any(ord(c) < 0x20 or ord(c) == 0x7F for c in text)
+    return _CONTROL.search(text) is not None
 
 
 def validate_ref(ref: str) -> str:

@@ -302,6 +302,7 @@ class GitTree(Tree):
         self._warned: set[str] = set()
         self._cat: _CatFile | None = None
         self._known: dict[str, int] = {}  # blob id -> size of blobs known to be in the clone
+        self._listings: dict[tuple[str, ...], tuple[list[tuple[str, str]], list[str]]] = {}
 
     def _git(self, args: Sequence[str], input: bytes | None = None) -> bytes:
         return run(self.repo.git, args, input=input)
@@ -312,10 +313,17 @@ class GitTree(Tree):
         return self._cat
 
     def _ls_tree(self, scopes: Sequence[str]) -> tuple[list[tuple[str, str]], list[str]]:
-        """(path, blob id) of the regular files under the scopes, and the C files left out for their names."""
-        args = ["--literal-pathspecs", "ls-tree", "-r", "-z", "--full-tree", self.commit]
+        """(path, blob id) of the regular files under the scopes, and the C files left out for their names
+        (kept: a commit's listing never changes, and build configuration asks for the whole tree's often)."""
         specs = sorted({pathspec_of(s) for s in scopes})
-        if scopes and "" not in specs:
+        key = tuple(specs) if scopes and "" not in specs else ()
+        if key not in self._listings:
+            self._listings[key] = self._list(key)
+        return self._listings[key]
+
+    def _list(self, specs: tuple[str, ...]) -> tuple[list[tuple[str, str]], list[str]]:
+        args = ["--literal-pathspecs", "ls-tree", "-r", "-z", "--full-tree", self.commit]
+        if specs:
             args += ["--", *specs]
         out = self._git(args)
         rows = []
