@@ -64,24 +64,18 @@ class Kbuild:
 
         unknown = False
 
-        def sub_m(m):
-            nonlocal unknown
-            v = sym(m.group(1))
-            if v is None:
-                unknown = True
-                return ""
-            return "y" if v == "m" else v
+        def value(module_as_y: bool):
+            def repl(m):
+                nonlocal unknown
+                v = sym(m.group(1))
+                if v is None:
+                    unknown = True
+                    return ""
+                return "y" if module_as_y and v == "m" else v
+            return repl
 
-        def var(m):
-            nonlocal unknown
-            v = sym(m.group(1))
-            if v is None:
-                unknown = True
-                return ""
-            return v
-
-        text = _SUBST.sub(sub_m, text)
-        text = _VAR.sub(var, text)
+        text = _SUBST.sub(value(True), text)
+        text = _VAR.sub(value(False), text)
         if unknown or "$" in text:
             return None
         return text

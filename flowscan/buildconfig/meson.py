@@ -459,34 +459,22 @@ class Meson:
         elif depth > 8:
             out = (None, False)
         else:
-            outs, stub = [], True
-            self.parsed
+            self.parsed  # noqa: B018 (parsing fills _members)
+            ways = []
             for d, inc in self._members.get(name, ()):
                 if owner and not (d == owner or d.startswith(owner + "/")):
                     continue
                 if self._owner(name, d) != owner:
                     continue
-                if True:
-                    if inc.target.startswith("dict:"):
-                        _, dname, key2 = inc.target.split(":", 2)
-                        if dname in self.dict_built:
-                            on = key2 == self.arch
-                        elif dname in self.dict_not_built:
-                            on = False
-                        else:
-                            on = None
-                        s = False
-                    else:
-                        on, s = self.set_built(inc.target, self._owner(inc.target, d), depth + 1)
-                    v = all3([inc.cond, on, self.dir_reached(d)])
-                    outs.append(v)
-                    if v is not False:
-                        stub = stub and s
-            if not outs:
-                out = (None, False)
-            else:
-                b = any3(outs)
-                out = (b, bool(stub and b is not False))
+                if inc.target.startswith("dict:"):
+                    _, dname, key2 = inc.target.split(":", 2)
+                    on = key2 == self.arch if dname in self.dict_built else False if dname in self.dict_not_built \
+                        else None
+                    s = False
+                else:
+                    on, s = self.set_built(inc.target, self._owner(inc.target, d), depth + 1)
+                ways.append((all3([inc.cond, on, self.dir_reached(d)]), s))
+            out = _either(ways)
         self._set[key] = out
         return out
 
@@ -509,19 +497,20 @@ class Meson:
         names it."""
         if path in self._file:
             return self._file[path]
-        outs, stub = [], True
-        self.parsed
+        self.parsed  # noqa: B018 (parsing fills _mentions)
+        ways = []
         for d, add in self._mentions.get(path, ()):
-            if True:
-                on, s = self.set_built(add.set_name, self._owner(add.set_name, d))
-                v = all3([add.cond, on, self.dir_reached(d)])
-                outs.append(v)
-                if v is not False:
-                    stub = stub and s
-        if not outs:
-            out = (None, False)
-        else:
-            b = any3(outs)
-            out = (b, bool(stub and b is not False))
+            on, s = self.set_built(add.set_name, self._owner(add.set_name, d))
+            ways.append((all3([add.cond, on, self.dir_reached(d)]), s))
+        out = _either(ways)
         self._file[path] = out
         return out
+
+
+def _either(ways: list[tuple[bool | None, bool]]) -> tuple[bool | None, bool]:
+    """(built?, only as a stub) of something reached several ways, each (built?, as a stub?): built when
+    one way is, a stub only when every way that may hold is one."""
+    if not ways:
+        return None, False
+    b = any3([v for v, _ in ways])
+    return b, bool(b is not False and all(s for v, s in ways if v is not False))

@@ -377,13 +377,21 @@ def _do_obj(data, out, masked, s, e):
     return 0
 
 
-def _do_func(data, out, masked, s, e):
+def _parens(masked: bytearray, e: int) -> tuple[int, int] | None:
+    """(open, close) of the parenthesised list that follows position `e` (after blanks), or None."""
     m = OPEN_PAREN.match(masked, e)
     if not m:
-        return 0
+        return None
     cp = _close_paren(masked, m.end() - 1)
-    if cp < 0:
+    return None if cp < 0 else (m.end() - 1, cp)
+
+
+def _do_func(data, out, masked, s, e):
+    """`NAME(...)` blanked whole, through its closing parenthesis."""
+    found = _parens(masked, e)
+    if found is None:
         return 0
+    cp = found[1]
     _blank(out, s, cp + 1)
     _blank(masked, s, cp + 1)
     return cp + 1
@@ -531,15 +539,7 @@ def _do_asm(data, out, masked, s, e):
         return 0
     if _asm_label(masked, s):
         # `register int x asm("r0") = 0;`, `int f(void) asm("g");`: blank the label.
-        m = OPEN_PAREN.match(masked, e)
-        if not m:
-            return 0
-        cp = _close_paren(masked, m.end() - 1)
-        if cp < 0:
-            return 0
-        _blank(out, s, cp + 1)
-        _blank(masked, s, cp + 1)
-        return cp + 1
+        return _do_func(data, out, masked, s, e)
     i = _next_nonspace(masked, e)
     goto = False
     while True:
@@ -605,13 +605,10 @@ def _do_closer(data, out, masked, s, e):
     j = _prev_nonspace(masked, s)
     if j < 0 or masked[j] != 125:  # }
         return 0
-    m = OPEN_PAREN.match(masked, e)
-    if not m:
+    found = _parens(masked, e)
+    if found is None:
         return 0
-    op = m.end() - 1
-    cp = _close_paren(masked, op)
-    if cp < 0:
-        return 0
+    op, cp = found
     k = _next_nonspace(masked, cp + 1)
     if k >= len(masked) or masked[k] != 59:  # ;
         return 0
@@ -667,13 +664,11 @@ def _do_keyword(data, out, masked, s, e):
 
 def _do_paste(data, out, masked, s, e):
     """`HELPER(foo)` -> `helper_foo ` (a macro that pastes a prefix onto its one argument)."""
-    m = OPEN_PAREN.match(masked, e)
-    if not m:
+    found = _parens(masked, e)
+    if found is None:
         return 0
-    cp = _close_paren(masked, m.end() - 1)
-    if cp < 0:
-        return 0
-    arg = bytes(masked[m.end():cp]).strip()
+    op, cp = found
+    arg = bytes(masked[op + 1:cp]).strip()
     if not IDENT.fullmatch(arg) or b"\n" in masked[s:cp]:
         return 0
     new = macro_tables().replacements.get(bytes(masked[s:e]), b"") + arg
