@@ -13,6 +13,7 @@ byte-identical DOT.
 from __future__ import annotations
 
 import html
+import re
 import shutil
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from flowscan.report.diagram import (Diagram, Edge, Model, Node, drift_diagram, 
                                      item_rank, old_name, sanitize, shorten, top_item)
 from flowscan.report.hops import evidence_line, loc
 from flowscan.report.links import SourceLinks
+from flowscan.report.rows import stage_rows, text_width
 from flowscan.report.palette import (DRIFT_COLOURS, PLAIN, ROLE_FILLS, STATUS_COLOURS, STATUS_RANK, UNCHANGED,
                                      drift_colour)
 
@@ -36,6 +38,11 @@ INSTALL_HINT = ("Graphviz 'dot' was not found on PATH: install Graphviz (apt-get
 FONT = "Helvetica"
 FADED = "#9e9e9e"  # text of the unchanged path in a drift diagram
 FORMATS = ("dot", "svg", "png", "pdf")
+# The width (points) a row of calls may take before it wraps: a picture this wide, fitted to a 1,400 px
+# window, still shows 11 pt function names at >= 8 px and 9 pt file:line at >= 6 px.
+ROW_WIDTH = 1150.0
+_TAG = re.compile(r"<[^>]*>")
+_SIZE = re.compile(r'point-size="([\d.]+)"')
 
 
 def _esc(text: str) -> str:
@@ -121,6 +128,27 @@ def _node_label(n: Node, model: Model, extra: list[str]) -> str:
     return f'<<table border="0" cellborder="0" cellspacing="0" cellpadding="0">{rows}</table>>'
 
 
+def _label_width(label: str, size: float) -> float:
+    """Estimated width (points) of an HTML-like label: its widest line (a table row or a <br/> line)."""
+    widest = 0.0
+    for line in re.split(r"<tr>|<br/>", label):
+        text = html.unescape(_TAG.sub("", line)).strip()
+        if text:
+            sizes = _SIZE.findall(line)
+            widest = max(widest, text_width(text, float(sizes[-1]) if sizes else size, "<b>" in line))
+    return widest
+
+
+def _node_width(n: Node, attrs: dict[str, str]) -> float:
+    """Estimated width (points) a node takes in its row: label, margins and the gap to the next node."""
+    margin = 0.3 if n.kind == "handoff" else 0.12
+    return _label_width(attrs["label"], 11) + 2 * 72 * margin + 12
+
+
+def _edge_label_width(e: Edge, drift_lines: list[str]) -> float:
+    return _label_width(_edge_label(e, drift_lines), 9) + 10
+
+
 def _node_tooltip(n: Node, model: Model, extra: list[str]) -> str:
     if n.kind == "handoff":
         hop = model.hops[n.target_of[0]]
@@ -159,11 +187,11 @@ def _edge_label(e: Edge, drift_lines: list[str] = ()) -> str:
 
 
 def _old_new(it: DriftItem) -> list[str]:
-    """Where a drift item was and is, for the edge it sits on ('a.c:10 → b.c:12')."""
+    """Where a drift item was and is, for the edge it sits on ('kind: a.c:10', '→ b.c:12')."""
     old, new = (loc(it.old.path, it.old.line) if it.old else ""), (loc(it.new.path, it.new.line) if it.new else "")
     if not old and not new:
         return []
-    return [f"{it.kind}: {old or '-'} → {new or '-'}"]
+    return [f"{it.kind}: {old or '-'}", f"→ {new or '-'}"]  # two lines: a long pair would widen its row
 
 
 def _legend(drift: bool, kinds: list[str], collapse: bool) -> str:
@@ -195,8 +223,10 @@ def _legend(drift: bool, kinds: list[str], collapse: bool) -> str:
         colours = [swatch(STATUS_COLOURS[s], s) for s in STATUSES]
     shapes = [line("▢", "function"), line("▤", "class_init (registers)"), line("⇨", "handoff: the constants")]
     # Rows, not one long line: the legend must not set the picture's width.
+    colour_rows = [row("drift" if drift else "status" if not i else "", colours[i:i + 5])
+                   for i in range(0, len(colours), 5)]
     return ('<table border="0" cellborder="0" cellspacing="0" cellpadding="2">'
-            + row("Legend", lines) + row("", lines2) + row("drift" if drift else "status", colours)
+            + row("Legend", lines) + row("", lines2) + "".join(colour_rows)
             + row("shapes", shapes) + "</table>")
 
 
@@ -223,7 +253,7 @@ def paint(diagram: Diagram, url_templates: dict[str, str] | None = None) -> grap
     colours = _Colours(model, drift)
     templates = SourceLinks(diagram.result.sources, url_templates)
     g = graphviz.Digraph(name=sanitize(diagram.result.flow) or "flow")
-    g.attr("graph", rankdir="TB", newrank="true", fontname=FONT, fontsize="12", nodesep="0.1",
+    g.attr("graph", rankdir="TB", newrank="true", remincross="false", fontname=FONT, fontsize="12", nodesep="0.1",
            ranksep="0.4", outputorder="edgesfirst", labelloc="t", labeljust="l", pad="0.3",
            label=_header(diagram.title, diagram.subtitle,
                          _legend(drift is not None, diagram.drift_kinds, diagram.collapse), diagram.others),
@@ -238,76 +268,109 @@ def paint(diagram: Diagram, url_templates: dict[str, str] | None = None) -> grap
         by_stage[n.stage].append(n)
     stage_of = {n.id: n.stage for n in model.nodes.values()}
 
-    # Stages are stacked top to bottom in flow order, each a cluster whose calls read top to bottom, so the
-    # picture grows down the page at a readable width instead of across it. Every stage is headed by an
-    # invisible anchor above all its nodes (its root calls hang from it), and every node of a stage sits above the next
-    # stage's anchor (invisible edges of weight 0: they order ranks, they do not pull nodes together).
-    # Edges back to an earlier stage do not constrain ranks.
-    above: list[str] = []
+    edges = [_edge_drawing(e, i, model, colours, drift, templates, stage_index, stage_of)
+             for i, e in enumerate(model.edges)]
+    attrs_of = {n.id: _node_attrs(n, model, colours, templates, drift, old_hops, node_items)
+                for n in model.nodes.values()}
+    # Where each node's width goes: its own box, or the labels of the calls into it (they sit just above it).
+    cost = {nid: _node_width(model.nodes[nid], a) for nid, a in attrs_of.items()}
+    into: dict[str, float] = {}
+    for tail, head, attrs, width in edges:
+        if stage_of[tail] == stage_of[head] and tail != head:
+            into[head] = into.get(head, 0) + width
+    cost = {nid: max(w, into.get(nid, 0)) for nid, w in cost.items()}
+
+    # Stages are stacked top to bottom in flow order, each a cluster whose calls read top to bottom in rows
+    # (flowscan.report.rows: a row too wide for the page wraps onto the next). Each row is pinned (rank=same)
+    # beside an invisible rail node on its left; the rails of all stages form one straight vertical line
+    # (one group, heavy edges), so every stage starts at the same left edge instead of drifting sideways,
+    # and the last rail of a stage sits above the first of the next, so the stages never overlap.
+    previous = ""
+    back: set[tuple[str, str]] = set()
     for i, st in enumerate(model.stages):
-        anchor = f"a_{sanitize(st.id)}"
+        ids = [n.id for n in by_stage[st.id]]
+        inner = [(t, h) for t, h, _a, _w in edges if stage_of[t] == st.id and stage_of[h] == st.id]
+        layout = stage_rows(ids, inner, cost, ROW_WIDTH)
+        back |= layout.back
         with g.subgraph(name=f"cluster_{i:02d}_{sanitize(st.id)}") as c:
             c.attr(label=_cluster_label(i, st), style="rounded,filled", color="#90a4ae", labeljust="l",
                    fillcolor=ROLE_FILLS.get(st.role, "#f7f7f7"), margin="14",
                    tooltip=_esc(f"stage {st.id}: {st.title} (role {st.role})"))
-            c.node(anchor, label="", shape="point", style="invis", width="0", height="0", group="spine")
             for n in by_stage[st.id]:
-                c.node(n.id, **_node_attrs(n, model, colours, templates, drift, old_hops, node_items))
-            fed = {e.head for e in model.edges
-                   if e.tail != e.head and (stage_of.get(e.tail) == st.id
-                                            or stage_index[stage_of[e.tail]] < stage_index[st.id])}
-            for n in by_stage[st.id]:
-                c.edge(anchor, n.id, style="invis", weight="1" if n.id in fed else "2")
-        for a in above:
-            # the anchors form one heavy vertical spine, so the stages stay stacked in one column
-            g.edge(a, anchor, style="invis", weight="50" if a == above[0] else "0")
-        above = [anchor] + [n.id for n in by_stage[st.id]]
+                c.node(n.id, **attrs_of[n.id])
+            for k, row in enumerate(layout.rows):
+                rail = f"r_{i:02d}_{k:02d}"
+                with c.subgraph() as r:
+                    r.attr(rank="same")
+                    r.node(rail, label="", shape="point", style="invis", width="0", height="0", group="rail")
+                    for nid in row:
+                        r.node(nid)
+                for nid in row:  # a flat edge keeps the rail left of every call of its row
+                    c.edge(rail, nid, style="invis", weight="1")
+                if previous:
+                    g.edge(previous, rail, style="invis", weight="10")
+                previous = rail
 
-    for i, e in enumerate(model.edges):
-        hop_line, _fill = colours.worst(e.hops)
-        attrs = dict(_EDGE_STYLE[e.style])
-        attrs.update(id=_edge_id(e, i), color=hop_line)
-        attrs["class"] = " ".join(["flow-edge"] + [hop_class(h) for h in e.hops])
-        if e.style == "folded":
-            attrs["color"] = f"{hop_line}:invis:{hop_line}"
-        drift_lines: list[str] = []
-        if drift is not None:
-            items = [it for hid in e.hops for it in drift.get(hid, ())]
-            ends = set(model.nodes[e.head].target_of) if e.head in model.nodes else set()
-            ending = [it for hid in e.hops if hid in ends for it in drift.get(hid, ())]
-            if ending:  # the old and new lines on the edge that reaches the hop's target, once
-                drift_lines = _old_new(top_item(ending))
-            if items:
-                attrs["penwidth"] = str(max(2.2, float(attrs.get("penwidth", "1"))))
-            else:  # the unchanged path is faded, so the changes stand out
-                attrs["penwidth"] = "0.8"
-        label = _edge_label(e, drift_lines)
-        if label:
-            attrs["label"] = label
-            attrs["fontcolor"] = (hop_line if e.style in ("missing", "unverifiable") or drift_lines else
-                                  FADED if drift is not None else "#263238")
-        tip = list(e.tooltip)
-        if drift is not None:
-            for hid in e.hops:
-                tip += [item_line(it) for it in drift.get(hid, ())]
-        attrs["tooltip"] = _esc("\n".join(tip))
-        attrs["labeltooltip"] = attrs["tooltip"]
-        st_t, st_h = stage_index[stage_of[e.tail]], stage_index[stage_of[e.head]]
-        tail, head = e.tail, e.head
-        if st_t != st_h:
-            attrs["weight"] = "0"  # only the spine places the stages: a hop across stages must not skew them
-        if st_t > st_h:
-            # An edge up to an earlier stage (a class_init registering a hold phase drawn above it) is laid
-            # out downwards with its arrow reversed: it runs straight between the stages instead of looping
-            # round the side of the picture.
-            tail, head = head, tail
-            attrs.update(dir="back", arrowtail=attrs.pop("arrowhead", "normal"))
-        url = _url(templates, *e.url) if e.url[1] else ""
-        if url:
-            attrs["URL"] = url
-            attrs["target"] = "_blank"
+    for tail, head, attrs, _width in edges:
+        if (tail, head) in back:
+            attrs["constraint"] = "false"  # a cycle's closing call does not push its rows apart
         g.edge(tail, head, **attrs)
     return g
+
+
+def _edge_drawing(e: Edge, i: int, model: Model, colours: "_Colours", drift, templates, stage_index: dict[str, int],
+                  stage_of: dict[str, str]) -> tuple[str, str, dict[str, str], float]:
+    """(tail, head, attributes, label width) of one edge as drawn."""
+    hop_line, _fill = colours.worst(e.hops)
+    attrs = dict(_EDGE_STYLE[e.style])
+    attrs.update(id=_edge_id(e, i), color=hop_line)
+    attrs["class"] = " ".join(["flow-edge"] + [hop_class(h) for h in e.hops])
+    if e.style == "folded":
+        attrs["color"] = f"{hop_line}:invis:{hop_line}"
+    drift_lines: list[str] = []
+    if drift is not None:
+        items = [it for hid in e.hops for it in drift.get(hid, ())]
+        ends = set(model.nodes[e.head].target_of) if e.head in model.nodes else set()
+        ending = [it for hid in e.hops if hid in ends for it in drift.get(hid, ())]
+        if ending:  # the old and new lines on the edge that reaches the hop's target, once
+            drift_lines = _old_new(top_item(ending))
+        if items:
+            attrs["penwidth"] = str(max(2.2, float(attrs.get("penwidth", "1"))))
+        else:  # the unchanged path is faded, so the changes stand out
+            attrs["penwidth"] = "0.8"
+    label = _edge_label(e, drift_lines)
+    width = 0.0
+    if label:
+        attrs["label"] = label
+        attrs["fontcolor"] = (hop_line if e.style in ("missing", "unverifiable") or drift_lines else
+                              FADED if drift is not None else "#263238")
+        width = _edge_label_width(e, drift_lines)
+    tip = list(e.tooltip)
+    if drift is not None:
+        for hid in e.hops:
+            tip += [item_line(it) for it in drift.get(hid, ())]
+    attrs["tooltip"] = _esc("\n".join(tip))
+    attrs["labeltooltip"] = attrs["tooltip"]
+    st_t, st_h = stage_index[stage_of[e.tail]], stage_index[stage_of[e.head]]
+    tail, head = e.tail, e.head
+    if st_t != st_h:
+        attrs["weight"] = "0"  # only the rail places the stages: a hop across stages must not skew them
+        if "label" in attrs:
+            # Between stages an edge runs outside the clusters it passes, so a label there would sit beside
+            # them and widen the picture: it is placed once the stages are laid out, beside the edge.
+            attrs["xlabel"] = attrs.pop("label")
+            width = 0.0
+    if st_t > st_h:
+        # An edge up to an earlier stage (a class_init registering a hold phase drawn above it) is laid
+        # out downwards with its arrow reversed: it runs straight between the stages instead of looping
+        # round the side of the picture.
+        tail, head = head, tail
+        attrs.update(dir="back", arrowtail=attrs.pop("arrowhead", "normal"))
+    url = _url(templates, *e.url) if e.url[1] else ""
+    if url:
+        attrs["URL"] = url
+        attrs["target"] = "_blank"
+    return tail, head, attrs, width
 
 
 def _node_attrs(n: Node, model: Model, colours: "_Colours", templates, drift, old_hops,
@@ -363,8 +426,8 @@ def _others_table(items: list[DriftItem]) -> str:
     for it in items:
         line, _fill = drift_colour(it)
         text = f"{it.subject}" + (f" ({it.detail})" if it.detail else "")
-        rows.append(f'<tr><td align="left"><font color="{line}">{_h(it.kind)} [{_h(it.severity)}]</font> '
-                    f'{_h(shorten(text, 110))}</td></tr>')
+        rows.append(f'<tr><td align="left"><font point-size="10"><font color="{line}">{_h(it.kind)} '
+                    f'[{_h(it.severity)}]</font> {_h(shorten(text, 96))}</font></td></tr>')
     return '<table border="0" cellborder="0" cellspacing="1" cellpadding="1">' + "".join(rows) + "</table>"
 
 
