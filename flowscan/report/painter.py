@@ -223,7 +223,7 @@ def _legend(drift: bool, kinds: list[str], collapse: bool) -> str:
         colours = [swatch(STATUS_COLOURS[s], s) for s in STATUSES]
     shapes = [line("▢", "function"), line("▤", "class_init (registers)"), line("⇨", "handoff: the constants")]
     # Rows, not one long line: the legend must not set the picture's width.
-    colour_rows = [row("drift" if drift else "status" if not i else "", colours[i:i + 5])
+    colour_rows = [row(("drift" if drift else "status") if not i else "", colours[i:i + 5])
                    for i in range(0, len(colours), 5)]
     return ('<table border="0" cellborder="0" cellspacing="0" cellpadding="2">'
             + row("Legend", lines) + row("", lines2) + "".join(colour_rows)
@@ -426,8 +426,10 @@ def _others_table(items: list[DriftItem]) -> str:
     for it in items:
         line, _fill = drift_colour(it)
         text = f"{it.subject}" + (f" ({it.detail})" if it.detail else "")
+        # room after the class: a browser's font is often wider than Graphviz's guess, and the class must
+        # not run into the text
         rows.append(f'<tr><td align="left"><font point-size="10"><font color="{line}">{_h(it.kind)} '
-                    f'[{_h(it.severity)}]</font> {_h(shorten(text, 96))}</font></td></tr>')
+                    f'[{_h(it.severity)}]      </font>{_h(shorten(text, 96))}</font></td></tr>')
     return '<table border="0" cellborder="0" cellspacing="1" cellpadding="1">' + "".join(rows) + "</table>"
 
 
