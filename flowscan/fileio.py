@@ -117,6 +117,12 @@ def sweep(parent: Path, prefix: str) -> int:
     for ent in candidates:
         if not ent.is_dir(follow_symlinks=False):
             continue
+        if not ent.name.startswith(prefix):  # a directory being set up: unlocked until its owner locks it
+            try:
+                if time.time() - ent.stat(follow_symlinks=False).st_mtime <= UNOWNED_AGE:
+                    continue
+            except OSError:
+                continue
         try:
             fd = os.open(os.path.join(ent.path, OWNER), os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:

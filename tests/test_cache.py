@@ -275,3 +275,28 @@ def test_two_processes_scan_into_one_empty_cache(repo, tmp_path, monkeypatch):
 
 def test_scanstats_fields():
     assert ScanStats(files=1, parsed=1, reused=0, skipped=0, seconds=0.5).parsed == 1
+
+
+def test_sweep_spares_a_work_directory_being_set_up(tmp_path):
+    """Between mkdtemp and its owner's lock a directory is unlocked: a concurrent sweep must not take it
+    (seen: a cold question's scratch directory vanished under a parallel run). Old ones still go, and so do
+    owned directories whose owner is gone."""
+    import os
+    import time
+
+    from flowscan import fileio
+
+    fresh = tmp_path / ".setup-question-abc"
+    fresh.mkdir()
+    (fresh / fileio.OWNER).write_text("")
+    old = tmp_path / ".setup-question-def"
+    old.mkdir()
+    (old / fileio.OWNER).write_text("")
+    past = time.time() - fileio.UNOWNED_AGE - 10
+    os.utime(old, (past, past))
+    gone = tmp_path / ".question-ghi"  # named, unlocked: its owner died
+    gone.mkdir()
+    (gone / fileio.OWNER).write_text("")
+    with fileio.work_dir(tmp_path, ".question-") as live:
+        assert fileio.sweep(tmp_path, ".question-") == 2
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([fresh.name, live.name])

@@ -132,3 +132,24 @@ def test_gic_hold_phases_are_reached_only_through_the_wide_dispatch(fs, traces, 
     for hid in ("resettable_reset->kvm_arm_gicv3_reset_hold", "resettable_reset->kvm_arm_its_reset_hold"):
         h = hops[hid]
         assert (h["status"], h["wide"], h["width"], h["narrower"]) == ("verified", True, width, [])
+
+
+# arch/arm64/kvm/handle_exit.c arm_exit_handlers: handle_hvc at [ESR_ELx_EC_HVC32] and [ESR_ELx_EC_HVC64],
+# handle_smc at [ESR_ELx_EC_SMC64]; handle_trap_exceptions calls `exit_handler(vcpu)` from kvm_get_exit_handler.
+EXIT_SLOTS = {"v6.1.176": (210, 211, 16), "v6.12.8": (305, 306, 18), "v7.2.8": (388, 389, 21)}
+
+
+@pytest.mark.parametrize("linux_ref,qemu_ref", COMBOS)
+def test_exit_handler_table_narrowed_to_the_exception_class(fs, traces, linux_ref, qemu_ref):  # noqa: F811
+    """The guest's `hvc #0` raises ESR_ELx_EC_HVC64: of the table's handlers only the one at that slot runs."""
+    hops = _hops(fs, traces, linux_ref, qemu_ref)
+    hvc, smc, table = EXIT_SLOTS[linux_ref]
+    for hid, slot, line in (("handle_trap_exceptions->handle_hvc", "ESR_ELx_EC_HVC64", hvc),
+                            ("handle_trap_exceptions->handle_smc", "ESR_ELx_EC_SMC64", smc)):
+        h = hops[hid]
+        (s,) = h["steps"]
+        assert (h["status"], h["wide"], h["width"], s["kind"], s["fanout"], s["store_path"], s["store_line"]) == (
+            "verified", False, 1, "table", 1, "arch/arm64/kvm/handle_exit.c", line), hid
+        assert s["reason"] == (f"slot [{slot}] of arm_exit_handlers (arch/arm64/kvm/handle_exit.c:{line}), the "
+                               f"slot the flow selects (the table holds {table} targets)"), hid
+

@@ -52,7 +52,9 @@ def test_evidence_of_direct_and_indirect_hops(new):
     assert [(e.path, e.line, e.what) for e in h.evidence] == [
         ("kernel/reboot.c", 76, "call"), ("drivers/firmware/psci/psci.c", 108, "registration")]
     h = hop(new, "handle_trap_exceptions->handle_hvc")
-    assert (h.resolution, h.steps[0].via, h.steps[0].store_line) == ("table", "exit_handle_fn", 72)
+    # stored at [ESR_ELx_EC_HVC32] (:72) and [ESR_ELx_EC_HVC64] (:74); the flow's slot selects the second
+    assert (h.resolution, h.steps[0].via, h.steps[0].store_line, h.steps[0].fanout, h.width) == (
+        "table", "exit_handle_fn", 74, 1, 1)
     h = hop(new, "kvm_arm_gicv3_reset_hold->arm_gicv3_common_reset_hold")
     assert (h.resolution, h.evidence[0].line, h.evidence[1].path, h.evidence[1].line) == (
         "qom-parent", 73, "hw/intc/arm_gicv3_common.c", 64)

@@ -55,11 +55,28 @@ def test_dispatch_macro_resolves_to_both_vendors(which, store, request):
 
 
 def test_exit_handler_tables(new):
+    """The hop's `slot` (the exit reason the instruction raises) narrows the table to its slot."""
     h = hop(new, "__vmx_handle_exit->handle_io")
-    assert (h.resolution, h.steps[0].via, h.steps[0].store_line, h.steps[0].fanout) == (
-        "table", "kvm_vmx_exit_handlers", 38, 3)
+    assert (h.resolution, h.steps[0].via, h.steps[0].store_line, h.steps[0].fanout, h.width) == (
+        "table", "kvm_vmx_exit_handlers", 38, 1, 1)
+    assert h.steps[0].reason == ("slot [EXIT_REASON_IO_INSTRUCTION] of kvm_vmx_exit_handlers "
+                                 "(arch/x86/kvm/vmx/vmx.c:38), the slot the flow selects (the table holds 3 targets)")
     h = hop(new, "svm_invoke_exit_handler->shutdown_interception")
-    assert (h.resolution, h.steps[0].via, h.steps[0].fanout) == ("table", "svm_exit_handlers", 3)
+    assert (h.resolution, h.steps[0].via, h.steps[0].fanout) == ("table", "svm_exit_handlers", 1)
+
+
+def test_a_slot_the_table_does_not_hold_there_is_missing(tmp_path, linux_new, qemu_new):
+    """handle_io sits at [EXIT_REASON_IO_INSTRUCTION]; a flow that says the triple-fault slot calls it fails,
+    naming the slot it is stored at."""
+    text = find_flow("x86-reboot").read_text()
+    assert text.count('to = "handle_io"\nslot = "EXIT_REASON_IO_INSTRUCTION"') == 1
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace('to = "handle_io"\nslot = "EXIT_REASON_IO_INSTRUCTION"',
+                                'to = "handle_io"\nslot = "EXIT_REASON_TRIPLE_FAULT"'))
+    result = run_flow(bad, linux_new, qemu_new)
+    h = hop(result, "__vmx_handle_exit->handle_io")
+    assert (h.status, h.note) == ("missing", "handle_io is stored at [EXIT_REASON_IO_INSTRUCTION] of "
+                                             "kvm_vmx_exit_handlers, not at [EXIT_REASON_TRIPLE_FAULT]")
 
 
 def test_port_write_narrowed_to_the_registered_handler(new):

@@ -56,6 +56,7 @@ SCHEMA = {
                         "to_role": {"enum": list(ROLES)},
                         "within": {"type": "integer", "minimum": 1, "maximum": 30},
                         "when": {"type": "array", "items": {"type": "string"}},
+                        "slot": _NAMES,
                         "optional": {"type": "boolean"},
                         "note": {"type": "string"},
                         "reason": {"type": "string"},
@@ -132,6 +133,7 @@ class Hop:
     api: tuple[str, ...] = ()
     constants: tuple[Constant, ...] = ()
     address: tuple[str, ...] = ()  # call hops through an ops table: the address (port) it must serve
+    slot: tuple[str, ...] = ()  # call hops through a dispatch table: the slot(s) the flow selects
     instructions: tuple[Instruction, ...] = ()
     line: int = 0  # in the spec file
     defaults: tuple[tuple[str, str], ...] = ()  # the role's defaults updated by the hop's own
@@ -265,7 +267,7 @@ def load_flow(path: Path) -> FlowSpec:
                 callback=_names(h.get("callback")), api=_names(h.get("api")),
                 constants=tuple(Constant(_names(c["name"]), _names(c.get("produced_by")),
                                          _names(c.get("consumed_by"))) for c in h.get("constant", ())),
-                address=_names(h.get("address")), line=line,
+                address=_names(h.get("address")), slot=_names(h.get("slot")), line=line,
                 instructions=tuple(Instruction(_names(i["name"]), _names(i["slot"]), _names(i.get("produced_by")),
                                                _names(i.get("consumed_by"))) for i in h.get("instruction", ())),
                 defaults=tuple(sorted({**spec.defaults.get(h.get("role", st["role"]), {}),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from dataclasses import replace
 from typing import Iterable
 
 from flowscan.extract.facts import ConstantUse
@@ -272,6 +273,28 @@ def _matches_when(e: Edge, when: tuple[str, ...]) -> bool:
     return True
 
 
+def _in_slot(e: Edge, slots: tuple[str, ...]) -> bool:
+    """A table target stored at one of the slots the hop selects (any target when it selects none)."""
+    return not slots or e.kind != "table" or any(at in slots for at, _p, _l in e.slots)
+
+
+def _narrowed(g: Graph, e: Edge, slots: tuple[str, ...]) -> Edge:
+    """A table dispatch whose slot the flow names (`arm_exit_handlers[ESR_ELx_EC_HVC64]`: the exception
+    class the guest's instruction raises) fans out only to what is stored at that slot; the store of
+    that slot is the evidence."""
+    if not slots or e.kind != "table" or not _in_slot(e, slots):
+        return e
+    fn = g.def_at(e.caller, e.caller_path)
+    same = [o for o in (g.callees(fn) if fn is not None else ()) if (o.path, o.line) == (e.path, e.line)
+            and o.kind == "table" and _in_slot(o, slots)]
+    fanout = len({(o.callee, o.callee_path) for o in same}) or 1
+    at, path, line = next(s for s in e.slots if s[0] in slots)
+    table = re.match(r"slot \[[^]]*\] of (\S+)", e.reason)
+    return replace(e, fanout=fanout, store_path=path, store_line=line,
+                   reason=f"slot [{at}] of {table.group(1) if table else e.via} ({path}:{line}), the slot the "
+                          f"flow selects (the table holds {e.fanout} targets)")
+
+
 def _similar(name: str, pool: Iterable[str], n: int = 5) -> list[str]:
     return difflib.get_close_matches(name, sorted(set(pool)), n=n, cutoff=0.6)
 
@@ -289,6 +312,7 @@ def _candidates(g: Graph, hop: Hop, callees: list[str]) -> list[str]:
 
 
 def _finish_call(hop: Hop, g: Graph, edges: list[Edge], from_name: str, sites: list[Site] | None = None) -> HopResult:
+    edges = [_narrowed(g, e, hop.slot) for e in edges]
     last = edges[-1]
     to_def = g.def_at(last.callee, last.callee_path) if last.callee_path else None
     evidence = [ev for e in edges for ev in edge_evidence(hop.role, e)]
@@ -340,14 +364,15 @@ def _verify_call(hop: Hop, g: Graph) -> HopResult:
         for f, _d in from_defs:
             for to in hop.to:
                 path = g.route(f, to, max_depth=hop.within)
-                if path is not None and (not hop.when or _matches_when(path[-1], hop.when)):
+                if path is not None and (not hop.when or _matches_when(path[-1], hop.when)) and \
+                        all(_in_slot(e, hop.slot) for e in path):
                     return _finish_call(hop, g, path, f)
     else:
         for f, d in from_defs:
             edges = sorted(g.callees(d), key=lambda e: (e.line, e.callee, e.callee_path))
             callees.extend(e.callee for e in edges)
             into = [e for e in edges if e.callee in hop.to]
-            hits = [e for e in into if _matches_when(e, hop.when)]
+            hits = [e for e in into if _matches_when(e, hop.when) and _in_slot(e, hop.slot)]
             if hits and hop.address:
                 return _verify_address(hop, g, hits, f)
             if hits:
@@ -360,6 +385,11 @@ def _verify_call(hop: Hop, g: Graph) -> HopResult:
                     st.chosen = (st.path, st.line) == (hits[0].path, hits[0].line)
                 return _finish_call(hop, g, [hits[0]], f, sites)
             near = into
+            if near and hop.slot and not any(_in_slot(e, hop.slot) for e in near):
+                e = near[0]
+                return _base(hop, MISSING, matched_from=f, evidence=edge_evidence(hop.role, e),
+                             note=f"{e.callee} is stored at [{'|'.join(at for at, _p, _l in e.slots)}] of {e.via}, "
+                                  f"not at [{'|'.join(hop.slot)}]")
             if near and hop.when:
                 e = near[0]
                 return _base(hop, MISSING, matched_from=f, evidence=edge_evidence(hop.role, e),

@@ -51,6 +51,9 @@ class Edge:
     args: tuple[str, ...] = ()
     reason: str = ""  # why this target was kept (which store, registration, slot or type)
     obj_type: str = ""  # the QOM type a class dispatch was narrowed to ('' when not narrowed)
+    # the table slots the target is stored at, each (designator, store path, store line):
+    # `arm_exit_handlers[ESR_ELx_EC_HVC32]` and `[ESR_ELx_EC_HVC64]` both hold handle_hvc
+    slots: tuple[tuple[str, str, int], ...] = ()
     # Each of `conditions` evaluated for the build configuration: "true", "false" or "unknown"
     # (empty when the tree has no configuration).
     condition_values: tuple[str, ...] = ()
@@ -422,6 +425,7 @@ class Graph:
                     store_path=store.path if store is not None else "",
                     store_line=store.line if store is not None else 0, fanout=fanout, cases=call.cases,
                     ifs=call.ifs, conditions=call.conditions, args=call.args, reason=_reason(kind, via, store),
+
                     condition_values=self.build.conditions(call.conditions)
                     if self.build is not None and call.conditions else ())
 
@@ -484,16 +488,20 @@ class Graph:
 
     def _stores_to_edges(self, call: CallSite, stores: Iterable[PointerStore], kind_of, via: str) -> list[Edge]:
         pairs = []
-        seen = set()
+        slots: dict[tuple[str, str], list[tuple[str, str, int]]] = {}  # a target in several table slots: all
         for s in sorted(stores, key=lambda s: (s.path, s.line, s.function)):
             if not self.store_built(s.path, s.conditions):
                 continue
             for d in self.lookup(s.function, s.path):
-                if (d.name, d.path) in seen:
+                at = slots.get((d.name, d.path))
+                if at is not None:
+                    if s.index:
+                        at.append((s.index, s.path, s.line))
                     continue
-                seen.add((d.name, d.path))
+                slots[(d.name, d.path)] = [(s.index, s.path, s.line)] if s.index else []
                 pairs.append((d, s))
-        return [self._edge(call, d.name, d.path, kind_of(s), via, s, len(pairs)) for d, s in pairs]
+        return [replace(self._edge(call, d.name, d.path, kind_of(s), via, s, len(pairs)),
+                        slots=tuple(slots[(d.name, d.path)])) for d, s in pairs]
 
     def _resolve_field(self, call: CallSite) -> list[Edge]:
         parent = self._resolve_qom_parent(call)
