@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
 
 from flowscan import cold as prefilter
-from flowscan.index.facts_cache import FactsCache, facts_dir
+from flowscan.index.facts_cache import FactsCache, facts_dir, sweep_temporary
 from flowscan.errors import FlowscanError
 from flowscan.fileio import atomic_write_text, locked
 from flowscan.index import integrity
 from flowscan.graph.callgraph import Graph
-from flowscan.index.store import INDEX_VERSION, Index, index_key, index_path, layout, registry_digest
+from flowscan.index.store import INDEX_VERSION, Index, hold, index_key, index_path, layout, lock_of, registry_digest
 from flowscan.extract.apis import default_registry
 from flowscan.extract.macros import check_macro_tables, facts_version
 from flowscan.resources import fixtures_dir
@@ -79,12 +79,16 @@ def record_scan(cache_dir: Path, label: str, stats: ScanStats) -> None:
 
 def _open_index(path: Path) -> Index | None:
     """The index built earlier, when it is there and sealed as it is now (no read of it: the warm path)."""
+    if not path.is_file():
+        return None
+    hold(path)  # (then it is checked again: gc may have removed it meanwhile)
     if not path.is_file() or not integrity.unchanged(path):
         return None
     return _opened(path)
 
 
 def _opened(path: Path) -> Index | None:
+    hold(path)
     try:
         ix = Index.open(path)
         if ix.meta().get("version") == INDEX_VERSION:
@@ -123,9 +127,14 @@ def discard_damaged() -> list[Path]:
     return bad
 
 
+def _facts_cache(cache_dir: Path) -> FactsCache:
+    """The facts cache, rid of what killed writers left in it (checked at most hourly)."""
+    sweep_temporary(facts_dir(cache_dir))
+    return FactsCache(facts_dir(cache_dir), facts_version())
+
+
 def _lock_of(index: Path) -> Path:
-    """The lock of one index (beside the cache's other locks, not among the indexes)."""
-    return index.parent.parent / "locks" / f"index-{index.stem}.lock"
+    return lock_of(index)
 
 
 def _index_path(tree: Tree, scopes: Sequence[str], cache_dir: Path, strict: bool,
@@ -179,7 +188,7 @@ def load(source: Source, scopes: Sequence[str] = (), *, cache_dir: Path, jobs: i
             if ix is None:
                 if entries is None:
                     entries = tree.files(scopes, strict_scopes)
-                stats = build_index(tree, entries, FactsCache(facts_dir(cache_dir), facts_version()), path,
+                stats = build_index(tree, entries, _facts_cache(cache_dir), path,
                                     jobs=jobs, progress=progress, registry=registry,
                                     meta={"version": INDEX_VERSION, "tree": tree.label, "commit": tree.commit,
                                           "scopes": " ".join(scopes)})
@@ -221,7 +230,7 @@ def ask(source: Source, scopes: Sequence[str], question: Callable[[Graph], T], s
             raise _no_files(tree, scopes)
         try:
             result, used, rounds = prefilter.answer(
-                tree, entries, question, seeds, cache=FactsCache(facts_dir(cache_dir), facts_version()), registry=registry,
+                tree, entries, question, seeds, cache=_facts_cache(cache_dir), registry=registry,
                 prefer=prefer, jobs=jobs, progress=progress, work_dir=path.parent, build=cfg)
             progress.message(f"answered from the {used} of {len(entries)} files that spell the names "
                              f"it needed ({rounds} rounds); --whole indexes all of {tree.label}")

@@ -579,3 +579,196 @@ def test_control_characters_are_escaped_in_text_output(tmp_path, capsys):
                          "--src", str(ROOT / "fixtures" / "linux" / "v6.12"))
     line = one_line_error(err)
     assert code == 2 and "\x1b" not in err and "\r" not in err and "x\\x1b]0;owned\\x07y\\x0dFAKE" in line
+
+
+# ------------------------------------------------------------------------------------ damaged clones
+
+def _git_in(gitdir: Path, *args: str, input: bytes | None = None) -> str:
+    return subprocess.run(["git", *args], env={**os.environ, "GIT_DIR": str(gitdir)}, check=True,
+                          capture_output=True, input=input).stdout.decode()
+
+
+def _packs(gitdir: Path, holding: str) -> list[Path]:
+    """The packs of the clone holding objects of that type (blob: the files fetched; commit: the ref's)."""
+    out = []
+    for idx in sorted((gitdir / "objects" / "pack").glob("*.idx")):
+        if f" {holding} " in _git_in(gitdir, "verify-pack", "-v", str(idx)):
+            out.append(idx.with_suffix(".pack"))
+    return out
+
+
+def _flip_blob(gitdir: Path) -> None:
+    """One byte flipped inside the largest blob's data: the listing reads, that blob does not."""
+    for pack in _packs(gitdir, "blob"):
+        rows = [ln.split() for ln in _git_in(gitdir, "verify-pack", "-v", str(pack.with_suffix(".idx"))).splitlines()
+                if " blob " in ln]
+        oid, _kind, _size, packed, offset = max(rows, key=lambda r: int(r[2]))[:5]
+        _flip(pack, (int(offset) + int(packed) // 2) / pack.stat().st_size)
+
+
+def _flips_everywhere(gitdir: Path) -> None:
+    for pack in (gitdir / "objects" / "pack").glob("*.pack"):
+        data = bytearray(pack.read_bytes())
+        for i in range(100, len(data) - 40, 53):
+            data[i] ^= 0x55
+        pack.write_bytes(bytes(data))
+
+
+def _explode_and_lose_tree(gitdir: Path) -> None:
+    """Every object loose (as a clone from a server without packs holds them), then the tag's tree gone."""
+    packs = sorted((gitdir / "objects" / "pack").glob("*.pack"))
+    data = [p.read_bytes() for p in packs]
+    for p in (gitdir / "objects" / "pack").iterdir():
+        p.unlink()
+    for blob in data:
+        _git_in(gitdir, "unpack-objects", "-q", input=blob)
+    tree = _git_in(gitdir, "rev-parse", "v6.12^{tree}").strip()
+    (gitdir / "objects" / tree[:2] / tree[2:]).unlink()
+
+
+def _garble_packed_refs(gitdir: Path) -> None:
+    _git_in(gitdir, "pack-refs", "--all")
+    with open(gitdir / "packed-refs", "a") as fh:
+        fh.write("garbage line\n")
+
+
+CLONE_DAMAGE = {
+    "a byte flipped in a blob": _flip_blob,
+    "bits flipped across every pack": _flips_everywhere,
+    "the ref's pack truncated": lambda g: [os.truncate(p, p.stat().st_size // 2) for p in _packs(g, "commit")],
+    "the ref's pack index deleted": lambda g: [p.with_suffix(".idx").unlink() for p in _packs(g, "commit")],
+    "the blobs' pack truncated": lambda g: [os.truncate(p, p.stat().st_size // 2) for p in _packs(g, "blob")],
+    "a loose tree object missing": _explode_and_lose_tree,
+    "packed-refs garbled": _garble_packed_refs,
+    "HEAD garbled": lambda g: (g / "HEAD").write_text("garbage\n"),
+    "HEAD deleted": lambda g: (g / "HEAD").unlink(),
+}
+CLONE_QUESTION = ("callers", "psci_sys_reset", "--ref", "v6.12")
+
+
+@pytest.fixture(scope="module")
+def warm_clone(fixture_repos, tmp_path_factory) -> tuple[Path, str]:
+    """A cache whose clone has the blobs of one question, and that question's answer."""
+    import contextlib
+    import io
+
+    cache = tmp_path_factory.mktemp("clonecache") / "cache"
+    args = ["-q", "--cache-dir", str(cache), *CLONE_QUESTION, "--repo", str(fixture_repos["linux"])]
+    proc = flowscan(*args)
+    assert proc.returncode == 0 and b"do_kernel_restart -> psci_sys_reset" in proc.stdout, proc.stderr
+    return cache, proc.stdout.decode()
+
+
+def _damaged_copy(warm_clone, tmp_path: Path, how: str) -> tuple[Path, Path]:
+    import shutil
+
+    cache = tmp_path / "cache"
+    shutil.copytree(warm_clone[0], cache, symlinks=True)
+    for sub in ("index", "facts"):  # the question must read the clone again
+        shutil.rmtree(cache / sub, ignore_errors=True)
+    (gitdir,) = (cache / "repos").glob("*.git")
+    CLONE_DAMAGE[how](gitdir)
+    return cache, gitdir
+
+
+@pytest.mark.parametrize("how, whole", [*((h, False) for h in sorted(CLONE_DAMAGE)),  # a cold answer's reads
+                                        *((h, True) for h in ("a byte flipped in a blob", "the blobs' pack truncated",
+                                                              "the ref's pack truncated"))])  # an index build's
+def test_a_damaged_clone_is_discarded_and_cloned_again(warm_clone, fixture_repos, tmp_path, capsys, how, whole):
+    """However the cached clone is damaged, the rerun says so in one line, makes the clone again from the
+    remote and answers exactly as before; nothing of the damaged one is left, the next run is quiet."""
+    cache, gitdir = _damaged_copy(warm_clone, tmp_path, how)
+    ask = ("-q", "--cache-dir", str(cache), *CLONE_QUESTION, "--repo", str(fixture_repos["linux"]),
+           *(["--whole"] if whole else []))
+    code, out, err = run(capsys, *ask)
+    assert (code, out) == (0, warm_clone[1]), err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("flowscan: warning: the cache clone of linux@v6.12 was damaged ("), err
+    assert lines[0].endswith("): discarded it and cloned it again"), err
+    assert sorted(p.name for p in (cache / "repos").iterdir()) == [gitdir.name, gitdir.with_suffix(".lock").name]
+    assert _git_in(gitdir, "fsck", "--no-progress", "--no-dangling", "--connectivity-only") == ""
+    for sub in ("index", "facts"):
+        import shutil
+        shutil.rmtree(cache / sub, ignore_errors=True)
+    assert run(capsys, *ask) == (0, warm_clone[1], "")
+
+
+def test_a_missing_blob_of_a_partial_clone_is_fetched_again(warm_clone, fixture_repos, tmp_path, capsys):
+    """The pack of the fetched files without its index: those blobs are simply missing from a blob-less
+    clone, and are fetched again in one request (no damage to report)."""
+    import shutil
+
+    cache = tmp_path / "cache"
+    shutil.copytree(warm_clone[0], cache, symlinks=True)
+    shutil.rmtree(cache / "facts")
+    (gitdir,) = (cache / "repos").glob("*.git")
+    for pack in _packs(gitdir, "blob"):
+        pack.with_suffix(".idx").unlink()
+    code, out, err = run(capsys, "-q", "--cache-dir", str(cache), *CLONE_QUESTION, "--repo", str(fixture_repos["linux"]))
+    assert (code, out, err) == (0, warm_clone[1], "")
+
+
+@pytest.mark.parametrize("how", ["HEAD deleted", "packed-refs garbled", "a byte flipped in a blob"])
+def test_a_damaged_clone_whose_remote_is_gone_is_one_error(fixture_repos, tmp_path, capsys, how):
+    import shutil
+
+    remote = tmp_path / "linux"
+    shutil.copytree(fixture_repos["linux"], remote, symlinks=True)
+    cache = tmp_path / "cache"
+    ask = ("-q", "--cache-dir", str(cache), *CLONE_QUESTION, "--repo", str(remote))
+    assert run(capsys, *ask)[0] == 0
+    shutil.rmtree(cache / "facts")
+    shutil.rmtree(cache / "index", ignore_errors=True)
+    (gitdir,) = (cache / "repos").glob("*.git")
+    CLONE_DAMAGE[how](gitdir)
+    shutil.rmtree(remote)
+    remote.mkdir()  # there, but no repository any more
+    code, out, err = run(capsys, *ask)
+    assert code == 2 and out == "" and "Traceback" not in err
+    lines = err.splitlines()
+    if how == "a byte flipped in a blob":  # the tag was looked up first: that the remote is gone is said then
+        assert lines[0].startswith(f"flowscan: warning: not a git repository: {remote}; using the cached linux@v6.12 = ")
+        lines = lines[1:]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("flowscan: error: the cache clone of linux@v6.12 was damaged ("), err
+    assert lines[0].endswith(f") and is discarded; cloning it again failed: not a git repository: {remote}"), err
+    assert sorted(p.name for p in (cache / "repos").iterdir()) == [gitdir.with_suffix(".lock").name]
+
+
+def test_temporary_files_of_killed_facts_writers_are_swept(small_tree, tmp_path, capsys):
+    """A writer killed between writing its temporary file and moving it into place leaves the file; a later
+    run removes those whose process is gone or that are old, and leaves a live writer's alone."""
+    import time
+
+    from flowscan.index import facts_cache as fc
+
+    cache = tmp_path / "cache"
+    ask = ("-q", "--cache-dir", str(cache), "-j", "1", "callees", "fn_3_39", "--src", str(small_tree), "--whole")
+    code, good, _ = run(capsys, *ask)
+    assert code == 0
+    shard = next(p for p in (cache / "facts").iterdir() if p.is_dir())
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    old = time.time() - 2 * fc.TEMP_AGE
+    recent = time.time() - 2 * fc.DEAD_AGE
+    made = {
+        "dead writer": (shard / f".{'a' * 38}.{dead.pid}.0badf00d.tmp", recent),
+        "old, live writer": (shard / f".{'b' * 38}.{os.getpid()}.0badf00d.tmp", old),
+        "live writer": (shard / f".{'c' * 38}.{os.getpid()}.0badf00d.tmp", recent),
+        "dead writer, just now": (shard / f".{'d' * 38}.{dead.pid}.0badf00d.tmp", time.time()),
+        "not ours": (shard / ".notes.tmp", old),
+    }
+    for path, when in made.values():
+        path.write_bytes(b"partial")
+        os.utime(path, (when, when))
+    (cache / "facts" / fc.SWEPT).unlink(missing_ok=True)  # a sweep ran; the next sweep is due in an hour
+    for path in (cache / "index").glob("*.sqlite"):
+        path.unlink()
+    code, out, err = run(capsys, *ask)
+    assert (code, out) == (0, good), err
+    assert sorted(k for k, (p, _) in made.items() if p.exists()) == ["dead writer, just now", "live writer", "not ours"]
+    made["live writer"][0].unlink()
+    path, _ = made["dead writer, just now"]
+    os.utime(path, (recent, recent))
+    assert fc.sweep_temporary(cache / "facts") == 0  # swept a moment ago: not again within the hour
+    assert fc.sweep_temporary(cache / "facts", force=True) == 1 and not path.exists()

@@ -12,6 +12,11 @@ rebuilt and never trusted. Writes go to a temporary file in the same directory a
 with ``os.replace``: readers see a whole entry or none, and two processes writing the same key at once
 both succeed (last one wins, with identical content). No fsync: a torn write after a crash fails the
 length/checksum test and is rebuilt, which is cheaper than syncing 60k small files.
+
+A writer killed between the two steps leaves its temporary file (``.<name>.<pid>.<random>.tmp``) behind.
+`sweep_temporary` removes those whose writer is gone (no such process) or that are older than
+`TEMP_AGE` (a live writer holds one for milliseconds); it walks the whole cache, so a run does it at most
+once per `SWEEP_EVERY` (the time is kept in ``<root>/.swept``).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import hashlib
 import os
 import re
 import secrets
+import time
 import zlib
 from pathlib import Path
 
@@ -27,6 +33,11 @@ from flowscan.extract.facts import EXTRACTOR_VERSION
 
 MAGIC = "FSF2"
 _BLOB = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+_TEMP = re.compile(r"\.[0-9a-f]{38,62}\.(\d+)\.[0-9a-f]+\.tmp")
+TEMP_AGE = 300.0  # seconds after which a temporary file is abandoned whoever wrote it
+DEAD_AGE = 5.0  # ... or after this when its writer's process is gone
+SWEEP_EVERY = 3600.0
+SWEPT = ".swept"
 
 
 def facts_dir(cache_dir: Path) -> Path:
@@ -149,3 +160,59 @@ def cache_info(root: Path) -> dict:
                         entries += 1
                         size += ent.stat(follow_symlinks=False).st_size
     return {"path": str(root), "entries": entries, "bytes": size}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # someone else's process: alive
+        return True
+    return True
+
+
+def sweep_temporary(root: Path, force: bool = False, now: float | None = None) -> int:
+    """Remove the temporary files of killed writers (see the module's docstring); how many. Without
+    `force`, only when the last sweep is older than SWEEP_EVERY."""
+    root = Path(root)
+    now = time.time() if now is None else now
+    stamp = root / SWEPT
+    if not force:
+        try:
+            if now - stamp.stat().st_mtime < SWEEP_EVERY:
+                return 0
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return 0
+    removed = 0
+    try:
+        shards = [e.path for e in os.scandir(root) if len(e.name) == 2 and e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return 0
+    for shard in shards:
+        try:
+            names = [e for e in os.scandir(shard) if e.name.startswith(".") and e.name.endswith(".tmp")]
+        except OSError:
+            continue
+        for ent in names:
+            m = _TEMP.fullmatch(ent.name)
+            if m is None or not ent.is_file(follow_symlinks=False):
+                continue
+            try:
+                age = now - ent.stat(follow_symlinks=False).st_mtime
+            except OSError:
+                continue
+            if age > TEMP_AGE or (age > DEAD_AGE and not _alive(int(m.group(1)))):
+                try:
+                    os.unlink(ent.path)
+                    removed += 1
+                except OSError:
+                    pass
+    try:
+        stamp.touch()
+        os.utime(stamp, (now, now))
+    except OSError:
+        pass
+    return removed

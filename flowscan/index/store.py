@@ -15,6 +15,7 @@ built under a temporary name and moved into place, so a reader sees a whole inde
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -490,6 +491,37 @@ def index_info(root: Path) -> dict:
         except (sqlite3.DatabaseError, ValueError):
             continue
     return out
+
+
+def lock_of(index: Path) -> Path:
+    """The lock a builder of this index holds (beside the cache's other locks, not among the indexes)."""
+    return Path(index).parent.parent / "locks" / f"index-{Path(index).stem}.lock"
+
+
+def use_stamp(index: Path) -> Path:
+    """Held shared by every process reading the index; its mtime is the index's last use (for gc)."""
+    return Path(index).parent.parent / "locks" / f"index-{Path(index).stem}.use"
+
+
+_HELD: dict[str, int] = {}
+
+
+def hold(index: Path) -> None:
+    """Mark the index in use by this process until it exits: a shared lock on its use stamp (gc removes
+    only indexes whose stamp it can lock alone), and the stamp touched. Waits while gc is removing it, so
+    the caller checks that it is still there afterwards."""
+    stamp = use_stamp(index)
+    key = str(stamp)
+    fd = _HELD.get(key)
+    if fd is None:
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(stamp, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o666)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        _HELD[key] = fd
+    try:
+        os.utime(fd)
+    except OSError:
+        pass
 
 
 def remove_quietly(path: Path) -> None:

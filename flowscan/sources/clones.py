@@ -28,6 +28,7 @@ repository pinned, no template hooks in the clone and ``core.hooksPath`` pointin
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -43,8 +44,8 @@ import git as gitpython
 from flowscan.errors import FlowscanError
 from flowscan.fileio import atomic_write_text
 from flowscan.progress import NULL, Progress
-from flowscan.sources.git import (ForwardProgress, GitFailed, config_bool, http_limits, init_bare, locked,
-                                  outside, repo_at, run, run_network)
+from flowscan.sources.git import (ForwardProgress, GitFailed, clone_problem, config_bool, http_limits, init_bare,
+                                  locked, names_damage, outside, repo_at, run, run_network)
 from flowscan.sources.git import network_timeout as timeout_setting
 from flowscan.sources.refs import FULL_HEX, HEX, Source, is_local_path, local_transport, show, validate_ref, validate_repo
 from flowscan.sources.trees import DirTree, GitTree, Tree
@@ -155,11 +156,8 @@ def _local_ref(repo: gitpython.Repo, ref: str) -> _Cached | None:
         names.append(ref)
     elif not ref.startswith("refs/"):
         names.append(f"refs/tags/{ref}")
-    try:
-        out = run(repo.git, ["for-each-ref", "--format=%(refname) %(objectname)", "refs/tags/",
-                             "refs/flowscan/commits/"]).decode("utf-8", "replace")
-    except GitFailed:
-        return None
+    out = run(repo.git, ["for-each-ref", "--format=%(refname) %(objectname)", "refs/tags/",
+                         "refs/flowscan/commits/"]).decode("utf-8", "replace")  # GitFailed: a damaged clone
     have = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
     for name in names:
         if name in have:
@@ -321,48 +319,189 @@ def open_tree(source: Source, cache_dir: Path, progress: Progress = NULL,
     url = _normalize_repo(repo)
     if is_local_path(repo) and not Path(url).is_dir():
         raise FlowscanError(f"not a git repository: {repo}")
-    label = _label(url, ref)
-    target = clone_dir(cache_dir, repo)
-    lock = target.with_suffix(".lock")
-
-    with locked(lock):
-        if target.is_dir():
-            clone = repo_at(target)
-            cached = _local_ref(clone, ref)
-            if cached is not None and cached.name.startswith("refs/tags/"):
-                commit = _recheck_tag(clone, cached, url, repo, ref, local, progress, label, timeout)
-            elif cached is not None:
-                commit = cached.commit
-            else:
-                remote = _ls_remote(url, repo, ref, local, timeout)
-                _check_ref_known(remote, ref)
-                progress.message(f"fetching {label}")
-                commit = _fetch_ref(clone, remote, ref, progress, label, timeout)
-        else:
-            remote = _ls_remote(url, repo, ref, local, timeout)  # unknown ref, unreachable URL: fail before cloning
-            _check_ref_known(remote, ref)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            for stale in target.parent.glob(f".tmp-{target.name}-*"):  # left by a killed run (we hold the lock)
-                shutil.rmtree(stale, ignore_errors=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o777 & ~umask)
+    where = _Where(clone_dir(cache_dir, repo), url, repo, ref, local, _label(url, ref), timeout)
+    with locked(where.lock):
+        _sweep_aside(where.target)
+        got = None
+        if where.target.is_dir():
             try:
-                how = ", ".join(w for w, on in (("shallow", remote.shallow), ("blob-less", remote.partial)) if on)
-                progress.message(f"cloning {label} ({how or 'full: the server offers no filter or depth'}) "
-                                 f"into {target}")
-                made = _init_clone(tmp, remote)
-                try:
-                    commit = _fetch_ref(made, remote, ref, progress, label, timeout)
-                finally:
-                    made.close()
-                os.rename(tmp, target)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
-            clone = repo_at(target)
-    return GitTree(clone, commit, label, lock, progress, timeout)
+                got = _use_existing(where, progress)
+            except _Damaged as exc:
+                got = _replace_damaged(where, progress, exc.reason)
+        if got is None:
+            got = _clone_fresh(where, progress)
+        hold(where.target)  # (taken under the clone's lock: gc removes a clone under both)
+    clone, commit = got
+    return GitTree(clone, commit, where.label, where.lock, progress, timeout,
+                   reclone=lambda reason, ino: _reclone(where, progress, reason, ino, commit))
+
+
+def use_stamp(target: Path) -> Path:
+    """Held shared by every process reading the clone; its mtime is the clone's last use (for gc)."""
+    return Path(target).with_suffix(".use")
+
+
+_HELD: dict[str, int] = {}
+
+
+def hold(target: Path) -> None:
+    """Mark the clone in use by this process until it exits (gc passes it by) and touch its stamp."""
+    stamp = use_stamp(target)
+    fd = _HELD.get(str(stamp))
+    if fd is None:
+        fd = os.open(stamp, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o666)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        _HELD[str(stamp)] = fd
+    try:
+        os.utime(fd)
+    except OSError:
+        pass
+
+
+@dataclass(frozen=True)
+class _Where:
+    """A cache clone and what it is a clone of (enough to make it again)."""
+    target: Path
+    url: str
+    shown: str
+    ref: str
+    local: bool
+    label: str
+    timeout: float
+
+    @property
+    def lock(self) -> Path:
+        return self.target.with_suffix(".lock")
+
+
+class _Damaged(Exception):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+ASIDE = ".damaged-"  # a damaged clone is renamed to repos/.damaged-<name>-<random> and then removed
+
+
+def _sweep_aside(target: Path) -> None:
+    """Remove what killed runs left beside the clone (the caller holds the clone's lock)."""
+    if not target.parent.is_dir():
+        return
+    for pattern in (f".tmp-{target.name}-*", f"{ASIDE}{target.name}-*"):
+        for stale in target.parent.glob(pattern):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _use_existing(where: _Where, progress: Progress) -> tuple[gitpython.Repo, str]:
+    """The clone already in the cache at the ref (fetched into it when new); _Damaged when the clone's own
+    files fail to read and git's check confirms it (the caller holds the lock)."""
+    try:
+        clone = repo_at(where.target)
+    except FlowscanError:
+        raise _Damaged("not a git repository any more") from None
+    try:
+        cached = _local_ref(clone, where.ref)
+        if cached is not None and cached.name.startswith("refs/tags/"):
+            commit = _recheck_tag(clone, cached, where.url, where.shown, where.ref, where.local, progress,
+                                  where.label, where.timeout)
+        elif cached is not None:
+            commit = cached.commit
+        else:
+            remote = _ls_remote(where.url, where.shown, where.ref, where.local, where.timeout)
+            _check_ref_known(remote, where.ref)
+            progress.message(f"fetching {where.label}")
+            commit = _fetch_ref(clone, remote, where.ref, progress, where.label, where.timeout)
+        return clone, commit
+    except GitFailed as exc:  # a local read of the clone failed
+        clone.close()
+        problem = clone_problem(where.target)
+        if problem or names_damage(exc.message):
+            raise _Damaged(problem or exc.message) from None
+        raise FlowscanError(f"cannot read the cache clone of {where.label}: {exc.message}") from None
+    except FlowscanError:  # a fetch failed: the network, or the clone it fetches into
+        clone.close()
+        problem = clone_problem(where.target)
+        if problem:
+            raise _Damaged(problem) from None
+        raise
+
+
+def _discard(target: Path) -> None:
+    """Move a damaged clone aside (one rename: no process sees half of it) and remove it; only ever the
+    cache's own directory (the caller holds its lock)."""
+    aside = Path(tempfile.mkdtemp(prefix=f"{ASIDE}{target.name}-", dir=target.parent))
+    os.rename(target, aside / "clone")
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _replace_damaged(where: _Where, progress: Progress, reason: str) -> tuple[gitpython.Repo, str]:
+    """Discard the damaged clone and make it again from the remote (the caller holds the lock)."""
+    _discard(where.target)
+    return _clone_again(where, progress, reason)
+
+
+def _reclone(where: _Where, progress: Progress, reason: str, opened_ino: int,
+             commit: str) -> gitpython.Repo:
+    """For a tree whose reads failed on a clone found damaged: the clone made again (or the one another
+    process already made since), at the same commit."""
+    with locked(where.lock):
+        try:
+            now = os.stat(where.target).st_ino
+        except OSError:
+            now = -1
+        if now == opened_ino or now < 0:
+            if now >= 0:
+                _discard(where.target)
+            clone, again = _clone_again(where, progress, reason)
+        else:  # another process replaced it meanwhile
+            clone = repo_at(where.target)
+            cached = _local_ref(clone, where.ref) if where.ref and not FULL_HEX.fullmatch(where.ref) else None
+            again = cached.commit if cached is not None else commit
+    if again != commit:
+        clone.close()
+        raise FlowscanError(f"the cache clone of {where.label} was damaged ({reason}) and cloned again, but "
+                            f"{where.ref or 'HEAD'} is now {again[:12]}, not {commit[:12]}: ask again")
+    return clone
+
+
+def _clone_again(where: _Where, progress: Progress, reason: str) -> tuple[gitpython.Repo, str]:
+    """The clone made again after its damaged one was discarded; one line says so (or, when the remote
+    cannot be reached either, one error says both)."""
+    progress.message(f"the cache clone of {where.label} is damaged ({reason}): cloning it again")
+    try:
+        got = _clone_fresh(where, progress)
+    except FlowscanError as exc:
+        raise FlowscanError(f"the cache clone of {where.label} was damaged ({reason}) and is discarded; "
+                            f"cloning it again failed: {exc}") from None
+    progress.warn(f"the cache clone of {where.label} was damaged ({reason}): discarded it and cloned it again")
+    return got
+
+
+def _clone_fresh(where: _Where, progress: Progress) -> tuple[gitpython.Repo, str]:
+    """A new cache clone at the ref, made under a temporary name and renamed into place (the caller holds
+    the lock)."""
+    remote = _ls_remote(where.url, where.shown, where.ref, where.local, where.timeout)  # fail before cloning
+    _check_ref_known(remote, where.ref)
+    target = where.target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
+    try:
+        how = ", ".join(w for w, on in (("shallow", remote.shallow), ("blob-less", remote.partial)) if on)
+        progress.message(f"cloning {where.label} ({how or 'full: the server offers no filter or depth'}) "
+                         f"into {target}")
+        made = _init_clone(tmp, remote)
+        try:
+            commit = _fetch_ref(made, remote, where.ref, progress, where.label, where.timeout)
+        finally:
+            made.close()
+        os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return repo_at(target), commit
 
 
 def cached_repos(cache_dir: Path) -> list[dict]:

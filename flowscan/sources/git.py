@@ -32,6 +32,10 @@ from flowscan.errors import FlowscanError
 from flowscan.progress import Progress
 
 ALLOWED_PROTOCOLS = "file:git:http:https:ssh"
+# Local commands allow no transport at all: an object missing from a partial clone is an error (the clone
+# is damaged: every tree is fetched with the commit and blobs in bulk before any read), never a hidden
+# one-object fetch outside the watchdog. (git 2.44's GIT_NO_LAZY_FETCH says the same; this works on older.)
+LOCAL_ONLY = {"GIT_ALLOW_PROTOCOL": "none"}
 DEFAULT_NETWORK_TIMEOUT = 60.0  # seconds without a byte from the remote before giving up
 TIMEOUT_ENV = "FLOWSCAN_NETWORK_TIMEOUT"
 
@@ -142,6 +146,13 @@ def _text(value) -> str:
     return str(value or "")
 
 
+def _stderr_of(exc: gitpython.GitCommandError) -> str:
+    """git's own stderr (GitPython wraps it as "\n  stderr: '...'")."""
+    text = _text(exc.stderr)
+    m = re.fullmatch(r"\s*stderr: '(.*)'\s*", text, re.S)
+    return m.group(1) if m else text
+
+
 def _stdin(data: bytes | None):
     if data is None:
         return None
@@ -152,15 +163,16 @@ def _stdin(data: bytes | None):
 
 
 def run(g: gitpython.Git, args: Sequence[str], input: bytes | None = None) -> bytes:
-    """Run a local git command (no network), return its stdout; GitFailed on a non-zero exit."""
+    """Run a local git command (no network, not even a partial clone's lazy fetch), return its stdout;
+    GitFailed on a non-zero exit."""
     inp = _stdin(input)
     try:
-        _code, out, _err = g.execute(["git", *args], istream=inp, with_extended_output=True,
+        _code, out, _err = g.execute(["git", *args], istream=inp, with_extended_output=True, env=LOCAL_ONLY,
                                      stdout_as_string=False, strip_newline_in_stdout=False)
     except gitpython.GitCommandNotFound as exc:
         raise FlowscanError("git is not installed (no 'git' on PATH)") from exc
     except gitpython.GitCommandError as exc:
-        raise GitFailed(args, exc.status if isinstance(exc.status, int) else 1, _text(exc.stderr)) from None
+        raise GitFailed(args, exc.status if isinstance(exc.status, int) else 1, _stderr_of(exc)) from None
     finally:
         if inp is not None:
             inp.close()
@@ -331,3 +343,40 @@ def config_bool(repo: gitpython.Repo, section: str, option: str) -> bool:
     finally:
         reader.release()
 
+
+
+# ------------------------------------------------------------------------------------------ damage
+
+# What git says when a repository's own files are damaged (a pack that does not inflate or match its
+# index, an object or ref that is gone or garbled, a lazy fetch that a local command may not make).
+_DAMAGE = re.compile(r"corrupt|does not match index|bad object|unable to read|not a (tree|commit|blob|tag) object|"
+                     r"invalid sha1 pointer|bad packed|inflate|unexpected line|not a git repository|"
+                     r"missing (blob|tree|commit|tag)|could not read|bad tree|bad file|premature end|"
+                     r"transport '[^']*' not allowed|is missing|cannot be accessed|bad ref|broken link|"
+                     r"unable to parse|invalid object|truncated|unknown object type|object file .* is empty|"
+                     r"improper packfile|bad (signature|index file)|index file .* is too small", re.I)
+
+
+def names_damage(message: str) -> bool:
+    """Does git's message say the repository's files are damaged (rather than a bad argument or the net)?"""
+    return bool(_DAMAGE.search(message or ""))
+
+
+def clone_problem(gitdir: Path) -> str:
+    """'' when the clone at `gitdir` holds together (``git fsck --connectivity-only``: refs, commits and
+    trees readable and linked; blobs are not inflated, so this is cheap), else git's first complaint."""
+    g = gitpython.Git(str(gitdir))
+    g.update_environment(**_fence(Path(gitdir)))
+    try:
+        code, out, err = g.execute(["git", "fsck", "--connectivity-only", "--no-dangling", "--no-progress"],
+                                   with_extended_output=True, with_exceptions=False, env=LOCAL_ONLY)
+    except gitpython.GitCommandNotFound as exc:
+        raise FlowscanError("git is not installed (no 'git' on PATH)") from exc
+    if code == 0:
+        return ""
+    lines = [ln.strip() for ln in f"{_text(err)}\n{_text(out)}".splitlines()]  # (fsck reports on both)
+    lines = [ln.removeprefix("error: ").removeprefix("fatal: ") for ln in lines
+             if ln and not ln.startswith("notice:") and "transport" not in ln]
+    if len(lines) > 1 and lines[0].startswith("broken link from"):  # "broken link from X" / "to Y"
+        lines[0] = " ".join(f"{lines[0]} {lines[1]}".split())
+    return (lines[0] if lines else f"git fsck: exit {code}")[:200]

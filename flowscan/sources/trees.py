@@ -19,15 +19,15 @@ import subprocess
 import weakref
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 
 import git as gitpython
 
 from flowscan.errors import FlowscanError
 from flowscan.progress import NULL, Progress
-from flowscan.sources.git import (ForwardProgress, GitFailed, config_bool, http_limits, last_error_line, locked,
-                                  run, run_network)
+from flowscan.sources.git import (LOCAL_ONLY, ForwardProgress, GitFailed, clone_problem, config_bool, http_limits,
+                                  last_error_line, locked, names_damage, run, run_network)
 from flowscan.sources.refs import FileEntry, has_control, show
 from flowscan.sources.scopes import is_c, norm_scope, pathspec_of, select
 
@@ -228,7 +228,8 @@ class _CatFile:
 
     def __init__(self, repo: gitpython.Repo):
         try:
-            handle = repo.git.execute(["git", "cat-file", "--batch"], as_process=True, istream=subprocess.PIPE)
+            handle = repo.git.execute(["git", "cat-file", "--batch"], as_process=True, istream=subprocess.PIPE,
+                                      env=LOCAL_ONLY)
         except gitpython.GitCommandNotFound as exc:
             raise FlowscanError("git is not installed (no 'git' on PATH)") from exc
         self._handle = handle  # GitPython's wrapper: it also stops the process when dropped
@@ -252,16 +253,21 @@ class _CatFile:
     def close(self) -> None:
         self._finalizer()
 
+    def _stopped(self) -> FlowscanError:
+        self.proc.wait()
+        return FlowscanError(f"git cat-file stopped: "
+                             f"{last_error_line(self.proc.stderr.read().decode('utf-8', 'replace'))}")
+
     def _response(self) -> tuple[str, str, bytes | None]:
         header = self.proc.stdout.readline()
         if not header:
-            self.proc.wait()
-            raise FlowscanError(f"git cat-file stopped: "
-                                f"{last_error_line(self.proc.stderr.read().decode('utf-8', 'replace'))}")
+            raise self._stopped()
         parts = header.decode("utf-8", "surrogateescape").rstrip("\n").split(" ")
         if len(parts) == 3 and parts[2].isdigit():
             size = int(parts[2])
             data = self.proc.stdout.read(size + 1)
+            if len(data) != size + 1:  # git died within the object (it could not inflate the rest)
+                raise self._stopped()
             return parts[0], parts[1], data[:size]
         return parts[0], "missing", None
 
@@ -269,8 +275,11 @@ class _CatFile:
         """Yield (name, type, data) for each request ('<oid>' or '<commit>:<path>'), in order."""
         for start in range(0, len(requests), self.CHUNK):
             chunk = requests[start:start + self.CHUNK]
-            self.proc.stdin.write("".join(r + "\n" for r in chunk).encode("utf-8", "surrogateescape"))
-            self.proc.stdin.flush()
+            try:
+                self.proc.stdin.write("".join(r + "\n" for r in chunk).encode("utf-8", "surrogateescape"))
+                self.proc.stdin.flush()
+            except OSError:  # git is gone (it stopped at a damaged object): say why
+                raise self._stopped() from None
             pending = len(chunk)
             try:
                 for _ in chunk:
@@ -287,12 +296,22 @@ class _CatFile:
                     self.close()
 
 
+class _FetchFailed(Exception):
+    """Fetching missing blobs failed: the network, or a damaged clone (only git's check can tell)."""
+
+
 class GitTree(Tree):
     """A commit in a cache clone (a GitPython `Repo`, fenced by `flowscan.sources.git.repo_at`)."""
 
     def __init__(self, repo: gitpython.Repo, commit: str, label: str, lock_path: Path,
-                 progress: Progress = NULL, timeout: float = 60.0):
+                 progress: Progress = NULL, timeout: float = 60.0,
+                 reclone: Callable[[str, int], gitpython.Repo] | None = None):
+        """`reclone(reason, inode)`: the clone made again when reads find this one (its directory had that
+        inode) damaged."""
         self.repo = repo
+        self._reclone = reclone
+        self._ino = os.stat(repo.git_dir).st_ino
+        self._recloned = False
         self.gitdir = Path(repo.git_dir)
         self.commit = commit
         self.label = label
@@ -304,8 +323,55 @@ class GitTree(Tree):
         self._known: dict[str, int] = {}  # blob id -> size of blobs known to be in the clone
         self._listings: dict[tuple[str, ...], tuple[list[tuple[str, str]], list[str]]] = {}
 
-    def _git(self, args: Sequence[str], input: bytes | None = None) -> bytes:
-        return run(self.repo.git, args, input=input)
+    def _git(self, args: Sequence[str], input: bytes | None = None, expected: tuple[int, ...] = (),
+             before: Callable[[], object] | None = None) -> bytes:
+        """A local git command; when it fails on a damaged clone, the clone is made again and it is run
+        once more, `before()` first (exit codes in `expected` are answers, not failures: GitFailed)."""
+        try:
+            return run(self.repo.git, args, input=input)
+        except GitFailed as exc:
+            if exc.code in expected:
+                raise
+            message = exc.message
+        self._recover(message, again=lambda: run(self.repo.git, args, input=input))
+        if before is not None:
+            before()
+        try:
+            return run(self.repo.git, args, input=input)
+        except GitFailed as exc:
+            if exc.code in expected:
+                raise
+            raise FlowscanError(f"cannot read {self.label}: {exc.message}") from None
+
+    def _recover(self, message: str, again: Callable[[], object] | None = None, fetching: bool = False) -> None:
+        """A read of the clone failed with `message`. When the clone is damaged (git's check fails, or git
+        says so and a second read fails the same way), it is discarded and made again, and this tree reads
+        from the new one; otherwise the failure is reported as it is (one line). `fetching`: the failure
+        was a fetch, whose messages speak of the network: only the check decides."""
+        problem = clone_problem(self.gitdir)
+        if not problem and (fetching or not names_damage(message)):
+            raise FlowscanError(f"cannot read {self.label}: {message}")
+        if not problem and again is not None:
+            try:
+                again()
+            except (GitFailed, FlowscanError):
+                pass
+            else:  # it reads now: not damage (the caller reads again)
+                return
+        if self._reclone is None or self._recloned:
+            raise FlowscanError(f"the cache clone of {self.label} is damaged: {problem or message}")
+        self.close_readers()
+        self.repo = self._reclone(problem or message, self._ino)
+        self._recloned = True
+        self.gitdir = Path(self.repo.git_dir)
+        self._ino = os.stat(self.gitdir).st_ino
+        self._known.clear()
+
+    def close_readers(self) -> None:
+        if self._cat is not None:
+            self._cat.close()
+            self._cat = None
+        self.repo.close()
 
     def _catfile(self) -> _CatFile:
         if self._cat is None or self._cat.proc.poll() is not None:  # none yet, or it stopped: a new one
@@ -342,18 +408,21 @@ class GitTree(Tree):
         return rows, odd
 
     def _present(self) -> dict[str, int]:
-        """Blob id -> size of every blob already in the clone (no lazy fetch)."""
-        out = self._git(["cat-file", "--batch-all-objects", "--unordered",
-                         "--batch-check=%(objectname) %(objecttype) %(objectsize)"])
+        """Blob id -> size of every blob already in the clone (no lazy fetch). GitFailed: unreadable."""
+        args = ["cat-file", "--batch-all-objects", "--unordered",
+                "--batch-check=%(objectname) %(objecttype) %(objectsize)"]
+        out = run(self.repo.git, args)
         sizes = {}
-        for line in out.decode("ascii").splitlines():
+        for line in out.decode("ascii", "replace").splitlines():
+            if line.count(" ") != 2:  # an object whose header does not even read
+                raise GitFailed(args, 128, f"fatal: bad object in the clone's listing: {line[:80]}")
             oid, kind, size = line.split(" ")
             if kind == "blob":
                 sizes[oid] = int(size)
         return sizes
 
     def _sizes(self, oids: Sequence[str]) -> dict[str, int]:
-        out = self._git(["cat-file", "--batch-check=%(objectname) %(objectsize)"],
+        out = run(self.repo.git, ["cat-file", "--batch-check=%(objectname) %(objectsize)"],
                         input="".join(o + "\n" for o in oids).encode())
         sizes = {}
         for line in out.decode("ascii").splitlines():
@@ -367,6 +436,20 @@ class GitTree(Tree):
         wanted = sorted(set(oids))
         if all(o in self._known for o in wanted):
             return {o: self._known[o] for o in wanted}
+        try:
+            return self._ensure(wanted)
+        except GitFailed as exc:  # (out of the clone's lock, which a new clone needs)
+            self._recover(exc.message, again=self._present)
+        except _FetchFailed as exc:
+            self._recover(str(exc), fetching=True)
+        try:
+            return self._ensure(wanted)
+        except GitFailed as exc:
+            raise FlowscanError(f"cannot read {self.label}: {exc.message}") from None
+        except _FetchFailed as exc:
+            raise FlowscanError(str(exc)) from None
+
+    def _ensure(self, wanted: list[str]) -> dict[str, int]:
         sizes = self._present()
         self._known.update(sizes)  # blobs in the clone stay there: one listing serves every later check
         missing = [o for o in wanted if o not in sizes]
@@ -385,7 +468,7 @@ class GitTree(Tree):
                             what=f"cannot fetch files of {self.label}",
                             on_line=ForwardProgress(self._progress, self.label).new_message_handler())
                     except GitFailed as exc:
-                        raise FlowscanError(f"cannot fetch files of {self.label}: {exc.message}") from None
+                        raise _FetchFailed(f"cannot fetch files of {self.label}: {exc.message}") from None
                     finally:
                         self._progress.finish()
             sizes.update(self._sizes(missing))
@@ -427,7 +510,8 @@ class GitTree(Tree):
         paths = [e.path for e in entries]
         for i in range(0, len(paths), GREP_PATHS):
             try:
-                out = self._git([*args, self.commit, "--", *paths[i:i + GREP_PATHS]])
+                out = self._git([*args, self.commit, "--", *paths[i:i + GREP_PATHS]], expected=(1,),
+                                before=lambda: self.ensure_blobs(e.blob for e in entries))
             except GitFailed as exc:
                 if exc.code == 1:  # nothing matched
                     continue
@@ -453,18 +537,46 @@ class GitTree(Tree):
         return [FileEntry(p, o, sizes[o]) for p, o in picked]
 
     def read(self, entries: Iterable[FileEntry]) -> Iterator[tuple[FileEntry, bytes]]:
+        """Each entry's bytes, in order; a clone found damaged on the way is made again and the reading
+        goes on from the entry that failed."""
         entries = list(entries)
-        if not entries:
-            return
-        self.ensure_blobs(e.blob for e in entries)
-        stream = self._catfile().stream([e.blob for e in entries])
+        done = 0
+        while done < len(entries):
+            failure = self._read_from(entries, done)
+            try:
+                while True:
+                    entry, data = next(failure)
+                    yield entry, data
+                    done += 1
+            except StopIteration as stop:
+                if stop.value is None:
+                    return
+                message, oid = stop.value
+            finally:
+                failure.close()
+            if self._recloned:
+                raise FlowscanError(f"cannot read {self.label}: {message}")
+            self._recover(message, again=lambda: run(self.repo.git, ["cat-file", "blob", oid]))
+
+    def _read_from(self, entries: list[FileEntry], start: int):
+        """Yield (entry, bytes) from entries[start:]; return None at the end, or (message, blob id) of the
+        read that failed."""
+        self.ensure_blobs(e.blob for e in entries[start:])  # (recovers on its own; a fetch failure is no damage)
+        stream = self._catfile().stream([e.blob for e in entries[start:]])
         try:
-            for entry, (name, kind, data) in zip(entries, stream):
+            for entry in entries[start:]:
+                try:
+                    name, kind, data = next(stream)
+                except FlowscanError as exc:
+                    return f"{exc} (reading {entry.path})", entry.blob
+                except StopIteration:
+                    return f"git cat-file stopped before {entry.path}", entry.blob
                 if data is None or kind != "blob":
-                    raise FlowscanError(f"blob {name} of {entry.path} is missing from {self.label}")
+                    return f"blob {name} of {entry.path} is missing from {self.label}", entry.blob
                 yield entry, data
         finally:
             stream.close()
+        return None
 
     def named(self, pattern: re.Pattern[str]) -> list[FileEntry]:
         return [FileEntry(p, o, 0) for p, o in sorted(self._ls_tree(())[0]) if pattern.search(p)]
@@ -479,11 +591,7 @@ class GitTree(Tree):
         parts = meta.decode("ascii", "replace").split(" ")
         if name.decode("utf-8", "surrogateescape") != rel or len(parts) != 3 or parts[1] != "blob":
             raise FlowscanError(f"no file '{show(path)}' in {self.label}")
-        oid = parts[2]
-        self.ensure_blobs([oid])
-        for _name, kind, data in self._catfile().stream([oid]):
-            if data is None or kind != "blob":
-                raise FlowscanError(f"no file '{show(path)}' in {self.label}")
+        for _entry, data in self.read([FileEntry(rel, parts[2], 0)]):
             return data
         raise FlowscanError(f"no file '{show(path)}' in {self.label}")
 
