@@ -398,6 +398,24 @@ def sources(ctx, fmt):
     click.echo(json.dumps(data, indent=2, sort_keys=True) + "\n" if fmt == "json" else inventory_text(data), nl=False)
 
 
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="List what would be removed, remove nothing.")
+@click.option("--older-than", "days", type=click.FloatRange(0, 1e6), default=30, show_default=True, metavar="DAYS",
+              help="Remove what was last used more than DAYS ago.")
+@click.option("--keep-clones", is_flag=True, help="Keep every clone (and the facts their refs reach).")
+@click.pass_obj
+def gc(ctx, dry_run, days, keep_clones):
+    """Remove the clones, indexes and facts entries of the cache that nothing used lately (never one another
+    process holds); the next question rebuilds what it needs."""
+    import time
+
+    from flowscan.index.gc import collect
+
+    now = time.time()
+    report = collect(ctx.cache_dir, days, dry_run=dry_run, keep_clones=keep_clones, now=now)
+    click.echo(report.text(ctx.cache_dir, now), nl=False)
+
+
 # -- flows -----------------------------------------------------------------------------------------
 @cli.command()
 @click.option("--flow-file", "flow_files", multiple=True, type=click.Path(dir_okay=False), help="Also list this user spec.")

@@ -685,7 +685,8 @@ def test_a_damaged_clone_is_discarded_and_cloned_again(warm_clone, fixture_repos
     lines = err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("flowscan: warning: the cache clone of linux@v6.12 was damaged ("), err
     assert lines[0].endswith("): discarded it and cloned it again"), err
-    assert sorted(p.name for p in (cache / "repos").iterdir()) == [gitdir.name, gitdir.with_suffix(".lock").name]
+    assert sorted(p.name for p in (cache / "repos").iterdir()) == [gitdir.name, gitdir.with_suffix(".lock").name,
+                                                                   gitdir.with_suffix(".use").name]
     assert _git_in(gitdir, "fsck", "--no-progress", "--no-dangling", "--connectivity-only") == ""
     for sub in ("index", "facts"):
         import shutil
@@ -732,7 +733,8 @@ def test_a_damaged_clone_whose_remote_is_gone_is_one_error(fixture_repos, tmp_pa
     assert len(lines) == 1, err
     assert lines[0].startswith("flowscan: error: the cache clone of linux@v6.12 was damaged ("), err
     assert lines[0].endswith(f") and is discarded; cloning it again failed: not a git repository: {remote}"), err
-    assert sorted(p.name for p in (cache / "repos").iterdir()) == [gitdir.with_suffix(".lock").name]
+    assert sorted(p.name for p in (cache / "repos").iterdir()) == [gitdir.with_suffix(".lock").name,
+                                                                   gitdir.with_suffix(".use").name]
 
 
 def test_temporary_files_of_killed_facts_writers_are_swept(small_tree, tmp_path, capsys):

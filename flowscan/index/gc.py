@@ -74,7 +74,7 @@ def _row(item: Item, cache_dir: Path, now: float) -> str:
         rel = item.path.relative_to(cache_dir)
     except ValueError:
         rel = item.path
-    parts = [item.kind, str(rel)]
+    parts = [item.kind] if item.kind == "facts" else [item.kind, str(rel)]
     if item.what:
         parts.append(item.what)
     parts.append(human(item.bytes))
