@@ -157,3 +157,18 @@ def test_an_index_or_clone_another_process_holds_is_kept(aged_cache, fixture_rep
     assert f"removed clone  repos/{qclone.name}  " in out and f"removed index  index/{index.name}  " in out
     assert not index.exists() and not qclone.exists()
     assert flowscan(cache, *QEMU_Q, "--repo", str(fixture_repos["qemu"]), "--ref", "v10.0.0", "--whole") == answers["qemu@v10.0.0"]
+
+
+def test_an_index_keeps_no_free_pages_and_no_repeated_callee(fixture_repos, tmp_path):
+    """Size: the pages the build's deletes free are given back, and a call's last member is kept only
+    for calls through a member (the only ones looked up by it)."""
+    cache = tmp_path / "cache"
+    flowscan(cache, "index", "--repo", str(fixture_repos["linux"]), "--ref", "v6.12")
+    (path,) = (cache / "index").glob("*.sqlite")
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA freelist_count").fetchone() == (0,)
+    kinds = dict(db.execute("SELECT kind, count(*) FROM calls WHERE last != '' GROUP BY kind"))
+    assert list(kinds) == ["field"] and kinds["field"] == db.execute(
+        "SELECT count(*) FROM calls WHERE kind = 'field'").fetchone()[0]
+    assert db.execute("SELECT count(*) FROM calls WHERE kind = 'field' AND last != "
+                      "replace(callee, rtrim(callee, replace(callee, '.', '')), '')").fetchone() == (0,)
