@@ -58,6 +58,11 @@ def _line_test(words: Iterable[str], members: Iterable[str], defs: Iterable[str]
     return lambda line: pattern is not None and pattern.search(line) is not None
 
 
+_ODD_NAME = re.compile("[\x01-\x08\x0a-\x1f\x7f\udc80-\udcff]")
+_LISTINGS: dict[tuple[str, str, tuple[str, ...]], tuple[list[tuple[str, str]], list[str]]] = {}
+_NAMED: dict[tuple[str, str, tuple[str, ...]], list[FileEntry]] = {}
+
+
 class Tree:
     """An opened source, ready to list and read."""
 
@@ -388,20 +393,26 @@ class GitTree(Tree):
         return self._listings[key]
 
     def _list(self, specs: tuple[str, ...]) -> tuple[list[tuple[str, str]], list[str]]:
+        key = (self.repo.git_dir, self.commit, specs)
+        if key not in _LISTINGS:  # (guest and host are two trees of one commit: listed once a process)
+            _LISTINGS[key] = self._list_now(specs)
+        return _LISTINGS[key]
+
+    def _list_now(self, specs: tuple[str, ...]) -> tuple[list[tuple[str, str]], list[str]]:
         args = ["--literal-pathspecs", "ls-tree", "-r", "-z", "--full-tree", self.commit]
         if specs:
             args += ["--", *specs]
-        out = self._git(args)
+        # One decode of the whole listing; names are checked one by one only when the listing holds an
+        # undecodable byte or a control character somewhere (the records' own NULs and tabs aside).
+        out = self._git(args).decode("utf-8", "surrogateescape")
+        suspect = _ODD_NAME.search(out) is not None
         rows = []
         odd = []
-        for rec in out.split(b"\0"):
-            if not rec:
-                continue
-            meta, _, raw = rec.partition(b"\t")
-            mode, kind, oid = meta.decode("ascii").split(" ")
+        for rec in out.split("\0"):
+            meta, _, path = rec.partition("\t")
+            mode, kind, oid = meta.split(" ") if meta else ("", "", "")
             if kind == "blob" and mode in ("100644", "100755"):  # no symlinks, no submodules
-                path = raw.decode("utf-8", "surrogateescape")
-                if printable_name(path):
+                if not (suspect or "\t" in path) or printable_name(path):
                     rows.append((path, oid))
                 elif is_c(path):
                     odd.append(path)
@@ -579,7 +590,10 @@ class GitTree(Tree):
         return None
 
     def named(self, pattern: re.Pattern[str]) -> list[FileEntry]:
-        return [FileEntry(p, o, 0) for p, o in sorted(self._ls_tree(())[0]) if pattern.search(p)]
+        key = (self.repo.git_dir, self.commit, (pattern.pattern,))
+        if key not in _NAMED:
+            _NAMED[key] = [FileEntry(p, o, 0) for p, o in sorted(self._ls_tree(())[0]) if pattern.search(p)]
+        return list(_NAMED[key])
 
     def read_one(self, path: str) -> bytes:
         """One file by path, any kind (Kconfig, meson.build); its blob fetched under the watchdog first."""
