@@ -27,7 +27,7 @@ from flowscan.flow.results import SourceInfo
 from flowscan.index.build import ScanStats, build_index
 from flowscan.progress import NULL, Progress
 from flowscan.sources.refs import FileEntry, Source
-from flowscan.sources.trees import Tree
+from flowscan.sources.trees import DirTree, Tree
 from flowscan.sources.clones import open_tree
 from flowscan.sources.buildfiles import BuildFiles
 from flowscan.buildconfig.load import for_tree, guess_profile
@@ -148,6 +148,16 @@ def _index_path(tree: Tree, scopes: Sequence[str], cache_dir: Path, strict: bool
     return index_path(cache_dir, index_key(snapshot, registry_digest(registry))), entries
 
 
+def open_source(source: Source, cache_dir: Path, progress: Progress = NULL,
+                network_timeout: float | None = None) -> Tree:
+    """The source's tree; a checkout keeps a stat cache in `cache_dir`, so an unchanged one is listed
+    without reading its files (and so finds its index, as a commit does)."""
+    tree = open_tree(source, cache_dir, progress=progress, network_timeout=network_timeout)
+    if isinstance(tree, DirTree):
+        tree.keep_stat_cache(cache_dir)
+    return tree
+
+
 def _no_files(tree: Tree, scopes: Sequence[str]) -> FlowscanError:
     return FlowscanError(f"no C files to analyse in {tree.label}" + (f" (scope: {', '.join(scopes)})"
                                                                      if scopes else ""))
@@ -171,13 +181,14 @@ def build_config(tree: Tree, name: str = "", config_file: Path | None = None,
 def load(source: Source, scopes: Sequence[str] = (), *, cache_dir: Path, jobs: int = 0, progress: Progress = NULL,
          prefer: Sequence[str] = (), strict_scopes: bool = True, url_template: str = "",
          tree: Tree | None = None, network_timeout: float | None = None, build: str = "",
-         config_file: Path | None = None) -> Loaded:
+         config_file: Path | None = None, listed: tuple[Path, list[FileEntry] | None] | None = None) -> Loaded:
     """The graph of a tree and scope from its index, built first when there is none; `build` names the
-    build configuration (queries/build/NAME.toml), `config_file` a user's values for it."""
+    build configuration (queries/build/NAME.toml), `config_file` a user's values for it; `listed` what
+    _index_path just gave for this tree and scope (a checkout is not walked twice)."""
     check_macro_tables()
-    tree = tree or open_tree(source, cache_dir, progress=progress, network_timeout=network_timeout)
+    tree = tree or open_source(source, cache_dir, progress=progress, network_timeout=network_timeout)
     registry = default_registry()
-    path, entries = _index_path(tree, scopes, cache_dir, strict_scopes, registry)
+    path, entries = listed or _index_path(tree, scopes, cache_dir, strict_scopes, registry)
     started = time.perf_counter()
     stats = None
     ix = _open_index(path)
@@ -219,7 +230,7 @@ def ask(source: Source, scopes: Sequence[str], question: Callable[[Graph], T], s
     the files that can matter to it (flowscan.prefilter), else (too many of those, or `whole`) by
     building the index."""
     check_macro_tables()
-    tree = open_tree(source, cache_dir, progress=progress, network_timeout=network_timeout)
+    tree = open_source(source, cache_dir, progress=progress, network_timeout=network_timeout)
     registry = default_registry()
     path, entries = _index_path(tree, scopes, cache_dir, True, registry)
     cfg, _note = build_config(tree, build, config_file, cache_dir)
@@ -238,7 +249,7 @@ def ask(source: Source, scopes: Sequence[str], question: Callable[[Graph], T], s
         except prefilter.TooWide:
             pass
     loaded = load(source, scopes, cache_dir=cache_dir, jobs=jobs, progress=progress, prefer=prefer, tree=tree,
-                  build=build, config_file=config_file)
+                  build=build, config_file=config_file, listed=(path, entries))
     return question(loaded.graph)
 
 

@@ -28,8 +28,9 @@ from flowscan.errors import FlowscanError
 from flowscan.progress import NULL, Progress
 from flowscan.sources.git import (LOCAL_ONLY, ForwardProgress, GitFailed, clone_problem, config_bool, http_limits,
                                   last_error_line, locked, names_damage, run, run_network)
-from flowscan.sources.refs import FileEntry, has_control, show
+from flowscan.sources.refs import C_SUFFIXES, FileEntry, has_control, show
 from flowscan.sources.scopes import is_c, norm_scope, pathspec_of, select
+from flowscan.sources.statcache import Stat, StatCache, cache_file, is_racy, now_ns, stat_key
 
 
 
@@ -148,7 +149,8 @@ def git_blob_id(data: bytes) -> str:
 
 
 class DirTree(Tree):
-    """A plain directory: walked (no symlinks, no .git), blob ids computed like git does."""
+    """A plain directory: walked (no symlinks, no .git), blob ids computed like git does; with a stat
+    cache (keep_stat_cache), a file whose size, mtime, ctime and inode are unchanged is not read again."""
 
     def __init__(self, root: Path, progress: Progress = NULL):
         root = Path(root).expanduser()
@@ -159,9 +161,21 @@ class DirTree(Tree):
         self.commit = ""
         self._progress = progress
         self._warned: set[str] = set()
-        self._ids: dict[str, tuple[tuple[int, int, int], str]] = {}  # path -> (stat key, blob id)
+        self._ids: dict[str, tuple[Stat, str]] = {}  # path -> (stat key, blob id)
+        self._stat_cache: StatCache | None = None
+        self.hashed = 0  # files read to learn their blob id (the stat cache did not know them)
 
-    def _walk(self) -> list[str]:
+    def keep_stat_cache(self, cache_dir: Path) -> None:
+        """Remember blob ids by stat across runs, in `cache_dir` (see flowscan.sources.statcache)."""
+        sc = StatCache.load(cache_file(cache_dir, self.root), self.root)
+        if sc.discarded:
+            self._progress.warn(f"{self.label}: the stat cache was {sc.discarded}: hashing the files again")
+        self._stat_cache = sc
+        for path, known in sc.entries.items():
+            self._ids.setdefault(path, known)
+
+    def _walk(self, stats: dict[str, os.stat_result] | None = None) -> list[str]:
+        """Every regular file's path; with `stats`, the C files' stats go there (taken in the walk)."""
         out: list[str] = []
         odd: list[str] = []
         stack = [("", str(self.root))]
@@ -177,8 +191,10 @@ class DirTree(Tree):
                             if ent.name != ".git":
                                 stack.append((name, ent.path))
                         elif ent.is_file(follow_symlinks=False):
-                            if printable_name(name):
+                            if name.isascii() and name.isprintable() or printable_name(name):
                                 out.append(name)
+                                if stats is not None and name.endswith(C_SUFFIXES):
+                                    stats[name] = ent.stat(follow_symlinks=False)
                             elif is_c(name):
                                 odd.append(name)
             except OSError:
@@ -188,17 +204,31 @@ class DirTree(Tree):
 
     def files(self, scopes: Sequence[str] = (), strict: bool = True) -> list[FileEntry]:
         norm = [norm_scope(s, self.root) for s in scopes]
-        chosen = select(self._walk(), norm, self.label, strict)
+        started = now_ns()
+        stats: dict[str, os.stat_result] = {}
+        chosen = select(self._walk(stats), norm, self.label, strict)
         entries = []
-        for path in sorted(p for p in chosen if is_c(p)):
-            full = self.root / path
-            st = full.stat()
-            key = (st.st_ino, st.st_size, st.st_mtime_ns)
+        changed = False
+        for path in sorted(stats.keys() & chosen if norm and "" not in norm else stats):
+            key = stat_key(stats[path])
             known = self._ids.get(path)
             if known is None or known[0] != key:  # hash once per file version, not per listing
-                known = (key, git_blob_id(full.read_bytes()))
+                known = (key, git_blob_id((self.root / path).read_bytes()))
+                self.hashed += 1
                 self._ids[path] = known
-            entries.append(FileEntry(path, known[1], st.st_size))
+                changed = True
+            entries.append(FileEntry(path, known[1], key[0]))
+        sc = self._stat_cache
+        if sc is not None:
+            gone = [p for p in self._ids if p not in stats]
+            for p in gone:
+                del self._ids[p]
+            if changed or gone or self._ids.keys() != sc.entries.keys() or any(
+                    is_racy(k, started) for k, _ in self._ids.values()):
+                try:
+                    sc.save(self._ids, started)
+                except OSError as exc:  # a read-only cache only costs speed
+                    self._progress.warn(f"{self.label}: cannot write the stat cache ({exc.strerror})")
         return entries
 
     def _resolve(self, path: str) -> Path:
@@ -209,8 +239,12 @@ class DirTree(Tree):
         return full
 
     def read(self, entries: Iterable[FileEntry]) -> Iterator[tuple[FileEntry, bytes]]:
+        root = str(self.root)
         for entry in entries:
-            data = self._resolve(entry.path).read_bytes()
+            # a path this tree listed was walked without following links: no need to resolve it again
+            full = os.path.join(root, entry.path) if entry.path in self._ids else self._resolve(entry.path)
+            with open(full, "rb") as fh:
+                data = fh.read()
             blob = git_blob_id(data)
             if blob != entry.blob:  # edited since listing: report what was actually read
                 entry = replace(entry, blob=blob, size=len(data))
