@@ -19,6 +19,7 @@ from flowscan.flow.drift import diff_results
 from flowscan.flow.results import FlowResult
 from flowscan.flow.spec import builtin_flows
 from flowscan.report import html as html_report
+from flowscan.report.diagram import hop_class
 from flowscan.report import painter
 from flowscan.report.rows import stage_rows
 from tests.conftest import FIXTURES
@@ -164,8 +165,11 @@ def test_html_page_at_1400px_shows_first_and_last_hop_labels(capsys, tmp_path, f
         assert text.strip(), label
         assert 0 <= left < right <= vw and 0 <= top < bottom <= vh, f"{hop} label off screen: {label}"
         assert float(size) >= 8, f"{hop} label {size} px at fit width"
-    first_hop = new.hops[0]
-    assert labels[0].split("|")[1] in (first_hop.matched_from, first_hop.matched_to, first_hop.frm, first_hop.to)
+    for label, hop in zip(labels, (new.hops[0], new.hops[-1])):
+        hop_id, text = label.split("|")[:2]
+        assert hop_id == hop_class(hop.id), label
+        names = {hop.matched_from, hop.matched_to, hop.frm, hop.to, *hop.constants}
+        assert text.replace(" | ", "|") in names, (label, names)
     shot = tmp_path / "page.png"
     res = _chromium([f"--screenshot={shot}", f"--window-size={WINDOW},1000", page.as_uri()], tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]

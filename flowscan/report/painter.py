@@ -1,9 +1,9 @@
 """The Graphviz painter: a diagram model (flowscan.report.diagram) -> graphviz.Digraph, and writing it as
 DOT, SVG, PNG or PDF.
 
-Stages are stacked top to bottom in flow order, calls top to bottom inside a stage, so the picture reads
-down the page at its width. Edge styles say how a
-call was found: solid = direct call, dashed = resolved indirect call (labelled `kind: via`), bold = handoff,
+Stages are stacked top to bottom in flow order and share one left edge; inside a stage the calls read top
+to bottom in rows (flowscan.report.rows) that wrap before they get wider than a page, so the picture reads
+down the page at its width. Edge styles say how a call was found: solid = direct call, dashed = resolved indirect call (labelled `kind: via`), bold = handoff,
 dotted = flag, hollow arrow = registration, double = folded chain; colours say the hop's status (or, in a
 drift diagram, the drift class) on edges and target nodes; every node and edge has a tooltip with its
 evidence, and a link to the source line when a URL template is known for its role. The same model gives
