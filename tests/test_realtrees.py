@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -283,3 +284,18 @@ def test_index_is_built_once_and_reused(fs):
     assert code == 0
     code, out, _ = fs("index", *qemu("v10.0.13"), *QEMU_SCOPE)
     assert code == 0 and "(already indexed, 0 skipped)" in out and out.startswith("qemu@v10.0.13: ")
+
+
+def test_answers_do_not_depend_on_the_hash_seed(cache):
+    """arm64_apply_bp_hardening's __always_inline callees call IS_ENABLED from several lines of cpucaps.h: edges
+    equal in path, line and callee, different in where the inline body calls it. Their order came from a set
+    (three seeds, three outputs); the answer must be the same on every run."""
+    args = [sys.executable, "-m", "flowscan", "-q", "--cache-dir", str(cache), "callees", "arm64_apply_bp_hardening",
+            *linux("v6.12.8"), *LINUX_SCOPE]
+    outs = {subprocess.run(args, capture_output=True, text=True, cwd=HERE, check=True,
+                           env={**os.environ, "PYTHONPATH": str(HERE), "PYTHONHASHSEED": seed}).stdout
+            for seed in ("1", "2", "3")}
+    assert len(outs) == 1
+    (out,) = outs
+    lines = [ln for ln in out.splitlines() if "-> IS_ENABLED" in ln and "cpucap_is_possible" in ln]
+    assert len(lines) > 3 and lines == sorted(lines, key=lambda ln: int(ln.split("cpucaps.h:")[1].split(")")[0]))

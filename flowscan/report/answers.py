@@ -73,7 +73,9 @@ def defs(name: str, found: Sequence[FunctionDef], fmt: str, graph: Graph | None 
 
 def edges(edges_: Sequence[Edge], fmt: str, side: str) -> str:
     """side = 'callee' lists what is called, 'caller' lists who calls."""
-    rows = sorted(set(edges_), key=lambda e: (e.path, e.line, e.callee, e.caller, e.kind, e.callee_path))
+    # (the whole edge breaks ties: a set's order changes with the hash seed, and answers must not)
+    rows = sorted(set(edges_), key=lambda e: (e.path, e.line, e.callee, e.caller, e.kind, e.callee_path, e.via,
+                                              e.store_path, e.store_line, e.reason, e.cases, e.ifs, e.conditions))
     if fmt == "json":
         return _json([e.to_json() for e in rows])
     lines = []
