@@ -408,6 +408,11 @@ class Bench:
             self.repeat(cold2, n, lambda: self.fs(cache, "callees", proj.function, *ref_args()), before=no_facts)
             self.repeat(build, n, lambda: self.fs(cache, "index", *ref_args()), before=no_facts)
             self.repeat(rebuild, n, lambda: self.fs(cache, "index", *ref_args()), before=no_index)
+            if not build.na:  # size on disk beside cscope's database of the same files
+                ours = sum(f.stat().st_size for f in index.glob("*.sqlite"))
+                theirs = sum(f.stat().st_size for f in out_dir.glob("cscope.out*"))
+                build.note = (f"index {ours / 1e6:.1f} MB on disk"
+                              + (f" (cscope.out* {theirs / 1e6:.1f} MB)" if theirs else ""))
         rest_ok = not build.na
         steps = [(f"warm query `defs {proj.function}` (index present)", "warm",
                   lambda: self.fs(cache, "defs", proj.function, *ref_args())),
