@@ -425,7 +425,6 @@ class Graph:
                     store_path=store.path if store is not None else "",
                     store_line=store.line if store is not None else 0, fanout=fanout, cases=call.cases,
                     ifs=call.ifs, conditions=call.conditions, args=call.args, reason=_reason(kind, via, store),
-
                     condition_values=self.build.conditions(call.conditions)
                     if self.build is not None and call.conditions else ())
 

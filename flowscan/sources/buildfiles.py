@@ -1,8 +1,9 @@
 """The build configuration files of a tree: Kbuild/Makefile, Kconfig, meson.build and QEMU's .mak files.
 
 Listed once per tree (one `ls-tree`), read on demand and kept (a partial clone fetches every build file's
-blob in one request at the first read: evaluating a configuration reads hundreds of them, one by one); `materialize` writes a chosen subset to a
-directory for tools that read files from disk (kconfiglib). Evaluating them is flowscan.buildconfig's job.
+blob in one request at the first read: evaluating a configuration reads hundreds of them, one by one);
+`materialize` writes a chosen subset to a directory for tools that read files from disk (kconfiglib).
+Evaluating them is flowscan.buildconfig's job.
 """
 
 from __future__ import annotations

@@ -119,6 +119,8 @@ class Tree:
 
 def printable_name(path: str) -> bool:
     """A path that can be stored, printed and searched as text: UTF-8, no control characters."""
+    if path.isascii():  # (most paths: one C-level check)
+        return path.isprintable()
     try:
         path.encode("utf-8")
     except UnicodeEncodeError:  # undecodable bytes, kept as surrogates
@@ -191,7 +193,7 @@ class DirTree(Tree):
                             if ent.name != ".git":
                                 stack.append((name, ent.path))
                         elif ent.is_file(follow_symlinks=False):
-                            if name.isascii() and name.isprintable() or printable_name(name):
+                            if printable_name(name):
                                 out.append(name)
                                 if stats is not None and name.endswith(C_SUFFIXES):
                                     stats[name] = ent.stat(follow_symlinks=False)
@@ -360,7 +362,6 @@ class GitTree(Tree):
         self._warned: set[str] = set()
         self._cat: _CatFile | None = None
         self._known: dict[str, int] = {}  # blob id -> size of blobs known to be in the clone
-        self._listings: dict[tuple[str, ...], tuple[list[tuple[str, str]], list[str]]] = {}
 
     def _git(self, args: Sequence[str], input: bytes | None = None, expected: tuple[int, ...] = (),
              before: Callable[[], object] | None = None) -> bytes:
@@ -421,18 +422,13 @@ class GitTree(Tree):
         """(path, blob id) of the regular files under the scopes, and the C files left out for their names
         (kept: a commit's listing never changes, and build configuration asks for the whole tree's often)."""
         specs = sorted({pathspec_of(s) for s in scopes})
-        key = tuple(specs) if scopes and "" not in specs else ()
-        if key not in self._listings:
-            self._listings[key] = self._list(key)
-        return self._listings[key]
-
-    def _list(self, specs: tuple[str, ...]) -> tuple[list[tuple[str, str]], list[str]]:
+        specs = tuple(specs) if scopes and "" not in specs else ()
         key = (self.repo.git_dir, self.commit, specs)
         if key not in _LISTINGS:  # (guest and host are two trees of one commit: listed once a process)
-            _LISTINGS[key] = self._list_now(specs)
+            _LISTINGS[key] = self._list(specs)
         return _LISTINGS[key]
 
-    def _list_now(self, specs: tuple[str, ...]) -> tuple[list[tuple[str, str]], list[str]]:
+    def _list(self, specs: tuple[str, ...]) -> tuple[list[tuple[str, str]], list[str]]:
         args = ["--literal-pathspecs", "ls-tree", "-r", "-z", "--full-tree", self.commit]
         if specs:
             args += ["--", *specs]
