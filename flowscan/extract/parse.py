@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import bisect
 import re
+import functools
+import operator
 from functools import cache
 
 import tree_sitter_c
@@ -70,10 +72,11 @@ def _text(node: Node) -> str:
 
 
 def _norm(text: str, limit: int = 0) -> str:
-    out = _WS.sub(" ", text).strip()
+    out = " ".join(text.split())  # = _WS.sub(" ", text).strip(): both split on str.isspace(), 4x faster
     return out[:limit] if limit and len(out) > limit else out
 
 
+@functools.lru_cache(maxsize=4096)
 def type_name(text: str) -> str:
     """`const struct kvm_vcpu` -> `kvm_vcpu`: the bare type name used to compare types."""
     words = _QUALIFIERS.sub(" ", text).split()
@@ -271,7 +274,8 @@ def _count_errors(root: Node) -> int:
 class _Collector:
     """Collects facts from one parse tree; `keep(byte)` decides which positions this parse owns."""
 
-    def __init__(self, path: str, data: bytes, root: Node, conds: ConditionMap, keep, orig: bytes):
+    def __init__(self, path: str, data: bytes, root: Node, conds: ConditionMap, keep, orig: bytes,
+                 ranges: list[tuple[int, int]] | None = None):
         self.path = path
         self.data = data
         self.orig = orig  # the file as written: argument texts and conditions are shown from it
@@ -280,12 +284,17 @@ class _Collector:
         self.keep = keep
         self.facts = FileFacts(path=path)
         self.lineage = _Lineage(root)
+        self.ranges = ranges  # byte ranges holding every node `keep` accepts (None: the whole tree)
 
     def run(self) -> FileFacts:
         query, owner = _query()
         by_kind: dict[str, list[dict[str, list[Node]]]] = {name: [] for name in QUERY_FILES}
-        for pattern, caps in QueryCursor(query).matches(self.root):
-            by_kind[owner[pattern]].append(caps)
+        for lo, hi in self.ranges or [(0, self.root.end_byte)]:
+            cursor = QueryCursor(query)
+            if self.ranges is not None:
+                cursor.set_byte_range(lo, hi)
+            for pattern, caps in cursor.matches(self.root):
+                by_kind[owner[pattern]].append(caps)
         self._functions(by_kind["definitions"])
         self._declarations(by_kind["declarations"])
         self._calls(by_kind["calls"])
@@ -566,9 +575,13 @@ class _Collector:
                     return_type=_norm(_text(caps["rtype"][0]), 80), path=self.path, line=name.start_point.row + 1))
 
     def _globals(self) -> None:
-        names = {n for n in self.scopes.file_vars if len(n) > 2}
+        # Only the file's variables are searched for (one alternation, the loop stays in C) rather than
+        # every word of every body (3+ characters, not a field after `.` or `->`), keeping theirs.
+        names = sorted({n for n in self.scopes.file_vars if len(n) > 2 and _IDENT_NAME.match(n.encode())},
+                       key=lambda n: (-len(n), n))
         if not names or not self.scopes.functions:
             return
+        words = re.compile(rb"(?<![\w.>])(?:" + b"|".join(n.encode() for n in names) + rb")\b")
         data = self.data
         last_pos, last_line = 0, 1
         for fidx, (start, end, fname, node) in enumerate(self.scopes.functions):
@@ -577,9 +590,9 @@ class _Collector:
                 continue
             seen = set()
             local = self.scopes.locals[fidx]
-            for m in _IDENT.finditer(data, body.start_byte, body.end_byte):
+            for m in words.finditer(data, body.start_byte, body.end_byte):
                 name = m.group().decode()
-                if name not in names or name in local:
+                if name in local:
                     continue
                 write = bool(_WRITE_AFTER.match(data, m.end()) or _INCDEC_BEFORE.search(data, max(0, m.start() - 4),
                                                                                           m.start()))
@@ -628,7 +641,7 @@ def scan_macros(data: bytes, path: str, conds: ConditionMap) -> list[MacroDef]:
     return out
 
 
-_IDENT = re.compile(rb"(?<![\w.>])[A-Za-z_]\w{2,}\b")  # not a field after `.` or `->`
+_IDENT_NAME = re.compile(rb"[A-Za-z_]\w{2,}\Z")
 _WRITE_AFTER = re.compile(rb"[ \t]*(?:[-+*/|&^]?=(?!=)|\+\+|--)")
 _INCDEC_BEFORE = re.compile(rb"(?:\+\+|--)[ \t]*\Z")
 
@@ -662,15 +675,51 @@ def extract_file(data: bytes, path: str) -> FileFacts:
         return i >= 0 and byte < spans[i][1]
 
     first = _Collector(path, clean, root, conds, lambda b: not inside(b), data).run()
-    second = _Collector(path, flat, root2, conds, inside, data).run()
+    second = _Collector(path, flat, root2, conds, inside, data, _owned_ranges(spans, root2)).run()
     merged = FileFacts(path=path)
     for name in ("functions", "calls", "stores", "types", "constants", "globals", "macros", "members", "typedefs"):
-        rows = getattr(first, name) + getattr(second, name)
-        rows.sort(key=lambda r: (r.line, repr(r)))
-        getattr(merged, name).extend(rows)
+        getattr(merged, name).extend(_by_line(getattr(first, name) + getattr(second, name)))
     merged.parse_errors = min(_count_errors(root), _count_errors(root2))
     merged.macros = scan_macros(data, path, conds)
     return merged
+
+
+def _owned_ranges(spans: list[tuple[int, int]], root: Node) -> list[tuple[int, int]]:
+    """The extents of the top-level items of `root` that touch `spans`, touching ones merged: every
+    node in a span lies in one of them with its whole function, and no match crosses from one to the
+    next, so querying these ranges alone finds the second parse's facts (a fraction of the file)."""
+    out: list[tuple[int, int]] = []
+    i = 0
+    for c in root.children:
+        s, e = c.start_byte, c.end_byte
+        while i < len(spans) and spans[i][1] <= s:
+            i += 1
+        if i == len(spans):
+            break
+        if not (spans[i][0] < max(e, s + 1)):
+            continue
+        if out and s <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], e))
+        else:
+            out.append((s, e))
+    return out
+
+
+def _by_line(rows: list) -> list:
+    """Sorted by (line, repr): repr only breaks ties, so it is taken only of rows that share a line."""
+    rows.sort(key=_LINE)
+    i, n = 0, len(rows)
+    while i < n:
+        j = i + 1
+        while j < n and rows[j].line == rows[i].line:
+            j += 1
+        if j - i > 1:
+            rows[i:j] = sorted(rows[i:j], key=repr)
+        i = j
+    return rows
+
+
+_LINE = operator.attrgetter("line")
 
 
 def _widen(errors: list[tuple[int, int]], root: Node) -> list[tuple[int, int]]:
