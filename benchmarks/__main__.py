@@ -9,6 +9,7 @@ See docs/benchmarks.md for what each row means.
 from __future__ import annotations
 
 import argparse
+import compileall
 import datetime
 import json
 import os
@@ -167,6 +168,9 @@ class Bench:
             src = trees.REPO_ROOT / name
             if src.is_dir():
                 shutil.copytree(src, dest / name, ignore=ignore)
+        # Byte-compiled as `pip install` leaves a package: otherwise every measured process compiles
+        # every module it imports (0.15 s of a warm question here; the runs set PYTHONDONTWRITEBYTECODE).
+        compileall.compile_dir(str(dest), quiet=1)
         return dest
 
     # -- logging and running ------------------------------------------------------------------------

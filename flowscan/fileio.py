@@ -84,6 +84,15 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def mark_used(path: Path, every: float = 86400.0) -> None:
+    """Make a cache file's mtime its last use (what `flowscan gc` reads), at most once per `every` s."""
+    try:
+        if os.stat(path).st_mtime < time.time() - every:
+            os.utime(path)
+    except OSError:
+        pass
+
+
 @contextmanager
 def work_dir(parent: Path, prefix: str) -> Iterator[Path]:
     """A temporary directory `parent/<prefix><random>`, locked by this process (and the workers it forks,

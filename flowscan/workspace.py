@@ -13,7 +13,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
 
-from flowscan import cold as prefilter
 from flowscan.index.facts_cache import FactsCache, facts_dir, sweep_temporary
 from flowscan.errors import FlowscanError
 from flowscan.fileio import atomic_write_text, locked
@@ -24,7 +23,7 @@ from flowscan.extract.apis import default_registry
 from flowscan.extract.macros import check_macro_tables, facts_version
 from flowscan.resources import fixtures_dir
 from flowscan.flow.results import SourceInfo
-from flowscan.index.build import ScanStats, build_index
+from flowscan.index.stats import ScanStats
 from flowscan.progress import NULL, Progress
 from flowscan.sources.refs import FileEntry, Source
 from flowscan.sources.trees import DirTree, Tree
@@ -197,6 +196,8 @@ def load(source: Source, scopes: Sequence[str] = (), *, cache_dir: Path, jobs: i
         with locked(_lock_of(path), lambda: progress.message(f"waiting for another flowscan indexing {tree.label}")):
             ix = _checked_index(path, tree.label, progress)
             if ix is None:
+                from flowscan.index.build import build_index  # (workers and pools: not for a warm question)
+
                 if entries is None:
                     entries = tree.files(scopes, strict_scopes)
                 stats = build_index(tree, entries, _facts_cache(cache_dir), path,
@@ -227,7 +228,7 @@ def ask(source: Source, scopes: Sequence[str], question: Callable[[Graph], T], s
         whole: bool = False, network_timeout: float | None = None, build: str = "",
         config_file: Path | None = None) -> T:
     """Answer a question about named functions: from the tree's index when it has one (warm), else from
-    the files that can matter to it (flowscan.prefilter), else (too many of those, or `whole`) by
+    the files that can matter to it (flowscan.cold), else (too many of those, or `whole`) by
     building the index."""
     check_macro_tables()
     tree = open_source(source, cache_dir, progress=progress, network_timeout=network_timeout)
@@ -235,6 +236,8 @@ def ask(source: Source, scopes: Sequence[str], question: Callable[[Graph], T], s
     path, entries = _index_path(tree, scopes, cache_dir, True, registry)
     cfg, _note = build_config(tree, build, config_file, cache_dir)
     if not whole and not path.is_file():
+        from flowscan import cold as prefilter
+
         if entries is None:
             entries = tree.files(scopes, True)
         if not entries:

@@ -106,7 +106,7 @@ def test_resolved_defconfig_is_cached_by_kconfig_blobs(fixture_repos, tmp_path):
 
     tree = open_tree(Source(role="", repo=str(fixture_repos["linux"]), ref="v6.12"), tmp_path)
     cfg, _ = for_tree(BuildFiles(tree), LINUX, None, tmp_path)
-    cached = list((tmp_path / "buildconfig").glob("*.json"))
+    cached = [p for p in (tmp_path / "buildconfig").glob("*.json") if not p.name.startswith("memo-")]
     assert len(cached) == 1
     data = json.loads(cached[0].read_text())
     assert data["values"]["CONFIG_ARM_PSCI_FW"] == "y" and "CONFIG_ARM_PSCI_CHECKER" not in data["values"]
@@ -115,6 +115,47 @@ def test_resolved_defconfig_is_cached_by_kconfig_blobs(fixture_repos, tmp_path):
     again, _ = for_tree(BuildFiles(tree), LINUX, None, tmp_path)
     assert again.status("drivers/firmware/psci/psci_checker.c") == "built"
     assert cfg.status("drivers/firmware/psci/psci_checker.c") == "not built"
+
+
+def _memo_run(tree, tmp_path, monkeypatch, user=None):
+    """for_tree as a new process would run it: the memo left by the previous run, saved at exit."""
+    from flowscan.buildconfig import memo
+
+    saved = []
+    monkeypatch.setattr(memo.atexit, "register", saved.append)
+    cfg, note = for_tree(BuildFiles(tree), LINUX, user, tmp_path)
+    statuses = {p: cfg.status(p) for p in ("arch/arm64/kvm/arm.c", "drivers/firmware/efi/reboot.c",
+                                           "arch/x86/kernel/reboot.c")}
+    for save in saved:
+        save()
+    return note, statuses, cfg.condition("CONFIG_EFI")
+
+
+def test_evaluated_configuration_is_kept_per_commit(fixture_repos, tmp_path, monkeypatch):
+    """The second run answers from the memo, Kbuild not evaluated at all; a status the memo lacks is
+    evaluated then and kept; a damaged memo is ignored; another user file is another memo."""
+    from flowscan.buildconfig import load as loadmod
+    from flowscan.sources.clones import open_tree
+
+    tree = open_tree(Source(role="", repo=str(fixture_repos["linux"]), ref="v6.12"), tmp_path)
+    first = _memo_run(tree, tmp_path, monkeypatch)
+    assert first[1] == {"arch/arm64/kvm/arm.c": "built", "drivers/firmware/efi/reboot.c": "built",
+                        "arch/x86/kernel/reboot.c": "not built"}
+    memos = list((tmp_path / "buildconfig").glob("memo-*.json"))
+    assert len(memos) == 1 and "arch/x86/kernel/reboot.c" in memos[0].read_text()
+    evaluated = []
+    real = loadmod._evaluate
+    monkeypatch.setattr(loadmod, "_evaluate", lambda *a: evaluated.append(a) or real(*a))
+    assert _memo_run(tree, tmp_path, monkeypatch) == first and not evaluated
+    cfg, _ = for_tree(BuildFiles(tree), LINUX, None, tmp_path)
+    assert cfg.status("kernel/reboot.c") == "built" and len(evaluated) == 1  # a miss: evaluated once
+    memos[0].write_text('{"version": "bm-1", "outcome": {"name": 1}')  # torn
+    assert _memo_run(tree, tmp_path, monkeypatch) == first and len(evaluated) == 2
+    dot = tmp_path / ".config"
+    dot.write_text("CONFIG_ARM64=y\n# CONFIG_KVM is not set\n")
+    note, statuses, efi = _memo_run(tree, tmp_path, monkeypatch, dot)
+    assert str(dot) in note and statuses["arch/arm64/kvm/arm.c"] == "not built" and efi == "false"
+    assert len(list((tmp_path / "buildconfig").glob("memo-*.json"))) == 2
 
 
 def test_not_built_never_supplies_a_definition(linux_new, tmp_path):

@@ -172,3 +172,24 @@ def test_an_index_keeps_no_free_pages_and_no_repeated_callee(fixture_repos, tmp_
         "SELECT count(*) FROM calls WHERE kind = 'field'").fetchone()[0]
     assert db.execute("SELECT count(*) FROM calls WHERE kind = 'field' AND last != "
                       "replace(callee, rtrim(callee, replace(callee, '.', '')), '')").fetchone() == (0,)
+
+
+def test_build_configurations_not_used_for_the_period_are_removed(tmp_path):
+    """Evaluated configurations (Kconfig values, memos) go when unused; a read marks its use."""
+    from flowscan.buildconfig.memo import Memo
+    from flowscan.index.gc import collect
+
+    root = tmp_path / "buildconfig"
+    root.mkdir()
+    old, used, new = root / "0123.json", root / "memo-a.json", root / "memo-b.json"
+    for path in (old, used, new):
+        path.write_text('{"version": "bm-1", "outcome": {"none": "n"}}')
+    for path in (old, used):
+        _age(path, 40)
+    assert Memo.load(used) is not None  # read now: used
+    report = collect(tmp_path, dry_run=True)
+    assert report.text(tmp_path, time.time()).splitlines()[1] == \
+        f"would remove build configuration  buildconfig  1 evaluated configuration  {human(old.stat().st_size)}"
+    assert old.is_file()
+    collect(tmp_path)
+    assert sorted(p.name for p in root.iterdir()) == ["memo-a.json", "memo-b.json"]

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from flowscan.errors import FlowscanError
-from flowscan.fileio import atomic_write_text
+from flowscan.fileio import atomic_write_text, mark_used
 from flowscan.sources.buildfiles import BuildFiles
 
 _KCONFIG = re.compile(r"(?:^|/)Kconfig[^/]*$")
@@ -76,6 +76,7 @@ def resolve(files: BuildFiles, arch: str, defconfig: str, rules: list[dict],
     if path is not None and path.is_file():
         try:
             data = json.loads(path.read_text())
+            mark_used(path)
             return data["values"], data["note"]
         except (OSError, ValueError, KeyError):
             pass

@@ -12,12 +12,9 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from flowscan.buildconfig.kbuild import Kbuild
-from flowscan.buildconfig.meson import Meson
-from flowscan.buildconfig.minikconf import resolve_devices
 from flowscan.buildconfig.model import BuildConfig
 from flowscan.buildconfig.values import Values, parse_assignments
-from flowscan.buildconfig import kconfig
+from flowscan.buildconfig import memo
 from flowscan.errors import FlowscanError
 from flowscan.resources import queries_dir
 from flowscan.sources.buildfiles import BuildFiles
@@ -60,8 +57,22 @@ def read_user_file(path: Path) -> dict[str, str]:
 def for_tree(files: BuildFiles, name: str, user_file: Path | None = None,
              cache_dir: Path | None = None) -> tuple[BuildConfig | None, str]:
     """(the configuration, a one-line note for outputs). None when the tree has no build files of the
-    profile's kind: every file then counts as built and #if conditions are not evaluated."""
-    prof = profile(name)
+    profile's kind: every file then counts as built and #if conditions are not evaluated. Kept per
+    commit in `cache_dir` (flowscan.buildconfig.memo)."""
+    prof = profile(name)  # (an unknown name is an error before any memo is looked for)
+    path = memo.memo_path(cache_dir, files.tree.commit, files.tree.label, name, user_file)
+    return memo.through(path, lambda: _evaluate(files, name, prof, user_file, cache_dir))
+
+
+def _evaluate(files: BuildFiles, name: str, prof: dict, user_file: Path | None,
+              cache_dir: Path | None) -> tuple[BuildConfig | None, str]:
+    # (the evaluators are imported here: a question answered from a memo, or without a configuration,
+    # never needs them)
+    from flowscan.buildconfig import kconfig
+    from flowscan.buildconfig.kbuild import Kbuild
+    from flowscan.buildconfig.meson import Meson
+    from flowscan.buildconfig.minikconf import resolve_devices
+
     kind = prof.get("kind")
     title = prof.get("title", name)
     user = read_user_file(user_file) if user_file else None

@@ -22,13 +22,13 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from flowscan.fileio import sweep, work_dir
 from flowscan.index import store as ixm
 from flowscan.index.facts_cache import FactsCache
+from flowscan.index.stats import ScanStats
 from flowscan.extract.facts import FileFacts
 from flowscan.extract.apis import Registry, default_registry
 from flowscan.progress import NULL, Progress
@@ -54,16 +54,6 @@ def _extractor() -> Callable[[bytes, str], FileFacts]:
         from flowscan.extract.parse import extract_file
         _EXTRACT = extract_file
     return _EXTRACT
-
-
-@dataclass
-class ScanStats:
-    files: int = 0  # files in scope
-    parsed: int = 0  # extracted in this run
-    reused: int = 0  # taken from the cache
-    skipped: int = 0  # binary, too large, or the extractor failed on them
-    seconds: float = 0.0
-    indexed: bool = False  # answered from an existing index: nothing was read at all
 
 
 # ------------------------------------------------------------------------------------------ worker side

@@ -306,4 +306,19 @@ def collect(cache_dir: Path, older_than_days: float = 30.0, dry_run: bool = Fals
                         os.unlink(entry)
                     except OSError:
                         pass
+    configs = _configs(cache_dir, cutoff)
+    if configs:
+        removed.append(Item("build configuration", configs[0].parent,
+                            f"{len(configs)} evaluated configuration{'s' if len(configs) != 1 else ''}",
+                            sum(p.stat().st_size for p in configs)))
+        if not dry_run:
+            for path in configs:
+                path.unlink(missing_ok=True)
     return Report(older_than_days, dry_run, removed, kept)
+
+
+def _configs(cache_dir: Path, cutoff: float) -> list[Path]:
+    """Resolved Kconfig values and build-configuration memos last used before the cutoff (a reader marks
+    its use: flowscan.fileio.mark_used)."""
+    root = cache_dir / "buildconfig"
+    return sorted(p for p in root.glob("*.json") if p.is_file() and _mtime(p) < cutoff) if root.is_dir() else []
