@@ -235,7 +235,8 @@ def index_cmd(ctx, src, repo, ref, scopes, prefer):
     loaded = load(_source(src, repo, ref), scopes, cache_dir=ctx.cache_dir, jobs=ctx.jobs, progress=ctx.progress,
                   prefer=prefer or DEFAULT_PREFER, network_timeout=ctx.network_timeout)
     st = loaded.stats
-    how = "already indexed" if st.indexed else f"{st.parsed} parsed, {st.reused} from the facts cache"
+    how = "already indexed" if st.indexed else f"{st.parsed} parsed, {st.reused} from the facts cache" + (
+        f", {st.kept} as they were" if st.kept else "")
     click.echo(f"{loaded.tree.label}: {st.files} files ({how}, {st.skipped} skipped) in {st.seconds:.1f} s")
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import time
 from dataclasses import dataclass, field, replace
@@ -24,8 +25,10 @@ from flowscan.extract.macros import check_macro_tables, facts_version
 from flowscan.resources import fixtures_dir
 from flowscan.flow.results import SourceInfo
 from flowscan.index.stats import ScanStats
+from flowscan.index.update import LISTING, listing_digest, update_index
 from flowscan.progress import NULL, Progress
 from flowscan.sources.refs import FileEntry, Source
+from flowscan.sources.scopes import norm_scope
 from flowscan.sources.trees import DirTree, Tree
 from flowscan.sources.clones import open_tree
 from flowscan.sources.buildfiles import BuildFiles
@@ -138,13 +141,21 @@ def _lock_of(index: Path) -> Path:
 
 def _index_path(tree: Tree, scopes: Sequence[str], cache_dir: Path, strict: bool,
                 registry) -> tuple[Path, list[FileEntry] | None]:
-    """Where this tree and scope's index lives (and the listing, when it took one to know)."""
+    """Where this tree and scope's index lives (and the listing, for a checkout: its index is the
+    checkout's, one per root and scope, kept up to date with the listing by flowscan.index.update)."""
     snapshot = tree.snapshot(scopes)
     entries = None
-    if not snapshot:  # a plain directory: its listing (paths and blob ids) is what identifies it
+    if not snapshot:  # a plain directory: its index is found by where it is, its listing says if it is current
         entries = tree.files(scopes, strict)
-        snapshot = "dir " + hashlib.sha256("".join(f"{e.path}\0{e.blob}\n" for e in entries).encode()).hexdigest()
+        root = getattr(tree, "root", tree.label)
+        parts = [str(root), *sorted({norm_scope(s, root) for s in scopes})]
+        snapshot = "checkout " + hashlib.sha256(b"\0".join(map(os.fsencode, parts))).hexdigest()
     return index_path(cache_dir, index_key(snapshot, registry_digest(registry))), entries
+
+
+def _current(ix: Index, entries: list[FileEntry] | None) -> bool:
+    """Does the index hold this listing (always, for a commit's: its key names the contents)?"""
+    return entries is None or ix.meta().get(LISTING) == listing_digest(entries)
 
 
 def open_source(source: Source, cache_dir: Path, progress: Progress = NULL,
@@ -191,19 +202,29 @@ def load(source: Source, scopes: Sequence[str] = (), *, cache_dir: Path, jobs: i
     started = time.perf_counter()
     stats = None
     ix = _open_index(path)
+    if ix is not None and not _current(ix, entries):  # a checkout edited since: its index is updated
+        ix.db.close()
+        ix = None
     if ix is None:
         # one builder per index; the others wait for it and use its work
         with locked(_lock_of(path), lambda: progress.message(f"waiting for another flowscan indexing {tree.label}")):
             ix = _checked_index(path, tree.label, progress)
+            meta = {"version": INDEX_VERSION, "tree": tree.label, "commit": tree.commit, "scopes": " ".join(scopes)}
+            if entries is not None:
+                meta[LISTING] = listing_digest(entries)
+            if ix is not None and not _current(ix, entries):
+                ix.db.close()
+                ix = None
+                stats = update_index(tree, entries, _facts_cache(cache_dir), path, registry=registry, meta=meta,
+                                     jobs=jobs, progress=progress)
+                ix = _opened(path) if stats is not None else None
             if ix is None:
                 from flowscan.index.build import build_index  # (workers and pools: not for a warm question)
 
                 if entries is None:
                     entries = tree.files(scopes, strict_scopes)
-                stats = build_index(tree, entries, _facts_cache(cache_dir), path,
-                                    jobs=jobs, progress=progress, registry=registry,
-                                    meta={"version": INDEX_VERSION, "tree": tree.label, "commit": tree.commit,
-                                          "scopes": " ".join(scopes)})
+                stats = build_index(tree, entries, _facts_cache(cache_dir), path, jobs=jobs, progress=progress,
+                                    registry=registry, meta=meta, updatable=isinstance(tree, DirTree))
                 integrity.seal(path)
                 ix = _opened(path)
                 if ix is None:

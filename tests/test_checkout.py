@@ -7,11 +7,16 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import time
 
 import pytest
 
+from flowscan import workspace
+from flowscan.index import integrity
+from flowscan.index import store as ixm
 from flowscan.sources import statcache, trees
+from flowscan.sources.refs import Source
 from flowscan.sources.statcache import StatCache, cache_file, stat_key
 from flowscan.sources.trees import DirTree, git_blob_id
 from tests.helpers import run
@@ -75,7 +80,8 @@ def test_edited_touched_added_and_deleted_files_are_noticed(capsys, tmp_path, co
     os.utime(co / "hw" / "core" / "qdev.c")  # touched: re-hashed, same blob, facts reused
     hashes.clear()
     code, out, _ = q(capsys, cache, "index", "--src", str(co))
-    assert code == 0 and re.search(r": 50 files \(1 parsed, 49 from the facts cache, 0 skipped\) in [\d.]+ s$", out)
+    assert code == 0 and re.search(r": 50 files \(1 parsed, 0 from the facts cache, 49 as they were, 0 skipped\) in [\d.]+ s$",
+                                   out)
     assert sorted(hashes) == sorted([len(runstate.read_bytes())] * 2 + [(co / "hw/core/qdev.c").stat().st_size])
     # (the listing hashes the two changed files; the build reads only the edited one: its facts are new)
     code, after, _ = q(capsys, cache, "callers", "qemu_system_reset", "--src", str(co))
@@ -147,3 +153,181 @@ def test_damaged_stat_cache_is_discarded_and_rebuilt(capsys, tmp_path, co, hashe
     tree.keep_stat_cache(cache)  # rebuilt: the next listing reads nothing
     tree.files()
     assert (tree.hashed, hashes) == (0, [])
+
+
+# ------------------------------------------------------------------------------------------ updated in place
+
+def _dump(path) -> dict:
+    """Every table of an index as a fresh build would write it: file ids as paths, rows in (path, id)
+    order without their ids (ids differ, order is what lookups see), derived tables in their own order."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        ids = db.execute("SELECT id, path FROM files ORDER BY id").fetchall()
+        assert [p for _, p in ids] == sorted(p for _, p in ids)  # file ids in path order
+        path_of = dict(ids)
+        out: dict = {"files": db.execute("SELECT path, blob, parse_errors, skipped FROM files ORDER BY id").fetchall()}
+        for table in [*ixm.ROW_TABLES, "stores_pruned", "argrefs_pruned"]:
+            cols = [r[1] for r in db.execute(f"PRAGMA table_info({table})")]
+            idc = "id" if "id" in cols else "rowid"
+            rows = db.execute(f"SELECT {idc}, * FROM {table}").fetchall()
+            at = cols.index("file") + 1
+            rows = sorted(rows, key=lambda r: (path_of[r[at]], r[0]))
+            # (the synthetic stores of registrations come after every scanned row of their file)
+            out[table] = [tuple(path_of[v] if i == at else v for i, v in enumerate(r) if i and cols[i - 1] != "id")
+                          for r in rows]
+        out["registrations"] = [(path_of[f], row) for f, row in
+                                db.execute("SELECT file, row FROM registrations ORDER BY id")]
+        out["reg_callbacks"] = db.execute("SELECT * FROM reg_callbacks ORDER BY rowid").fetchall()
+        out["meta"] = dict(db.execute("SELECT key, value FROM meta"))
+        out["schema"] = sorted(db.execute("SELECT type, name FROM sqlite_master"))
+        # each file's rows are one run of ids, the one file_rows and file_calls record
+        for file_id, tab, lo, hi in db.execute("SELECT * FROM file_rows").fetchall():
+            rows = f"SELECT {ixm._ID[tab]} AS i, file FROM {tab}" + (" WHERE kind != 'registration'" if tab == "stores" else "")
+            if tab in ("stores", "argrefs"):
+                rows += f" UNION ALL SELECT id, file FROM {tab}_pruned"
+            assert db.execute(f"SELECT count(*) FROM ({rows}) WHERE (i BETWEEN ? AND ?) != (file = ?)",
+                              (lo, hi, file_id)).fetchone() == (0,), (tab, path_of[file_id])
+        out["file_rows"] = sorted((path_of[f], tab) for f, tab, _lo, _hi in db.execute("SELECT * FROM file_rows"))
+        for file_id, lo, hi in db.execute("SELECT * FROM file_calls"):
+            assert db.execute("SELECT count(*) FROM calls WHERE id BETWEEN ? AND ? AND file != ?",
+                              (lo, hi, file_id)).fetchone() == (0,)
+            assert db.execute("SELECT count(*) FROM calls WHERE file = ? AND id NOT BETWEEN ? AND ?",
+                              (file_id, lo, hi)).fetchone() == (0,)
+        out["file_calls"] = sorted(path_of[f] for (f,) in db.execute("SELECT file FROM file_calls"))
+        return out
+    finally:
+        db.close()
+
+
+def _load(root, cache):
+    from flowscan.workspace import load
+
+    loaded = load(Source(role="", src=str(root)), cache_dir=cache, jobs=1)
+    path = workspace.OPENED[-1]
+    loaded.graph.ix.db.close()
+    return loaded.stats, path
+
+
+def _edit(path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, (path, old)
+    path.write_text(text.replace(old, new, 1))
+
+
+EDITS = {
+    "body": lambda co: _edit(co / "system/runstate.c", "static bool main_loop_should_exit(int *status)",
+                             "void probe(void)\n{\n    qemu_system_reset(0);\n}\n\n"
+                             "static bool main_loop_should_exit(int *status)"),
+    # kvm_cpu_synchronize_post_init is stored (accel/kvm/kvm-accel-ops.c) and defined nowhere: pruned
+    "defines-a-pruned-store": lambda co: (co / "system/cpus.c").write_text(
+        (co / "system/cpus.c").read_text() + "\nvoid kvm_cpu_synchronize_post_init(CPUState *cpu)\n{\n}\n"),
+    "deleted-file-with-a-registration": lambda co: (co / "hw/misc/fake_led.c").unlink(),
+    "added-files": lambda co: [
+        (co / "aaa.c").write_text("void first_file(void) { kvm_cpu_synchronize_post_init(0); }\n"),
+        (co / "hw/core/new-reset.c").write_text(
+            "static void new_handler(void *opaque)\n{\n    qemu_system_reset(2);\n}\n\n"
+            "void new_init(void)\n{\n    qemu_register_reset(new_handler, NULL);\n}\n"),
+        (co / "zzz").mkdir(), (co / "zzz/last.c").write_text("int last_file(void) { return 0; }\n")],
+    "registration-removed": lambda co: _edit(
+        co / "hw/misc/fake_timer.c", "    resettable_class_set_parent_phases(rc, NULL, fake_timer_reset_hold, NULL,\n"
+                                     "                                       &ftc->parent_phases);\n", ""),
+    "definition-removed": lambda co: _edit(co / "system/cpus.c",
+                                           "\nvoid kvm_cpu_synchronize_post_init(CPUState *cpu)\n{\n}\n", ""),
+    "moved-file": lambda co: (co / "system/runstate.c").rename(co / "system/zrunstate.c"),
+}
+
+
+def test_updated_index_is_a_fresh_build_table_for_table(tmp_path, co):
+    cache = tmp_path / "cache"
+    stats, path = _load(co, cache)
+    assert (stats.parsed, stats.kept) == (50, 0)
+    first = _dump(path)
+    assert any(r[0] == "kvm_cpu_synchronize_post_init" for r in first["stores_pruned"])
+    for n, (name, edit) in enumerate(EDITS.items()):
+        before = {p: p.stat().st_mtime_ns for p in co.rglob("*.[ch]")}
+        edit(co)
+        time.sleep(0.01)
+        changed = sum(1 for p in co.rglob("*.[ch]") if before.get(p) != p.stat().st_mtime_ns)
+        stats, upd = _load(co, cache)
+        assert upd == path  # the checkout's one index, updated in place
+        assert stats.kept > 40 and stats.parsed + stats.reused == changed, name  # only those files read
+        _fresh_stats, fresh = _load(co, tmp_path / f"fresh{n}")
+        got, want = _dump(upd), _dump(fresh)
+        for table in want:
+            assert got[table] == want[table], (name, table)
+        if name == "defines-a-pruned-store":  # the store came back, with the rows around it
+            assert any(r[0] == "kvm_cpu_synchronize_post_init" for r in got["stores"])
+            assert not any(r[0] == "kvm_cpu_synchronize_post_init" for r in got["stores_pruned"])
+        if name == "definition-removed":
+            assert any(r[0] == "kvm_cpu_synchronize_post_init" for r in got["stores_pruned"])
+        assert integrity.unchanged(upd)
+
+
+def test_question_after_an_edit_reads_only_the_edited_file(capsys, tmp_path, co, hashes):
+    cache = tmp_path / "cache"
+    assert q(capsys, cache, "index", "--src", str(co))[0] == 0
+    EDITS["body"](co)
+    hashes.clear()
+    code, out, _ = q(capsys, cache, "callers", "qemu_system_reset", "--src", str(co))
+    assert code == 0 and out.splitlines() == [
+        "system/runstate.c:101: probe -> qemu_system_reset  [direct]",
+        "system/runstate.c:120: main_loop_should_exit -> qemu_system_reset  [direct]  [if (request)]"]
+    size = (co / "system/runstate.c").stat().st_size
+    assert hashes and set(hashes) == {size}  # the listing hashed it, the update read it: nothing else
+    hashes.clear()
+    code, again, _ = q(capsys, cache, "callers", "qemu_system_reset", "--src", str(co))
+    assert (code, again, hashes) == (0, out, [])  # warm again: nothing read
+    assert len(list((cache / "index").glob("*.sqlite"))) == 1
+
+
+def test_no_room_between_file_ids_builds_afresh(capsys, tmp_path, co, monkeypatch):
+    """Added files take ids between their neighbours'; when there are none left the index is built again
+    (same answers)."""
+    monkeypatch.setattr(ixm, "ID_STEP", 2)
+    cache = tmp_path / "cache"
+    _load(co, cache)
+    for name in ("a1.c", "a2.c"):  # both between aaa... and accel/: one id free there
+        (co / "hw" / "core" / name).write_text(f"void {name[:2]}(void) {{ qemu_system_reset(0); }}\n")
+    stats, path = _load(co, cache)
+    assert stats.kept == 0 and stats.files == 52
+    got, want = _dump(path), _dump(_load(co, tmp_path / "fresh")[1])
+    assert got == want
+
+
+def test_interrupted_update_leaves_the_old_index(capsys, tmp_path, co, monkeypatch):
+    from flowscan.index import update
+
+    cache = tmp_path / "cache"
+    code, before, _ = q(capsys, cache, "callers", "qemu_system_reset", "--src", str(co), "--whole")
+    index = next((cache / "index").glob("*.sqlite"))
+    old = index.read_bytes()
+    EDITS["body"](co)
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(update.ixm, "compact", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _load(co, cache)
+    assert index.read_bytes() == old and integrity.unchanged(index)
+    assert [p.name for p in (cache / "index").iterdir() if p.name.startswith(".")] == []
+    monkeypatch.undo()
+    monkeypatch.setattr(statcache, "RACY_NS", 0)
+    code, after, _ = q(capsys, cache, "callers", "qemu_system_reset", "--src", str(co))
+    assert code == 0 and "system/runstate.c:101: probe -> qemu_system_reset  [direct]" in after
+
+
+def test_seal_covers_both_indexes_while_one_replaces_the_other(tmp_path):
+    """Between the seal and the move, and after it, whichever file is there reads as sealed."""
+    old, new = tmp_path / "ix.sqlite", tmp_path / "work.sqlite"
+    old.write_bytes(b"old index")
+    integrity.seal(old)
+    new.write_bytes(b"the new index")
+    integrity.seal(old, coming=new)
+    assert integrity.unchanged(old)  # killed before the move: the old one
+    new.replace(old)
+    assert integrity.unchanged(old)  # killed after it: the new one
+    integrity.settle(old)
+    assert integrity.unchanged(old)
+    assert json.loads(integrity.seal_path(old).read_text()).get("also") is None
+    old.write_bytes(b"the old index, changed")
+    assert not integrity.unchanged(old)

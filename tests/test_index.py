@@ -82,14 +82,15 @@ def test_failed_build_leaves_nothing(fs, fixture_repos, tmp_path, monkeypatch):
     assert list((tmp_path / "cache" / "index").iterdir()) == []  # no index, no scratch directory
 
 
-def test_directory_edit_gives_a_new_index(fs, tmp_path):
+def test_directory_edit_updates_its_index(fs, tmp_path):
+    """A checkout has one index, kept up to date with its listing (not one per listing)."""
     src = tmp_path / "src"
     src.mkdir()
     (src / "a.c").write_text("void b(void) {}\nvoid a(void) { b(); }\n")
     assert "a.c:2: a -> b (a.c)" in fs("callees", "a", "--whole", "--src", str(src))[1]
     (src / "a.c").write_text("void c(void) {}\nvoid a(void) { c(); }\n")
     assert "a.c:2: a -> c (a.c)" in fs("callees", "a", "--whole", "--src", str(src))[1]
-    assert len(_indexes(tmp_path / "cache")) == 2
+    assert len(_indexes(tmp_path / "cache")) == 1
 
 
 def test_index_round_trips_facts(linux_new):

@@ -208,8 +208,10 @@ def _batches(tree: Tree, ids: dict[str, int], cached: list[FileEntry],
 
 def build_index(tree: Tree, entries: Sequence[FileEntry], cache: FactsCache | None, dest: Path, *,
                 jobs: int = 0, progress: Progress = NULL, registry: Registry | None = None,
-                meta: dict[str, str] | None = None, partial: bool = False) -> ScanStats:
-    """Scan `entries` of `tree` into a new index at `dest` (written under a temporary name, then moved)."""
+                meta: dict[str, str] | None = None, partial: bool = False, updatable: bool = False) -> ScanStats:
+    """Scan `entries` of `tree` into a new index at `dest` (written under a temporary name, then moved).
+    `updatable`: a checkout's index, which flowscan.index.update keeps up to date in place (file ids
+    spaced out, pruned rows kept aside)."""
     started = time.perf_counter()
     registry = registry or default_registry()
     stats = ScanStats(files=len(entries))
@@ -217,17 +219,24 @@ def build_index(tree: Tree, entries: Sequence[FileEntry], cache: FactsCache | No
     dest.parent.mkdir(parents=True, exist_ok=True)
     sweep(dest.parent, WORK_PREFIX)  # left by runs that were killed
     with work_dir(dest.parent, WORK_PREFIX) as work:
-        _build(tree, entries, cache, dest, work, jobs, progress, registry, meta, partial, stats)
+        step = ixm.ID_STEP if updatable else 1
+        db = fill(tree, entries, {e.path: (i + 1) * step for i, e in enumerate(entries)}, cache,
+                  work / "index.sqlite", work, jobs, progress, stats)
+        ixm.finish(db, registry, {**(meta or {}), "files": str(stats.files),
+                                  **({"updatable": "1"} if updatable else {})},
+                   prune=not partial, updatable=updatable)
+        db.close()
+        os.replace(work / "index.sqlite", dest)
     stats.seconds = time.perf_counter() - started
     return stats
 
 
-def _build(tree: Tree, entries: Sequence[FileEntry], cache: FactsCache | None, dest: Path, work: Path, jobs: int,
-           progress: Progress, registry: Registry, meta: dict[str, str] | None, partial: bool,
-           stats: ScanStats) -> None:
+def fill(tree: Tree, entries: Sequence[FileEntry], ids: dict[str, int], cache: FactsCache | None, path: Path,
+         work: Path, jobs: int, progress: Progress, stats: ScanStats) -> sqlite3.Connection:
+    """A new database at `path` holding the facts of `entries` (file ids from `ids`), each file's rows
+    one run of ids in every table; nothing derived yet. `work`: where the workers' shards go."""
     try:
-        db = ixm.connect_for_writing(work / "index.sqlite")
-        ids = {e.path: i + 1 for i, e in enumerate(entries)}  # entries are sorted by path
+        db = ixm.connect_for_writing(path)
         cached: list[FileEntry] = []
         todo: list[FileEntry] = []
         for entry in entries:
@@ -299,9 +308,7 @@ def _build(tree: Tree, entries: Sequence[FileEntry], cache: FactsCache | None, d
         _close_own_shard(str(work))
         for shard in sorted(shards):
             ixm.merge(db, Path(shard))
-        ixm.finish(db, registry, {**(meta or {}), "files": str(stats.files)}, prune=not partial)
-        db.close()
-        os.replace(work / "index.sqlite", dest)
+        return db
     finally:
         _close_own_shard(str(work))
 

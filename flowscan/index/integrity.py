@@ -40,11 +40,40 @@ def digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def seal(index: Path) -> None:
-    """Record what the complete index at `index` is."""
+def _record(path: Path) -> dict:
+    return {"blake2b": digest(path), "stat": _stamp(os.stat(path))}
+
+
+def seal(index: Path, coming: Path | None = None) -> None:
+    """Record what the complete index at `index` is. `coming`: a complete index about to be moved onto
+    `index` (os.replace keeps its size, mtime and inode): both are recorded, so whichever one a crash
+    leaves there reads as sealed; settle() after the move forgets the old one."""
     index = Path(index)
-    st = os.stat(index)
-    atomic_write_text(seal_path(index), json.dumps({"blake2b": digest(index), "stat": _stamp(st)}) + "\n")
+    if coming is None:
+        atomic_write_text(seal_path(index), json.dumps(_record(index)) + "\n")
+        return
+    records = [_record(coming)]
+    old = _read_seal(index)
+    try:
+        stamp = _stamp(os.stat(index))
+    except OSError:
+        stamp = None
+    if stamp is not None:  # (an old index sealed as it is needs no second read)
+        known = [r for r in _records(old) if r.get("stat") == stamp] if old is not None else []
+        records.append(known[0] if known else _record(index))
+    data = {**records[0], "also": records[1:]}
+    atomic_write_text(seal_path(index), json.dumps(data) + "\n")
+
+
+def settle(index: Path) -> None:
+    """After the move: keep only the record of the index that is there now (no read of it)."""
+    data = _read_seal(index)
+    stamp = _stamp(os.stat(index))
+    now = [r for r in _records(data) if r.get("stat") == stamp] if data is not None else []
+    if now:
+        atomic_write_text(seal_path(index), json.dumps({"blake2b": now[0]["blake2b"], "stat": stamp}) + "\n")
+    else:
+        seal(index)
 
 
 def _read_seal(index: Path) -> dict | None:
@@ -57,11 +86,16 @@ def _read_seal(index: Path) -> dict | None:
     return data
 
 
+def _records(data: dict) -> list[dict]:
+    also = data.get("also", [])
+    return [data, *(r for r in also if isinstance(r, dict))] if isinstance(also, list) else [data]
+
+
 def unchanged(index: Path) -> bool:
     """The cheap test: sealed, and not written since (no read of the index)."""
     data = _read_seal(index)
     try:
-        return data is not None and data["stat"] == _stamp(os.stat(index))
+        return data is not None and _stamp(os.stat(index)) in [r.get("stat") for r in _records(data)]
     except OSError:
         return False
 
@@ -71,7 +105,7 @@ def verify(index: Path, expected: set[tuple[str, str]]) -> str:
     index = Path(index)
     data = _read_seal(index)
     if data is not None:
-        if not unchanged(index) and digest(index) != data["blake2b"]:
+        if not unchanged(index) and digest(index) not in [r.get("blake2b") for r in _records(data)]:
             return "its contents changed since it was built"
     else:
         problem = quick_problem(index)

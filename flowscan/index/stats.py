@@ -14,3 +14,4 @@ class ScanStats:
     skipped: int = 0  # binary, too large, or the extractor failed on them
     seconds: float = 0.0
     indexed: bool = False  # answered from an existing index: nothing was read at all
+    kept: int = 0  # an update of a checkout's index: files whose rows stayed as they were

@@ -70,6 +70,20 @@ CREATE TABLE IF NOT EXISTS argrefs(name TEXT, callee TEXT, file INT);
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
 """
 
+# A checkout's index is updated in place (flowscan.index.update): it also keeps the rows pruned for want
+# of a definition (an edit may add one) and each file's run of row ids in every table (a file's rows
+# are written together, so they are one run; an edited file's run is deleted by range).
+ROW_TABLES = (*_TABLES, "argrefs")
+ID_STEP = 1024  # file ids of an updatable index: room for files added between two (paths in id order)
+_ID = {**{t: "id" for t in _TABLES}, "argrefs": "rowid"}
+UPDATABLE_SCHEMA = f"""
+CREATE TABLE stores_pruned(id INTEGER PRIMARY KEY, {', '.join(_COLS['stores'])});
+CREATE INDEX stores_pruned_function ON stores_pruned(function);
+CREATE TABLE argrefs_pruned(id INTEGER PRIMARY KEY, name TEXT, callee TEXT, file INT);
+CREATE INDEX argrefs_pruned_name ON argrefs_pruned(name);
+CREATE TABLE file_rows(file INT, tab TEXT, lo INT, hi INT, PRIMARY KEY (file, tab)) WITHOUT ROWID;
+"""
+
 _INDEXES = """
 CREATE INDEX functions_name ON functions(name);
 CREATE INDEX calls_callee ON calls(callee, kind);
@@ -184,11 +198,46 @@ def merge(db: sqlite3.Connection, shard: Path) -> None:
     db.execute("BEGIN")
 
 
-def finish(db: sqlite3.Connection, registry: Registry, meta: dict[str, str], prune: bool = True) -> None:
+def finish(db: sqlite3.Connection, registry: Registry, meta: dict[str, str], prune: bool = True,
+           updatable: bool = False) -> None:
     """Indexes and derived tables, once all files are in. `prune`: drop stores of names no file defines
-    (not on a partial index, where the definition may be in a file not read yet)."""
+    (not on a partial index, where the definition may be in a file not read yet). `updatable` (a
+    checkout's index, see flowscan.index.update): the pruned rows are kept aside, where a later
+    definition can bring them back, and each file's run of row ids is recorded."""
     db.executescript(_INDEXES)  # (commits what was pending)
+    if updatable:
+        db.executescript(UPDATABLE_SCHEMA)
     db.execute("BEGIN")
+    if updatable:  # (before the synthetic stores: those are no file's run, they are derived again)
+        for table in ROW_TABLES:
+            db.execute(f"INSERT INTO file_rows SELECT file, '{table}', min({_ID[table]}), max({_ID[table]}) "
+                       f"FROM {table} GROUP BY file")
+    derive_registrations(db, registry)
+    # A store of a name that no scanned file defines is a plain value, not a call target.
+    if prune:
+        if updatable:
+            keep_aside(db, "function NOT IN (SELECT name FROM functions)",
+                       "name NOT IN (SELECT name FROM functions)")
+        db.execute("DELETE FROM stores WHERE function NOT IN (SELECT name FROM functions)")
+    db.execute("DELETE FROM argrefs WHERE name NOT IN (SELECT name FROM functions)")
+    db.execute("CREATE INDEX argrefs_name2 ON argrefs(name, callee)")
+    db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", sorted(meta.items()))
+    db.execute("COMMIT")
+    compact(db)
+
+
+def compact(db: sqlite3.Connection) -> None:
+    """Planner statistics, and the free pages given back."""
+    db.execute("PRAGMA analysis_limit=1000")  # the planner needs the shape of the indexes, not exact counts
+    db.execute("ANALYZE")
+    # The deletes above and the index builds leave 8-10% of the pages free (2.6 MB of the Linux reboot
+    # scopes' 32 MB): give them back (pages moved down from the end, no copy of the database).
+    db.executescript("PRAGMA incremental_vacuum;")  # (executescript steps it to the end)
+
+
+def derive_registrations(db: sqlite3.Connection, registry: Registry, first_store_id: int | None = None) -> None:
+    """Registrations (from the calls of registration APIs and notifier blocks), their callbacks, and the
+    synthetic stores they make (kind 'registration', ids from `first_store_id`, else after the last)."""
     ix = Index(db)
     api_names = sorted({*registry.fields, *registry.notifiers})
     calls = ix._calls(f"kind = 'direct' AND callee IN ({','.join('?' * len(api_names))})", api_names) \
@@ -201,21 +250,20 @@ def finish(db: sqlite3.Connection, registry: Registry, meta: dict[str, str], pru
                          (file_of[r.path], json.dumps(_reg_row(r))))
         for _phase, _field, fn in r.callbacks:
             db.execute("INSERT INTO reg_callbacks VALUES (?, ?, ?)", (fn, cur.lastrowid, r.chain))
-    synth = synthetic_stores(regs)
-    if synth:
-        db.executemany(_INSERT["stores"], [_rows("stores", [astuple(s)], file_of[s.path])[0] for s in synth])
-    # A store of a name that no scanned file defines is a plain value, not a call target.
-    if prune:
-        db.execute("DELETE FROM stores WHERE function NOT IN (SELECT name FROM functions)")
-    db.execute("DELETE FROM argrefs WHERE name NOT IN (SELECT name FROM functions)")
-    db.execute("CREATE INDEX argrefs_name2 ON argrefs(name, callee)")
-    db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", sorted(meta.items()))
-    db.execute("COMMIT")
-    db.execute("PRAGMA analysis_limit=1000")  # the planner needs the shape of the indexes, not exact counts
-    db.execute("ANALYZE")
-    # The deletes above and the index builds leave 8-10% of the pages free (2.6 MB of the Linux reboot
-    # scopes' 32 MB): give them back (pages moved down from the end, no copy of the database).
-    db.executescript("PRAGMA incremental_vacuum;")  # (executescript steps it to the end)
+    synth = [_rows("stores", [astuple(s)], file_of[s.path])[0] for s in synthetic_stores(regs)]
+    if synth and first_store_id is not None:
+        db.executemany(f"INSERT INTO stores(id, {', '.join(_COLS['stores'])}) "
+                       f"VALUES ({', '.join('?' * (1 + len(_COLS['stores'])))})",
+                       [(first_store_id + i, *row) for i, row in enumerate(synth)])
+    elif synth:
+        db.executemany(_INSERT["stores"], synth)
+
+
+def keep_aside(db: sqlite3.Connection, stores_where: str, argrefs_where: str, params: Sequence = ()) -> None:
+    """Move the scanned stores and argrefs matching these conditions to the side tables (row ids kept)."""
+    db.execute(f"INSERT INTO stores_pruned SELECT * FROM stores WHERE kind != 'registration' AND ({stores_where})",
+               params)
+    db.execute(f"INSERT INTO argrefs_pruned SELECT rowid, * FROM argrefs WHERE {argrefs_where}", params)
 
 
 def _reg_row(r: Registration) -> list:
