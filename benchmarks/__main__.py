@@ -403,13 +403,16 @@ class Bench:
                            nfiles, nbytes), "cold")
         cold2 = sec.add(Row(f"flowscan cold question `callees {proj.function}` (no index, empty facts cache)",
                             nfiles, nbytes), "cold_callees")
+        cold_path = sec.add(Row(f"flowscan cold `path {' '.join(proj.path)}` (no index, empty facts cache)",
+                                nfiles, nbytes), "cold_path")
         build = sec.add(Row("flowscan index build (`flowscan index`, empty facts cache)", nfiles, nbytes), "index")
         rebuild = sec.add(Row("flowscan index build from the facts cache", nfiles, nbytes), "index_cached")
         if first.na:
-            cold.na = cold2.na = build.na = rebuild.na = "skipped (first run failed)"
+            cold.na = cold2.na = cold_path.na = build.na = rebuild.na = "skipped (first run failed)"
         else:
             self.repeat(cold, n, callers, before=no_facts)
             self.repeat(cold2, n, lambda: self.fs(cache, "callees", proj.function, *ref_args()), before=no_facts)
+            self.repeat(cold_path, n, lambda: self.fs(cache, "path", *proj.path, *ref_args()), before=no_facts)
             self.repeat(build, n, lambda: self.fs(cache, "index", *ref_args()), before=no_facts)
             self.repeat(rebuild, n, lambda: self.fs(cache, "index", *ref_args()), before=no_index)
             if not build.na:  # size on disk beside cscope's database of the same files

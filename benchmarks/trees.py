@@ -28,14 +28,15 @@ class Project:
     second: str  # the "second tag", scanned after `tag` with the same cache
     reboot_scope: tuple[str, ...]  # candidates; those present in a tag are used
     function: str  # the NAME given to defs/callers/callees
+    path: tuple[str, str]  # the FROM and TO given to `path`
 
 
 PROJECTS = {
     "linux": Project("linux", "Linux", "v6.12.8", "v6.1.176", ("arch/arm64", "kernel", "virt", "drivers/firmware"),
-                     "kernel_restart"),
+                     "kernel_restart", ("handle_trap_exceptions", "handle_hvc")),
     "qemu": Project("qemu", "QEMU", "v10.0.13", "v7.2.0",
                     ("accel", "system", "softmmu", "hw/core", "hw/intc", "target/arm", "util", "include/hw"),
-                    "qemu_system_reset_request"),
+                    "qemu_system_reset_request", ("qemu_system_reset", "resettable_reset")),
 }
 
 
