@@ -22,21 +22,19 @@ from flowscan.extract.asm import ASM_SUFFIXES, extract_asm
 from flowscan.extract.conditionals import flatten_conditionals
 from flowscan.extract.lexer import digest
 from flowscan.extract.prepass import prepass
-from flowscan.extract.conditionals import MAX_DEPTH, ConditionMap
+from flowscan.extract.conditionals import ConditionMap
+from flowscan.extract.context import Lineage, contexts
 from flowscan.resources import query_text
 
 MAX_FILE_BYTES = 4 * 1024 * 1024
 QUERY_FILES = ("definitions", "declarations", "calls", "initializers", "assignments", "cases", "types",
-               "structs", "typedefs", "loops")
+               "structs", "typedefs", "loops", "context")
 _UPPER = re.compile(r"[A-Z_][A-Z0-9_]*\Z")
 _NOT_STORED = frozenset({"NULL", "true", "false", "nullptr", "NOTIFY_DONE", "NOTIFY_OK"})
 _WS = re.compile(r"\s+")
 _QUALIFIERS = re.compile(r"\b(?:const|volatile|struct|union|enum|static|extern|inline|unsigned|signed|"
                          r"__\w+)\b")
 _ARG_MAX = 96
-# A call's `if`/`case` context is looked for this many statements up at most (real code nests a dozen; a
-# hostile file 20,000 deep would make every call walk them all), and shown for the innermost MAX_DEPTH.
-MAX_CONTEXT_WALK = 256
 
 
 @cache
@@ -141,97 +139,6 @@ class _Scopes:
         return fidx >= 0 and name in self.locals[fidx]
 
 
-class _Lineage:
-    """A node's ancestors without `Node.parent`: tree-sitter finds a parent by walking down from the root,
-    so asking for parents per fact is quadratic in the depth (a file nested 20,000 `#if` levels deep took
-    minutes). The ancestors of the last node asked are kept; the next node's are found by dropping those
-    that do not contain it and walking down from the deepest one that does, which costs the distance
-    between the two nodes: linear over a pass in document order."""
-
-    def __init__(self, root: Node):
-        self.root = root
-        self.chain: list[Node] = [root]  # the root, ..., the parent of the last node asked
-        self._siblings: dict[int, dict[int, int]] = {}
-
-    def of(self, node: Node) -> list[Node]:
-        """The ancestors of `node`, outermost (the root) first."""
-        chain = self.chain
-        s, e = node.start_byte, node.end_byte
-        while len(chain) > 1 and not (chain[-1].start_byte <= s and e <= chain[-1].end_byte
-                                      and chain[-1] != node):
-            chain.pop()
-        while True:
-            child = chain[-1].child_with_descendant(node)
-            if child is None:  # not below the kept chain after all (zero-width nodes): from the root
-                if len(chain) == 1:
-                    break
-                del chain[1:]
-                continue
-            if child == node:
-                break
-            chain.append(child)
-        return chain
-
-    def prev_named_siblings(self, node: Node, parent: Node) -> list[Node]:
-        """The named siblings before `node`, nearest first (`prev_named_sibling` also asks for the parent)."""
-        kids = parent.named_children
-        at = self._siblings.get(parent.id)
-        if at is None:
-            at = self._siblings[parent.id] = {k.id: i for i, k in enumerate(kids)}
-        i = at.get(node.id, 0)
-        return kids[i - 1::-1] if i else []
-
-
-def _context(node: Node, lineage: _Lineage, stop: Node | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Enclosing case labels and if conditions of `node`, outermost first."""
-    cases: list[str] = []
-    ifs: list[str] = []
-    prev = node
-    chain = lineage.of(node)
-    for i in range(len(chain) - 1, max(0, len(chain) - 1 - MAX_CONTEXT_WALK), -1):  # (the root is no statement)
-        cur = chain[i]
-        if (stop is not None and cur.start_byte < stop.start_byte) or cur.type == "function_definition":
-            break
-        t = cur.type
-        if t == "case_statement":
-            cases.append(_case_label(cur, chain[i - 1], lineage))
-        elif t == "if_statement":
-            cond = cur.child_by_field_name("condition")
-            alt = cur.child_by_field_name("alternative")
-            if cond is not None and prev.start_byte != cond.start_byte:
-                text = _norm(_text(cond), 120)
-                if text.startswith("(") and text.endswith(")"):
-                    text = text[1:-1].strip()
-                if alt is not None and prev.start_byte >= alt.start_byte:
-                    text = text[1:] if text.startswith("!") and "(" not in text[1:2] and \
-                        all(c not in text for c in " |&?") else f"!({text})"
-                ifs.append(text)
-        prev = cur
-    return _innermost(cases, "case"), _innermost(ifs, "if")
-
-
-def _innermost(found: list[str], what: str) -> tuple[str, ...]:
-    """Conditions found innermost first -> outermost first, at most MAX_DEPTH of them (the innermost)."""
-    if len(found) <= MAX_DEPTH:
-        return tuple(reversed(found))
-    return (f"... ({len(found) - MAX_DEPTH} outer {what} levels)", *reversed(found[:MAX_DEPTH]))
-
-
-def _case_label(case: Node, parent: Node, lineage: _Lineage) -> str:
-    """`case A: case B: stmt` -> "A|B" (fall-through labels are empty case statements before it)."""
-    labels = [_case_value(case)]
-    for sib in lineage.prev_named_siblings(case, parent):
-        if sib.type != "case_statement" or sib.named_child_count > 1:
-            break
-        labels.append(_case_value(sib))
-    return "|".join(reversed(labels))
-
-
-def _case_value(case: Node) -> str:
-    value = case.child_by_field_name("value")
-    return _norm(_text(value), 80) if value is not None else "default"
-
-
 def _top_level_errors(root: Node, data: bytes) -> list[tuple[int, int]]:
     """Top-level ERROR nodes, and definitions with errors that contain `#if` groups (`#ifdef` around
     `} else {` is the largest remaining category): the regions a flattened re-parse may repair."""
@@ -283,20 +190,26 @@ class _Collector:
         self.conds = conds
         self.keep = keep
         self.facts = FileFacts(path=path)
-        self.lineage = _Lineage(root)
+        self.lineage = Lineage(root)
         self.ranges = ranges  # byte ranges holding every node `keep` accepts (None: the whole tree)
 
     def run(self) -> FileFacts:
         query, owner = _query()
         by_kind: dict[str, list[dict[str, list[Node]]]] = {name: [] for name in QUERY_FILES}
+        into = [by_kind[name].append for name in owner]  # pattern index -> its kind's list (in match order)
         for lo, hi in self.ranges or [(0, self.root.end_byte)]:
             cursor = QueryCursor(query)
             if self.ranges is not None:
                 cursor.set_byte_range(lo, hi)
             for pattern, caps in cursor.matches(self.root):
-                by_kind[owner[pattern]].append(caps)
+                into[pattern](caps)
         self._functions(by_kind["definitions"])
         self._declarations(by_kind["declarations"])
+        ctx = by_kind["context"]
+        self.contexts = contexts(
+            [c["call"][0] for c in by_kind["calls"]] + [c["loop"][0] for c in by_kind["loops"]],
+            [c["if"][0] for c in ctx if "if" in c], [c["case"][0] for c in ctx if "case" in c],
+            [c["function"][0] for c in ctx if "function" in c], self.lineage, _norm)
         self._calls(by_kind["calls"])
         self._iterators(by_kind["loops"])
         self.facts.calls.sort(key=lambda c: c.line)  # (stable: the iterators after a line's other calls)
@@ -372,7 +285,7 @@ class _Collector:
             constants = tuple(a for a in args if a not in _NOT_STORED and _UPPER.match(a) or
                               (a[:1].isupper() and "(" in a and _UPPER.match(a.split("(", 1)[0])))
             line = call.start_point.row + 1
-            cases, ifs = _context(call, self.lineage, scopes.functions[fidx][3] if fidx >= 0 else None)
+            cases, ifs = self.contexts[(call.start_byte, call.end_byte)]
             self.facts.calls.append(CallSite(
                 caller=caller, callee=callee, kind=kind, path=self.path, line=line, args=args,
                 constants=constants, base=base, base_type=base_type, var_type=var_type, cases=cases,
@@ -407,7 +320,7 @@ class _Collector:
             if fidx < 0:
                 continue
             line = loop.start_point.row + 1
-            cases, ifs = _context(loop, self.lineage, scopes.functions[fidx][3])
+            cases, ifs = self.contexts[(loop.start_byte, loop.end_byte)]
             self.facts.calls.append(CallSite(
                 caller=scopes.functions[fidx][2], callee=m.group().decode(), kind="direct", path=self.path,
                 line=line, args=tuple(args), cases=cases, ifs=ifs, conditions=self.conds.at(line)))
@@ -575,14 +488,25 @@ class _Collector:
                     return_type=_norm(_text(caps["rtype"][0]), 80), path=self.path, line=name.start_point.row + 1))
 
     def _globals(self) -> None:
-        # Only the file's variables are searched for (one alternation, the loop stays in C) rather than
-        # every word of every body (3+ characters, not a field after `.` or `->`), keeping theirs.
-        names = sorted({n for n in self.scopes.file_vars if len(n) > 2 and _IDENT_NAME.match(n.encode())},
-                       key=lambda n: (-len(n), n))
+        # Only the file's variables are searched for (each with bytes.find, the loop stays in C) rather
+        # than every word of every body (3+ characters, not a field after `.` or `->`), keeping theirs.
+        names = [n for n in self.scopes.file_vars if len(n) > 2 and _IDENT_NAME.match(n.encode())]
         if not names or not self.scopes.functions:
             return
-        words = re.compile(rb"(?<![\w.>])(?:" + b"|".join(n.encode() for n in names) + rb")\b")
         data = self.data
+        found: list[tuple[int, int, str]] = []  # (start, end, name) of each whole-word use
+        for name in names:
+            word = name.encode()
+            at = data.find(word)
+            while at >= 0:
+                end = at + len(word)
+                if (not at or data[at - 1] not in _BEFORE_WORD) and (end == len(data) or data[end] not in _WORD_BYTES):
+                    found.append((at, end, name))
+                at = data.find(word, end)
+        if not found:
+            return
+        found.sort()
+        starts = [f[0] for f in found]
         last_pos, last_line = 0, 1
         for fidx, (start, end, fname, node) in enumerate(self.scopes.functions):
             body = node.child_by_field_name("body")
@@ -590,17 +514,18 @@ class _Collector:
                 continue
             seen = set()
             local = self.scopes.locals[fidx]
-            for m in words.finditer(data, body.start_byte, body.end_byte):
-                name = m.group().decode()
+            for i in range(bisect.bisect_left(starts, body.start_byte), len(found)):
+                at, stop, name = found[i]
+                if stop > body.end_byte:
+                    break
                 if name in local:
                     continue
-                write = bool(_WRITE_AFTER.match(data, m.end()) or _INCDEC_BEFORE.search(data, max(0, m.start() - 4),
-                                                                                          m.start()))
+                write = bool(_WRITE_AFTER.match(data, stop) or _INCDEC_BEFORE.search(data, max(0, at - 4), at))
                 if (name, write) in seen:
                     continue
                 seen.add((name, write))
-                last_line += data.count(b"\n", last_pos, m.start())
-                last_pos = m.start()
+                last_line += data.count(b"\n", last_pos, at)
+                last_pos = at
                 self.facts.globals.append(GlobalRef(name=name, function=fname, write=write,
                                                     path=self.path, line=last_line))
 
@@ -642,6 +567,8 @@ def scan_macros(data: bytes, path: str, conds: ConditionMap) -> list[MacroDef]:
 
 
 _IDENT_NAME = re.compile(rb"[A-Za-z_]\w{2,}\Z")
+_WORD_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+_BEFORE_WORD = _WORD_BYTES | frozenset(b".>")
 _WRITE_AFTER = re.compile(rb"[ \t]*(?:[-+*/|&^]?=(?!=)|\+\+|--)")
 _INCDEC_BEFORE = re.compile(rb"(?:\+\+|--)[ \t]*\Z")
 
