@@ -434,6 +434,22 @@ class Bench:
                 row.na = "skipped (index build failed)"
         sec.refs["q_defs"] = sec.refs["warm"]
 
+        # the same files as a checkout (`--src`): indexed once (facts cached), then asked warm (its stat
+        # cache and index present: a walk with a stat of every file, the listing's digest, the index)
+        co_index = sec.add(Row("flowscan index of the tree as a checkout (`index --src`, facts cached)", nfiles,
+                               nbytes), "co_index")
+        co_warm = sec.add(Row(f"warm question on the checkout `callers {proj.function} --src` (stat cache and "
+                              "index present)", scan=False), "q_checkout")
+        if not rest_ok:
+            co_index.na = co_warm.na = "skipped (index build failed)"
+        else:
+            self.repeat(co_index, 1, lambda: self.fs(cache, "index", "--src", str(wt)))
+            if co_index.na:
+                co_warm.na = "skipped (checkout index failed)"
+            else:
+                self.repeat(co_warm, max(n, 3), lambda: self.fs(cache, "callers", proj.function, "--src", str(wt)),
+                            warm=facts)
+
         # second tag with the cache of the first
         blobs_a = {b for _, b, _ in fa.files}
         changed = [f for f in fb.small() if f[1] not in blobs_a]
@@ -582,6 +598,9 @@ class Bench:
                 name = q[2:]
                 add(f"{sec.key}: warm `{name}` < 0.5 s", row.seconds if row else None, 0.5,
                     f"{fmt_s(row.seconds if row else None)} s", "0.5 s")
+            row = r.get("q_checkout")
+            add(f"{sec.key}: warm question on the checkout < 0.5 s", row.seconds if row else None, 0.5,
+                f"{fmt_s(row.seconds if row else None)} s", "0.5 s")
             ch, s2 = r.get("changed"), r.get("second")
             if ch and s2 and ch.seconds is not None and s2.seconds is not None:
                 add(f"{sec.key}: second tag <= parse of changed files + 1 s", s2.seconds, ch.seconds + 1.0,
