@@ -193,3 +193,39 @@ def test_build_configurations_not_used_for_the_period_are_removed(tmp_path):
     assert old.is_file()
     collect(tmp_path)
     assert sorted(p.name for p in root.iterdir()) == ["memo-a.json", "memo-b.json"]
+
+
+def test_stat_caches_of_gone_or_unused_checkouts_are_removed(tmp_path):
+    """A checkout's stat cache goes when the checkout is gone or the cache was not read for the period
+    (a read marks it); the dry run lists the same and removes nothing."""
+    from flowscan.index.gc import collect
+    from flowscan.sources.trees import DirTree
+    from flowscan.sources.statcache import cache_file
+
+    cache = tmp_path / "cache"
+    caches = {}
+    for name in ("used", "unused", "read", "gone"):
+        root = tmp_path / name
+        root.mkdir()
+        (root / "a.c").write_text(f"int {name};\n")
+        tree = DirTree(root)
+        tree.keep_stat_cache(cache)
+        tree.files()
+        caches[name] = cache_file(cache, root.resolve())
+        assert caches[name].is_file()
+    for name in ("unused", "read"):
+        _age(caches[name], 40)
+    DirTree(tmp_path / "read").keep_stat_cache(cache)  # read now: used
+    (tmp_path / "gone" / "a.c").unlink()
+    (tmp_path / "gone").rmdir()
+    report = collect(cache, dry_run=True)
+    rows = report.text(cache, time.time()).splitlines()[1:-1]
+    assert rows == [f"would remove stat cache  checkouts/{caches['gone'].name}  of {tmp_path.resolve() / 'gone'} (gone)  "
+                    f"{human(caches['gone'].stat().st_size)}  last used 0 days ago",
+                    f"would remove stat cache  checkouts/{caches['unused'].name}  of {tmp_path.resolve() / 'unused'}  "
+                    f"{human(caches['unused'].stat().st_size)}  last used 40 days ago"][::1 if
+                   caches["gone"].name < caches["unused"].name else -1]
+    assert all(p.is_file() for p in caches.values())
+    collect(cache)
+    assert sorted(p.name for p in (cache / "checkouts").iterdir()) == sorted(
+        caches[n].name for n in ("used", "read"))

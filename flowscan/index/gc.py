@@ -8,6 +8,9 @@ and an exclusive lock on its use stamp, taken without waiting: an index or clone
 is kept and listed as such. A clone is renamed aside before it is removed (no process sees half of one).
 Facts entries are removed when no remaining index lists their blob and no remaining clone's refs reach it,
 and they were written before the cutoff (a plain directory's facts, reached by no clone, get the window).
+A checkout's stat cache (CACHE/checkouts/) goes when its checkout is gone or it was not read for the
+period (a read marks it, at most daily: flowscan.sources.statcache); removing one in use only costs the
+next question a hash of its files.
 Lock files are kept (a few bytes each): removing a lock file others may be waiting on would let two
 processes hold "the" lock at once. What is removed is rebuilt by the next question that needs it.
 """
@@ -30,7 +33,7 @@ from flowscan.index import integrity
 from flowscan.index.build import WORK_PREFIX
 from flowscan.index.facts_cache import facts_dir, sweep_temporary
 from flowscan.index.store import Index, indexes_dir, lock_of, use_stamp
-from flowscan.sources import clones
+from flowscan.sources import clones, statcache
 from flowscan.sources.git import GitFailed, repo_at, run
 
 DAY = 86400.0
@@ -38,9 +41,9 @@ DAY = 86400.0
 
 @dataclass
 class Item:
-    kind: str  # clone | index | facts
-    path: Path  # the clone directory, the index file, the facts directory
-    what: str  # for the listing: the tree and scopes of an index, the entry count of facts
+    kind: str  # clone | index | facts | build configuration | stat cache
+    path: Path  # the clone directory, the index file, the facts directory, the stat cache
+    what: str  # for the listing: the tree and scopes of an index, the entry count of facts, a stat cache's checkout
     bytes: int
     last_used: float = 0.0  # unix time (0: not applicable)
     held: bool = False  # another process holds it: kept
@@ -167,6 +170,34 @@ def _clones(cache_dir: Path) -> list[Item]:
     return out
 
 
+def _stat_caches(cache_dir: Path, cutoff: float) -> list[Item]:
+    """The stat caches of checkouts that are gone or were not read since the cutoff."""
+    root = statcache.checkouts_dir(cache_dir)
+    out = []
+    for path in sorted(root.glob(f"*{statcache.SUFFIX}")) if root.is_dir() else ():
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        checkout = statcache.recorded_root(path)
+        gone = not checkout or not os.path.isdir(checkout)
+        if gone or st.st_mtime < cutoff:
+            what = f"of {checkout or '(unreadable)'}" + (" (gone)" if checkout and gone else "")
+            out.append(Item("stat cache", path, what, st.st_size, st.st_mtime))
+    return out
+
+
+def _sweep_stat_temporaries(cache_dir: Path, now: float) -> None:
+    """What a writer killed while writing a stat cache left (an hour old: no writer takes that long)."""
+    root = statcache.checkouts_dir(cache_dir)
+    for path in root.glob(f".*{statcache.SUFFIX}.*.tmp") if root.is_dir() else ():
+        try:
+            if path.stat().st_mtime < now - 3600:
+                path.unlink()
+        except OSError:
+            pass
+
+
 def _index_blobs(path: Path) -> set[str] | None:
     try:
         ix = Index.open(path)
@@ -255,6 +286,7 @@ def collect(cache_dir: Path, older_than_days: float = 30.0, dry_run: bool = Fals
     if not dry_run:  # what killed runs left: nothing anyone uses
         sweep(indexes_dir(cache_dir), WORK_PREFIX)
         sweep_temporary(facts_dir(cache_dir), force=True, now=now)
+        _sweep_stat_temporaries(cache_dir, now)
 
     staying_clones: list[Path] = []
     for item in _clones(cache_dir):
@@ -314,6 +346,10 @@ def collect(cache_dir: Path, older_than_days: float = 30.0, dry_run: bool = Fals
         if not dry_run:
             for path in configs:
                 path.unlink(missing_ok=True)
+    for item in _stat_caches(cache_dir, cutoff):
+        removed.append(item)
+        if not dry_run:
+            item.path.unlink(missing_ok=True)
     return Report(older_than_days, dry_run, removed, kept)
 
 

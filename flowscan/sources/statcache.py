@@ -13,7 +13,9 @@ and an entry is trusted only if it is older than the cache file itself.
 
 One cache per checkout root (the walk always covers the whole tree; a scope only filters it), in
 CACHE/checkouts/, written atomically with a checksum: a damaged or truncated cache is discarded (the
-files are hashed again and the answers stay the same).
+files are hashed again and the answers stay the same). A read older than a day marks its use in the
+file's mtime (for `flowscan gc`): that only makes the entries older than the cache file, and a racy entry
+was smudged when written, whatever the file's mtime.
 """
 
 from __future__ import annotations
@@ -25,11 +27,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from flowscan.fileio import atomic_write_bytes
+from flowscan.fileio import atomic_write_bytes, mark_used
 
 VERSION = 1
 RACY_NS = 2_000_000_000  # timestamps this close to the recording walk are not trusted (FAT has 2 s)
 Stat = tuple[int, int, int, int]  # size, mtime_ns, ctime_ns, inode
+SUFFIX = ".stat"
+USED_NS = 86400 * 10**9  # a read marks the cache used (its mtime) when it was not marked for this long
 
 
 def stat_key(st: os.stat_result) -> Stat:
@@ -39,7 +43,11 @@ def stat_key(st: os.stat_result) -> Stat:
 def cache_file(cache_dir: Path, root: Path) -> Path:
     """Where the stat cache of the checkout at `root` lives."""
     name = hashlib.sha256(os.fsencode(str(root))).hexdigest()[:24]
-    return Path(cache_dir) / "checkouts" / f"{name}.stat"
+    return checkouts_dir(cache_dir) / f"{name}{SUFFIX}"
+
+
+def checkouts_dir(cache_dir: Path) -> Path:
+    return Path(cache_dir) / "checkouts"
 
 
 @dataclass
@@ -62,6 +70,8 @@ class StatCache:
             return cls(path, str(root), {})
         except OSError as exc:
             return cls(path, str(root), {}, discarded=f"unreadable ({exc.strerror})")
+        if own_mtime < time.time_ns() - USED_NS:  # its use, for `flowscan gc` (see mark_used)
+            mark_used(path, 0)
         try:
             head, _, body = raw.partition(b"\n")
             meta = json.loads(head)
@@ -92,6 +102,16 @@ class StatCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(self.path, head + b"\n" + body)
         self.entries = dict(entries)
+
+
+def recorded_root(path: Path) -> str:
+    """The checkout the cache at `path` is of ('' when its header does not read)."""
+    try:
+        with open(path, "rb") as fh:
+            meta = json.loads(fh.readline(1 << 16))
+        return meta["root"] if isinstance(meta, dict) and isinstance(meta.get("root"), str) else ""
+    except (OSError, ValueError):
+        return ""
 
 
 def is_racy(key: Stat, started_ns: int) -> bool:
