@@ -244,22 +244,26 @@ def index_cmd(ctx, src, repo, ref, scopes, prefer):
 @click.argument("src_func", metavar="FROM")
 @click.argument("dst_func", metavar="TO")
 @tree_options
+@question_options
 @click.option("--max-depth", type=click.IntRange(1, 50), default=12, show_default=True)
 @click.option("--direct-only", is_flag=True, help="Only direct calls (no resolved indirect calls).")
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
 @click.pass_obj
-def path(ctx, src_func, dst_func, src, repo, ref, scopes, prefer, max_depth, direct_only, fmt):
+def path(ctx, src_func, dst_func, src, repo, ref, scopes, prefer, whole, max_depth, direct_only, fmt):
     """A shortest call path FROM -> TO, each edge with its file:line and how it was resolved."""
     from flowscan.report import answers
 
-    graph = _graph(ctx, src, repo, ref, scopes, prefer)
-    _known(graph, src_func)
-    found = graph.route(src_func, dst_func, max_depth=max_depth, direct_only=direct_only)
-    if found is None:
+    def question(graph):
+        _known(graph, src_func)
+        found = graph.route(src_func, dst_func, max_depth=max_depth, direct_only=direct_only)
+        return None if found is None else answers.path(found, fmt)
+
+    text = _ask(ctx, src, repo, ref, scopes, prefer, whole, [src_func, dst_func], question)
+    if text is None:
         click.echo(f"no call path from {src_func} to {dst_func} within {max_depth} calls"
                    + (" (direct calls only)" if direct_only else ""), err=True)
         sys.exit(1)
-    click.echo(answers.path(found, fmt), nl=False)
+    click.echo(text, nl=False)
 
 
 @cli.command()

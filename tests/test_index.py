@@ -176,6 +176,16 @@ def test_grep_git_and_directory_agree(fixture_repos, tmp_path):
     with open_tree(Source("", str(fixture_repos["linux"]), "v6.12"), tmp_path) as git_tree:
         git_entries = git_tree.files([])
         got_git = [git_tree.grep(git_entries, **a) for a in asks]
+        from flowscan.sources import trees
+
+        trees._PCRE[git_tree.gitdir] = False  # git without Perl regexes: lines come back and are tested here
+        try:
+            assert [git_tree.grep(git_entries, **a) for a in asks] == got_git
+        finally:
+            trees._PCRE.pop(git_tree.gitdir)
+        some = [e for e in git_entries if not e.path.startswith("include/")]  # named one by one, not by suffix
+        assert [git_tree.grep(some, **a) for a in asks] == [{p for p in g if not p.startswith("include/")}
+                                                            for g in got_git]
     d = DirTree(FIX / "linux" / "v6.12")
     got_dir = [d.grep(d.files([]), **a) for a in asks]
     assert got_git == got_dir
@@ -230,3 +240,53 @@ def test_partial_index_records_its_lookups(tmp_path):
     assert ("def", "nowhere") in part.lookups()
     whole.db.close()
     part.db.close()
+
+
+def _route_json(graph: Graph, src: str, dst: str):
+    found = graph.route(src, dst)
+    return None if found is None else [e.to_json() for e in found]
+
+
+@pytest.mark.parametrize("project,tag", [("linux", "v6.12"), ("qemu", "v10.0.0"), ("qemu", "v7.2.0")])
+def test_routes_walked_back_from_the_target_are_the_routes(fixture_repos, tmp_path, monkeypatch, project, tag):
+    """route() proves that no narrower route exists by walking back from the target (reach_back) once a
+    forward search grows: the routes are the ones of the plain forward search, for every pair of the
+    fixture's functions, and cold ones (from the files that spell what they need) equal the index's."""
+    from flowscan.graph import callgraph
+
+    whole = load(Source("", str(fixture_repos[project]), tag), cache_dir=tmp_path / "whole").graph
+    names = _questions(whole)
+    monkeypatch.setattr(callgraph, "PRUNE_DEPTH", 99)
+    plain = {(a, b): _route_json(whole, a, b) for a in names for b in names}
+    monkeypatch.setattr(callgraph, "PRUNE_DEPTH", 1)
+    monkeypatch.setattr(callgraph, "FORWARD_BUDGET", 1)  # every narrower search walks back first
+    walked = {}
+    for a, b in plain:
+        whole._memo.clear()
+        walked[(a, b)] = _route_json(whole, a, b)
+    assert walked == plain
+    narrowed = [k for k, v in plain.items() if v and max(e.get("fanout", 1) for e in v) == 1
+                and any(e["kind"] not in callgraph.COMPILED for e in v)]
+    assert sum(1 for v in plain.values() if v) > 100
+    monkeypatch.setattr(prefilter, "WIDE", 2.0)
+    with open_tree(Source("", str(fixture_repos[project]), tag), tmp_path / "cold") as tree:
+        entries = tree.files([])
+        wide = sorted((k for k, v in plain.items() if v and any(e.get("fanout", 1) > 1 for e in v)), key=str)[:6]
+        for a, b in wide + sorted(narrowed, key=str)[:3] + [(names[0], names[-1])]:
+            got, used, _ = prefilter.answer(tree, entries, lambda g: _route_json(g, a, b), [a, b], cache=None,
+                                            registry=default_registry(), jobs=1)
+            assert got == plain[(a, b)], (a, b)
+
+
+def test_path_is_answered_cold(fs, fixture_repos, tmp_path, capsys, monkeypatch):
+    """`path` without an index reads the files that spell what the search needs, and answers as --whole."""
+    monkeypatch.setattr(prefilter, "WIDE", 2.0)  # (a miniature tree: any question needs much of it)
+    repo = ("--repo", str(fixture_repos["qemu"]), "--ref", "v10.0.0")
+    code, cold, err = run(capsys, "--cache-dir", str(tmp_path / "cache"), "path", "main_loop_should_exit",
+                          "kvm_arm_gicv3_reset_hold", *repo)
+    assert code == 0 and "answered from the" in err and _indexes(tmp_path / "cache") == []
+    code, whole, _ = fs("path", "main_loop_should_exit", "kvm_arm_gicv3_reset_hold", *repo, "--whole")
+    assert (code, whole) == (0, cold) and len(_indexes(tmp_path / "cache")) == 1
+    assert cold.splitlines()[0].startswith("1. main_loop_should_exit -> ")
+    code, _, err = fs("path", "kvm_arm_gicv3_reset_hold", "main_loop_should_exit", "--max-depth", "3", *repo)
+    assert code == 1 and "no call path from kvm_arm_gicv3_reset_hold to main_loop_should_exit within 3" in err

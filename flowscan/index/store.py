@@ -19,6 +19,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import sqlite3
 from dataclasses import astuple, fields
 from pathlib import Path
@@ -452,6 +453,12 @@ class Index:
         self.ask("name", fn)
         return self.registrations("id IN (SELECT reg FROM reg_callbacks WHERE fn = ?)", (fn,))
 
+    def regs_with_parent(self) -> list[Registration]:
+        """Registrations that keep the parent type's callback (`device_class_set_parent_reset(dc, fn,
+        &acc->parent_reset)`); a caller asks for the member they fill (their API spells it)."""
+        return self._cached(("regs-parent",), lambda: [
+            r for r in self.registrations("instr(row, '&') > 0", ()) if r.parent_path])  # (storage: `&acc->...`)
+
     def regs_in_file(self, path: str) -> list[Registration]:
         return self.registrations("file IN (SELECT id FROM files WHERE path = ?)", (path,))
 
@@ -466,6 +473,30 @@ class Index:
     def qom_rows(self) -> tuple[list[QomType], list[MacroDef]]:
         return (self._decode("types", QomType, "1", ()),
                 self._decode("macros", MacroDef, "params = '' AND value LIKE '\"%'", ()))
+
+    def macros_spelling(self, words: Sequence[str]) -> dict[str, set[str]]:
+        """word -> the macros whose body spells it as a whole word (a call of the macro can reach it)."""
+        out: dict[str, set[str]] = {}
+        todo = []
+        for w in words:
+            self.ask("name", w)
+            hit = self._memo.get(("spelled", w))
+            if hit is None:
+                todo.append(w)
+            else:
+                out[w] = hit
+        for i in range(0, len(todo), 100):
+            chunk = todo[i:i + 100]
+            found: dict[str, set[str]] = {w: set() for w in chunk}
+            word = re.compile(r"(?<![\w$])(" + "|".join(map(re.escape, chunk)) + r")(?![\w$])")
+            for name, value in self.db.execute(
+                    "SELECT DISTINCT name, value FROM macros WHERE " + " OR ".join(["instr(value, ?) > 0"] * len(chunk)),
+                    chunk):
+                for m in word.finditer(value):
+                    found[m.group(1)].add(name)
+            for w, names in found.items():
+                self._memo[("spelled", w)] = out[w] = names
+        return out
 
     def macros(self, name: str) -> list[MacroDef]:
         """The #defines of `name` (one per #if branch, per file), in file order."""

@@ -179,6 +179,19 @@ def run(g: gitpython.Git, args: Sequence[str], input: bytes | None = None) -> by
     return out
 
 
+def run_direct(gitdir: Path, args: Sequence[str]) -> bytes:
+    """`run` without GitPython, for commands with thousands of arguments (a `git grep` naming its files):
+    GitPython scans every argument for a password to hide, which cost more than the search."""
+    try:
+        proc = subprocess.run(["git", *args], env={**git_env(gitdir), **LOCAL_ONLY}, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
+    except FileNotFoundError as exc:
+        raise FlowscanError("git is not installed (no 'git' on PATH)") from exc
+    if proc.returncode:
+        raise GitFailed(args, proc.returncode, proc.stderr.decode("utf-8", "replace"))
+    return proc.stdout
+
+
 class ForwardProgress(gitpython.RemoteProgress):
     """git's transfer progress (parsed by GitPython) forwarded to a flowscan `Progress`."""
 

@@ -27,14 +27,14 @@ import git as gitpython
 from flowscan.errors import FlowscanError
 from flowscan.progress import NULL, Progress
 from flowscan.sources.git import (LOCAL_ONLY, ForwardProgress, GitFailed, clone_problem, config_bool, http_limits,
-                                  last_error_line, locked, names_damage, run, run_network)
+                                  last_error_line, locked, names_damage, run, run_direct, run_network)
 from flowscan.sources.refs import C_SUFFIXES, FileEntry, has_control, show
 from flowscan.sources.scopes import is_c, norm_scope, pathspec_of, select
 from flowscan.sources.statcache import Stat, StatCache, cache_file, is_racy, now_ns, stat_key
 
 
 
-GREP_PATHS = 3000  # paths per `git grep` run (argument lists stay far below the system's limit)
+GREP_ARG_BYTES = 512 * 1024  # names per `git grep` run (argument lists stay far below the system's limit)
 GREP_WORDS = 300  # words per pattern
 
 
@@ -42,21 +42,37 @@ def _alternation(words: Iterable[str]) -> bytes:
     return b"|".join(re.escape(w.encode()) for w in sorted(set(words)))
 
 
-def _line_test(words: Iterable[str], members: Iterable[str], defs: Iterable[str], macros: Iterable[str] = ()):
-    """Does a line (or a whole file: the pattern is multi-line) spell a word, access a member, spell a
-    defined name in a definition-like line, or #define one of `macros`?"""
+def _line_patterns(words: Iterable[str], members: Iterable[str], defs: Iterable[str],
+                   macros: Iterable[str] = ()) -> list[bytes]:
+    """Does a line (or a whole file: the patterns are multi-line) spell a word, access a member, spell a
+    defined name in a definition-like line, or #define one of `macros`? One pattern per kind and few
+    hundred names (a Perl regex's compiled size is bounded)."""
+    def chunks(names: Iterable[str]) -> list[bytes]:
+        ordered = sorted(set(names))
+        return [_alternation(ordered[i:i + GREP_WORDS]) for i in range(0, len(ordered), GREP_WORDS)]
+
     alts = []
-    if words:
-        alts.append(rb"(?<!\w)(?:" + _alternation(words) + rb")(?!\w)")
-    if members:
-        alts.append(rb"(?:\.|->)\s*(?:" + _alternation(members) + rb")(?!\w)")
-    if defs:
-        alts.append(rb"^(?=[^\s#])(?![^\n]*;[ \t\r]*$)[^\n]*?(?<!\w)(?:" + _alternation(defs) + rb")(?!\w)")
-        alts.append(rb"^[ \t]*\#[ \t]*define[ \t]+(?:" + _alternation(defs) + rb")(?![\w$])")  # a macro
-    if macros:
-        alts.append(rb"^[ \t]*\#[ \t]*define[ \t]+(?:" + _alternation(macros) + rb")(?![\w$])")
+    alts += [rb"(?<!\w)(?:" + a + rb")(?!\w)" for a in chunks(words)]
+    alts += [rb"(?:\.|->)\s*(?:" + a + rb")(?!\w)" for a in chunks(members)]
+    for a in chunks(defs):
+        alts.append(rb"^(?=[^\s#])(?![^\n]*;[ \t\r]*$)[^\n]*?(?<!\w)(?:" + a + rb")(?!\w)")
+        alts.append(rb"^[ \t]*\#[ \t]*define[ \t]+(?:" + a + rb")(?![\w$])")  # a macro
+    alts += [rb"^[ \t]*\#[ \t]*define[ \t]+(?:" + a + rb")(?![\w$])" for a in chunks(macros)]
+    return alts
+
+
+def _line_test(words: Iterable[str], members: Iterable[str], defs: Iterable[str], macros: Iterable[str] = ()):
+    """The test of _line_patterns as one compiled Python regex."""
+    alts = _line_patterns(words, members, defs, macros)
     pattern = re.compile(b"|".join(alts), re.MULTILINE) if alts else None
     return lambda line: pattern is not None and pattern.search(line) is not None
+
+
+_PCRE: dict[Path, bool] = {}  # git dir -> False when its git has no Perl regexes (`grep -P`)
+
+
+class _NoPcre(Exception):
+    pass
 
 
 _ODD_NAME = re.compile("[\x01-\x08\x0a-\x1f\x7f\udc80-\udcff]")
@@ -364,20 +380,23 @@ class GitTree(Tree):
         self._known: dict[str, int] = {}  # blob id -> size of blobs known to be in the clone
 
     def _git(self, args: Sequence[str], input: bytes | None = None, expected: tuple[int, ...] = (),
-             before: Callable[[], object] | None = None) -> bytes:
+             before: Callable[[], object] | None = None, direct: bool = False) -> bytes:
         """A local git command; when it fails on a damaged clone, the clone is made again and it is run
         once more, `before()` first (exit codes in `expected` are answers, not failures: GitFailed)."""
+        def once() -> bytes:
+            return run_direct(Path(self.gitdir), args) if direct else run(self.repo.git, args, input=input)
+
         try:
-            return run(self.repo.git, args, input=input)
+            return once()
         except GitFailed as exc:
             if exc.code in expected:
                 raise
             message = exc.message
-        self._recover(message, again=lambda: run(self.repo.git, args, input=input))
+        self._recover(message, again=once)
         if before is not None:
             before()
         try:
-            return run(self.repo.git, args, input=input)
+            return once()
         except GitFailed as exc:
             if exc.code in expected:
                 raise
@@ -537,6 +556,14 @@ class GitTree(Tree):
         # (word, member access, definition line) is decided here. One extended pattern per few hundred
         # words: git tests each -e pattern separately on every line, so 140 fixed strings cost 2.5x one
         # alternation of them.
+        if _PCRE.get(self.gitdir, True):
+            try:  # the exact test as Perl regexes: git names the files, no line comes back to test here
+                pats = [a for p in _line_patterns(words, members, defs, macros)
+                        for a in ("-e", p.decode("ascii"))]
+                return {p for p, _ in self._grep(["-l", "-P", *pats], entries)}
+            except _NoPcre as exc:
+                if exc.args[0]:
+                    _PCRE[self.gitdir] = False
         test = _line_test(words, members, defs, macros)
         allw = sorted({*words, *members, *defs, *macros})
         pats = [a for i in range(0, len(allw), GREP_WORDS)
@@ -545,25 +572,55 @@ class GitTree(Tree):
         return {p for p, text in self._grep(["-w", "-E", *pats], entries) if test(text)}
 
     def _grep(self, pattern: list[str], entries: Sequence[FileEntry]) -> Iterator[tuple[str, bytes]]:
-        """(path, matching line) pairs."""
-        args = ["--literal-pathspecs", "grep", "-z", "-I", "--no-color", *pattern]
+        """(path, matching line) pairs; with `-l`, (path, b"")."""
+        args = ["grep", "-z", "-I", "--no-color", *pattern]
         prefix = (self.commit + ":").encode()
         paths = [e.path for e in entries]
-        for i in range(0, len(paths), GREP_PATHS):
+        listed = "-l" in pattern
+        chunks: list[list[str]] = []
+        if self._all_c(paths):  # the whole tree: by suffix (git matches 20,000 names given one by one slowly)
+            chunks.append([f"*{suffix}" for suffix in C_SUFFIXES])
+        else:
+            args.insert(0, "--literal-pathspecs")
+            i = 0
+            while i < len(paths):
+                chunk, size = [], 0
+                while i < len(paths) and size < GREP_ARG_BYTES:
+                    chunk.append(paths[i])
+                    size += len(paths[i]) + 1
+                    i += 1
+                chunks.append(chunk)
+        wanted = set(paths)
+        perl = "-P" in pattern
+        for chunk in chunks:
             try:
-                out = self._git([*args, self.commit, "--", *paths[i:i + GREP_PATHS]], expected=(1,),
-                                before=lambda: self.ensure_blobs(e.blob for e in entries))
+                out = self._git([*args, self.commit, "--", *chunk], expected=(1, 128) if perl else (1,),
+                                before=lambda: self.ensure_blobs(e.blob for e in entries), direct=True)
             except GitFailed as exc:
                 if exc.code == 1:  # nothing matched
                     continue
+                if perl:  # no Perl regexes in this git, or a failure the plain search recovers from
+                    raise _NoPcre("Perl" in exc.message) from None
                 raise FlowscanError(f"cannot search {self.label}: {exc.message}") from None
-            for line in out.split(b"\n"):
-                name, _, text = line.partition(b"\0")
+            for line in out.split(b"\0" if listed else b"\n"):
+                name, _, text = (line, b"", b"") if listed else line.partition(b"\0")
                 if not name:
                     continue
                 if name.startswith(prefix):
                     name = name[len(prefix):]
-                yield name.decode("utf-8", "surrogateescape"), text
+                path = name.decode("utf-8", "surrogateescape")
+                if path in wanted:
+                    yield path, text
+
+    def _all_c(self, paths: Sequence[str]) -> bool:
+        """Are these all the C files of the commit (and its other C files none whose name was refused)?
+        Then a search by suffix reads exactly them, all of whose blobs are present."""
+        if (self.repo.git_dir, self.commit, ()) not in _LISTINGS:  # (a scope's question: not listed whole)
+            return False
+        rows, odd = self._ls_tree(())
+        if odd:
+            return False
+        return len(paths) == sum(1 for p, _ in rows if is_c(p)) and set(paths) <= {p for p, _ in rows}
 
     def snapshot(self, scopes: Sequence[str] = ()) -> str:
         return "git " + self.commit + "\0" + "\0".join(sorted({norm_scope(s) for s in scopes}))
