@@ -29,8 +29,8 @@ from flowscan.index.update import LISTING, listing_digest, update_index
 from flowscan.progress import NULL, Progress
 from flowscan.sources.refs import FileEntry, Source
 from flowscan.sources.scopes import norm_scope
-from flowscan.sources.trees import DirTree, Tree
-from flowscan.sources.clones import open_tree
+from flowscan.sources.checkout import DirTree
+from flowscan.sources.tree import Tree
 from flowscan.sources.buildfiles import BuildFiles
 from flowscan.buildconfig.load import for_tree, guess_profile
 from flowscan.buildconfig.model import BuildConfig
@@ -162,7 +162,12 @@ def open_source(source: Source, cache_dir: Path, progress: Progress = NULL,
                 network_timeout: float | None = None) -> Tree:
     """The source's tree; a checkout keeps a stat cache in `cache_dir`, so an unchanged one is listed
     without reading its files (and so finds its index, as a commit does)."""
-    tree = open_tree(source, cache_dir, progress=progress, network_timeout=network_timeout)
+    if source.src and not (source.repo or source.ref):  # (no GitPython on a checkout's path)
+        tree: Tree = DirTree(Path(source.src), progress)
+    else:
+        from flowscan.sources.clones import open_tree
+
+        tree = open_tree(source, cache_dir, progress=progress, network_timeout=network_timeout)
     if isinstance(tree, DirTree):
         tree.keep_stat_cache(cache_dir)
     return tree

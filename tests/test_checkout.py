@@ -15,7 +15,7 @@ import pytest
 from flowscan import workspace
 from flowscan.index import integrity
 from flowscan.index import store as ixm
-from flowscan.sources import statcache, trees
+from flowscan.sources import checkout, statcache
 from flowscan.sources.refs import Source
 from flowscan.sources.statcache import StatCache, cache_file, stat_key
 from flowscan.sources.trees import DirTree, git_blob_id
@@ -42,7 +42,7 @@ def hashes(monkeypatch):
     def counting(data: bytes) -> str:
         seen.append(len(data))
         return git_blob_id(data)
-    monkeypatch.setattr(trees, "git_blob_id", counting)
+    monkeypatch.setattr(checkout, "git_blob_id", counting)
     return seen
 
 

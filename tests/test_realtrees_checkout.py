@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from flowscan.sources import statcache, trees
+from flowscan.sources import checkout, statcache
 from flowscan.sources.trees import git_blob_id
 from tests.test_realtrees import QEMU, cache, fs  # noqa: F401 (fixtures)
 
@@ -33,7 +33,7 @@ def test_qemu_checkout_edit_reads_one_file(fs, tmp_path, monkeypatch, capsys):  
         "void probe_edit(void)\n{\n    qemu_system_reset(SHUTDOWN_CAUSE_NONE);\n}\n\n"
         "void qemu_system_reset(ShutdownCause reason)\n", 1))
     seen: list[int] = []
-    monkeypatch.setattr(trees, "git_blob_id", lambda data: seen.append(len(data)) or git_blob_id(data))
+    monkeypatch.setattr(checkout, "git_blob_id", lambda data: seen.append(len(data)) or git_blob_id(data))
     code, after, _ = fs("callers", "qemu_system_reset", "--src", str(co))
     assert code == 0 and "probe_edit -> qemu_system_reset  [direct]" in after
     assert seen and set(seen) == {runstate.stat().st_size}  # only the edited file was read

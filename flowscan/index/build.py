@@ -33,7 +33,7 @@ from flowscan.extract.facts import FileFacts
 from flowscan.extract.apis import Registry, default_registry
 from flowscan.progress import NULL, Progress
 from flowscan.sources.refs import MAX_FILE_SIZE, FileEntry
-from flowscan.sources.trees import Tree
+from flowscan.sources.tree import Tree
 
 BINARY_PROBE = 8192
 BATCH_FILES = 16  # files to extract per task sent to a worker

@@ -40,7 +40,7 @@ from flowscan.index.stats import ScanStats
 from flowscan.index.facts_cache import FactsCache
 from flowscan.progress import NULL, Progress
 from flowscan.sources.refs import FileEntry
-from flowscan.sources.trees import Tree
+from flowscan.sources.tree import Tree
 
 LISTING = "listing"  # meta key: the digest of the listing the index holds
 

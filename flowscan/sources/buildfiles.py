@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from flowscan.sources.refs import FileEntry
-from flowscan.sources.trees import Tree
+from flowscan.sources.tree import Tree
 
 BUILD_FILE = re.compile(r"(?:^|/)(?:Makefile|Kbuild|meson\.build|Kconfig[^/]*|[^/]+\.mak|defconfig)$")
 

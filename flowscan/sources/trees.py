@@ -1,4 +1,5 @@
-"""Trees: list (path, blob id) within a scope, read blobs, search them (a directory on disk or a git commit).
+"""Trees: list (path, blob id) within a scope, read blobs, search them (a git commit; a directory on disk
+is flowscan.sources.checkout's DirTree, re-exported here).
 
 File names that are not printable UTF-8 (a byte 0xff, a newline, an escape) are left out of every
 listing, with one warning per listing: no C file is named so, and such a name could not be stored,
@@ -12,60 +13,26 @@ for one object at a time: on 21,380 qemu blobs (211 MB) it took 0.41 s of Python
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import subprocess
 import weakref
-from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
-
 
 import git as gitpython
 
 from flowscan.errors import FlowscanError
 from flowscan.progress import NULL, Progress
+from flowscan.sources.checkout import DirTree  # noqa: F401 (re-exported)
 from flowscan.sources.git import (LOCAL_ONLY, ForwardProgress, GitFailed, clone_problem, config_bool, http_limits,
                                   last_error_line, locked, names_damage, run, run_direct, run_network)
-from flowscan.sources.refs import C_SUFFIXES, FileEntry, has_control, show
+from flowscan.sources.refs import C_SUFFIXES, FileEntry, show
 from flowscan.sources.scopes import is_c, norm_scope, pathspec_of, select
-from flowscan.sources.statcache import Stat, StatCache, cache_file, is_racy, now_ns, stat_key
-
-
+from flowscan.sources.tree import (GREP_WORDS, Tree, git_blob_id, line_patterns, line_test,  # noqa: F401
+                                   printable_name, shown_name, warn_unprintable)
 
 GREP_ARG_BYTES = 512 * 1024  # names per `git grep` run (argument lists stay far below the system's limit)
-GREP_WORDS = 300  # words per pattern
-
-
-def _alternation(words: Iterable[str]) -> bytes:
-    return b"|".join(re.escape(w.encode()) for w in sorted(set(words)))
-
-
-def _line_patterns(words: Iterable[str], members: Iterable[str], defs: Iterable[str],
-                   macros: Iterable[str] = ()) -> list[bytes]:
-    """Does a line (or a whole file: the patterns are multi-line) spell a word, access a member, spell a
-    defined name in a definition-like line, or #define one of `macros`? One pattern per kind and few
-    hundred names (a Perl regex's compiled size is bounded)."""
-    def chunks(names: Iterable[str]) -> list[bytes]:
-        ordered = sorted(set(names))
-        return [_alternation(ordered[i:i + GREP_WORDS]) for i in range(0, len(ordered), GREP_WORDS)]
-
-    alts = []
-    alts += [rb"(?<!\w)(?:" + a + rb")(?!\w)" for a in chunks(words)]
-    alts += [rb"(?:\.|->)\s*(?:" + a + rb")(?!\w)" for a in chunks(members)]
-    for a in chunks(defs):
-        alts.append(rb"^(?=[^\s#])(?![^\n]*;[ \t\r]*$)[^\n]*?(?<!\w)(?:" + a + rb")(?!\w)")
-        alts.append(rb"^[ \t]*\#[ \t]*define[ \t]+(?:" + a + rb")(?![\w$])")  # a macro
-    alts += [rb"^[ \t]*\#[ \t]*define[ \t]+(?:" + a + rb")(?![\w$])" for a in chunks(macros)]
-    return alts
-
-
-def _line_test(words: Iterable[str], members: Iterable[str], defs: Iterable[str], macros: Iterable[str] = ()):
-    """The test of _line_patterns as one compiled Python regex."""
-    alts = _line_patterns(words, members, defs, macros)
-    pattern = re.compile(b"|".join(alts), re.MULTILINE) if alts else None
-    return lambda line: pattern is not None and pattern.search(line) is not None
 
 
 _PCRE: dict[Path, bool] = {}  # git dir -> False when its git has no Perl regexes (`grep -P`)
@@ -78,204 +45,6 @@ class _NoPcre(Exception):
 _ODD_NAME = re.compile("[\x01-\x08\x0a-\x1f\x7f\udc80-\udcff]")
 _LISTINGS: dict[tuple[str, str, tuple[str, ...]], tuple[list[tuple[str, str]], list[str]]] = {}
 _NAMED: dict[tuple[str, str, tuple[str, ...]], list[FileEntry]] = {}
-
-
-class Tree:
-    """An opened source, ready to list and read."""
-
-    label: str = ""
-    commit: str = ""
-
-    def files(self, scopes: Sequence[str] = (), strict: bool = True) -> list[FileEntry]:
-        raise NotImplementedError
-
-    def snapshot(self, scopes: Sequence[str] = ()) -> str:
-        """What fixes the contents of these scopes without listing them ('' when only a listing can tell)."""
-        return ""
-
-    def grep(self, entries: Sequence[FileEntry], words: Iterable[str] = (), members: Iterable[str] = (),
-             defs: Iterable[str] = (), macros: Iterable[str] = ()) -> set[str]:
-        """The paths among `entries` that spell one of `words` as a whole word, #define one of `macros`,
-        access one of `members`
-        (`.m`, `->m`), or have one of `defs` on a line that could open a definition: it starts in column 0
-        with neither blank nor `#` (a definition's return type or name stands there: `int\nfoo(void)`,
-        `SYSCALL_DEFINE1(foo, ...)`; calls are indented) and does not end with `;` (a prototype, or
-        `EXPORT_SYMBOL(foo);`)."""
-        if not (words or members or defs or macros):
-            return set()
-        test = _line_test(words, members, defs, macros)
-        return {e.path for e, data in self.read(entries) if test(data)}
-
-    def read(self, entries: Iterable[FileEntry]) -> Iterator[tuple[FileEntry, bytes]]:
-        raise NotImplementedError
-
-    def read_one(self, path: str) -> bytes:
-        raise NotImplementedError
-
-    def prefetch(self, entries: Iterable[FileEntry]) -> None:
-        """Make these files readable without further requests (a partial clone fetches their blobs in one)."""
-
-    def named(self, pattern: re.Pattern[str]) -> list[FileEntry]:
-        """Every file of the tree whose path matches `pattern` (build configuration files: Makefile,
-        Kbuild, Kconfig, meson.build), sorted; sizes are 0 (not needed to read them)."""
-        raise NotImplementedError
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self) -> "Tree":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.label}>"
-
-
-def printable_name(path: str) -> bool:
-    """A path that can be stored, printed and searched as text: UTF-8, no control characters."""
-    if path.isascii():  # (most paths: one C-level check)
-        return path.isprintable()
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:  # undecodable bytes, kept as surrogates
-        return False
-    return not has_control(path)
-
-
-def shown_name(path: str) -> str:
-    """A path for a message: undecodable bytes as \\xNN, control characters escaped."""
-    text = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return "".join(c if ord(c) >= 0x20 and ord(c) != 0x7F else c.encode("unicode_escape").decode("ascii")
-                   for c in text)
-
-
-def warn_unprintable(progress: Progress, label: str, paths: list[str], warned: set[str]) -> None:
-    """One warning per tree and set of names (listings repeat: an index key, then the files)."""
-    key = "\0".join(sorted(paths))
-    if paths and key not in warned:
-        warned.add(key)
-        paths = sorted(paths)
-        progress.warn(f"{label}: skipped {len(paths)} C file(s) whose names are not printable UTF-8 "
-                      f"(first: '{shown_name(paths[0])}')")
-
-
-def git_blob_id(data: bytes) -> str:
-    """The id `git hash-object` gives these bytes."""
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
-class DirTree(Tree):
-    """A plain directory: walked (no symlinks, no .git), blob ids computed like git does; with a stat
-    cache (keep_stat_cache), a file whose size, mtime, ctime and inode are unchanged is not read again."""
-
-    def __init__(self, root: Path, progress: Progress = NULL):
-        root = Path(root).expanduser()
-        if not root.is_dir():
-            raise FlowscanError(f"no such directory: {shown_name(str(root))}")
-        self.root = root.resolve()
-        self.label = shown_name(str(root))
-        self.commit = ""
-        self._progress = progress
-        self._warned: set[str] = set()
-        self._ids: dict[str, tuple[Stat, str]] = {}  # path -> (stat key, blob id)
-        self._stat_cache: StatCache | None = None
-        self.hashed = 0  # files read to learn their blob id (the stat cache did not know them)
-
-    def keep_stat_cache(self, cache_dir: Path) -> None:
-        """Remember blob ids by stat across runs, in `cache_dir` (see flowscan.sources.statcache)."""
-        sc = StatCache.load(cache_file(cache_dir, self.root), self.root)
-        if sc.discarded:
-            self._progress.warn(f"{self.label}: the stat cache was {sc.discarded}: hashing the files again")
-        self._stat_cache = sc
-        for path, known in sc.entries.items():
-            self._ids.setdefault(path, known)
-
-    def _walk(self, stats: dict[str, os.stat_result] | None = None) -> list[str]:
-        """Every regular file's path; with `stats`, the C files' stats go there (taken in the walk)."""
-        out: list[str] = []
-        odd: list[str] = []
-        stack = [("", str(self.root))]
-        while stack:
-            rel, path = stack.pop()
-            try:
-                with os.scandir(path) as it:
-                    for ent in it:
-                        if ent.is_symlink():  # git stores links, not what they point to
-                            continue
-                        name = f"{rel}/{ent.name}" if rel else ent.name
-                        if ent.is_dir(follow_symlinks=False):
-                            if ent.name != ".git":
-                                stack.append((name, ent.path))
-                        elif ent.is_file(follow_symlinks=False):
-                            if printable_name(name):
-                                out.append(name)
-                                if stats is not None and name.endswith(C_SUFFIXES):
-                                    stats[name] = ent.stat(follow_symlinks=False)
-                            elif is_c(name):
-                                odd.append(name)
-            except OSError:
-                continue
-        warn_unprintable(self._progress, self.label, odd, self._warned)
-        return out
-
-    def files(self, scopes: Sequence[str] = (), strict: bool = True) -> list[FileEntry]:
-        norm = [norm_scope(s, self.root) for s in scopes]
-        started = now_ns()
-        stats: dict[str, os.stat_result] = {}
-        chosen = select(self._walk(stats), norm, self.label, strict)
-        entries = []
-        changed = False
-        for path in sorted(stats.keys() & chosen if norm and "" not in norm else stats):
-            key = stat_key(stats[path])
-            known = self._ids.get(path)
-            if known is None or known[0] != key:  # hash once per file version, not per listing
-                known = (key, git_blob_id((self.root / path).read_bytes()))
-                self.hashed += 1
-                self._ids[path] = known
-                changed = True
-            entries.append(FileEntry(path, known[1], key[0]))
-        sc = self._stat_cache
-        if sc is not None:
-            gone = [p for p in self._ids if p not in stats]
-            for p in gone:
-                del self._ids[p]
-            if changed or gone or self._ids.keys() != sc.entries.keys() or any(
-                    is_racy(k, started) for k, _ in self._ids.values()):
-                try:
-                    sc.save(self._ids, started)
-                except OSError as exc:  # a read-only cache only costs speed
-                    self._progress.warn(f"{self.label}: cannot write the stat cache ({exc.strerror})")
-        return entries
-
-    def _resolve(self, path: str) -> Path:
-        rel = norm_scope(path, self.root)
-        full = (self.root / rel).resolve()
-        if full != self.root and self.root not in full.parents:
-            raise FlowscanError(f"'{show(path)}' points outside the tree {self.label}")
-        return full
-
-    def read(self, entries: Iterable[FileEntry]) -> Iterator[tuple[FileEntry, bytes]]:
-        root = str(self.root)
-        for entry in entries:
-            # a path this tree listed was walked without following links: no need to resolve it again
-            full = os.path.join(root, entry.path) if entry.path in self._ids else self._resolve(entry.path)
-            with open(full, "rb") as fh:
-                data = fh.read()
-            blob = git_blob_id(data)
-            if blob != entry.blob:  # edited since listing: report what was actually read
-                entry = replace(entry, blob=blob, size=len(data))
-            yield entry, data
-
-    def named(self, pattern: re.Pattern[str]) -> list[FileEntry]:
-        return [FileEntry(p, "", 0) for p in sorted(self._walk()) if pattern.search(p)]
-
-    def read_one(self, path: str) -> bytes:
-        full = self._resolve(path)
-        if not full.is_file():
-            raise FlowscanError(f"no file '{show(path)}' in {self.label}")
-        return full.read_bytes()
 
 
 class _CatFile:
@@ -558,13 +327,13 @@ class GitTree(Tree):
         # alternation of them.
         if _PCRE.get(self.gitdir, True):
             try:  # the exact test as Perl regexes: git names the files, no line comes back to test here
-                pats = [a for p in _line_patterns(words, members, defs, macros)
+                pats = [a for p in line_patterns(words, members, defs, macros)
                         for a in ("-e", p.decode("ascii"))]
                 return {p for p, _ in self._grep(["-l", "-P", *pats], entries)}
             except _NoPcre as exc:
                 if exc.args[0]:
                     _PCRE[self.gitdir] = False
-        test = _line_test(words, members, defs, macros)
+        test = line_test(words, members, defs, macros)
         allw = sorted({*words, *members, *defs, *macros})
         pats = [a for i in range(0, len(allw), GREP_WORDS)
                 for a in ("-e", "(" + "|".join(re.sub(r"([][.*+?{}()|^$\\])", r"\\\1", w)
