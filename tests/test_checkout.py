@@ -18,6 +18,8 @@ from flowscan.index import store as ixm
 from flowscan.sources import checkout, statcache
 from flowscan.sources.refs import Source
 from flowscan.sources.statcache import StatCache, cache_file, stat_key
+from flowscan.progress import Recorder
+from flowscan.sources.tree import Listing, digest_of, listing_digest
 from flowscan.sources.trees import DirTree, git_blob_id
 from tests.helpers import run
 
@@ -100,7 +102,7 @@ def test_edited_touched_added_and_deleted_files_are_noticed(capsys, tmp_path, co
 
 def _record(root, cache, path: str, blob: str, started: int) -> None:
     """Write a stat cache saying `path` (with its stat now) has `blob`, recorded by a walk at `started`."""
-    sc = StatCache(cache_file(cache, root), str(root), {})
+    sc = StatCache(cache_file(cache, root), str(root))
     sc.save({path: (stat_key((root / path).stat()), blob)}, started)
 
 
@@ -138,9 +140,8 @@ def test_damaged_stat_cache_is_discarded_and_rebuilt(capsys, tmp_path, co, hashe
     assert json.loads(raw.partition(b"\n")[0])["version"] == statcache.VERSION
     if damage == "truncate":
         sc.write_bytes(raw[:len(raw) // 2])
-    elif damage == "flip":  # a blob id changed, still valid JSON: only the checksum tells
-        i = raw.index(b'"', raw.rindex(b",") + 1) + 1
-        sc.write_bytes(raw[:i] + (b"1" if raw[i:i + 1] != b"1" else b"2") + raw[i + 1:])
+    elif damage == "flip":  # a digit of the last blob id changed, still well-formed: only the checksum tells
+        sc.write_bytes(raw[:-1] + (b"1" if raw[-1:] != b"1" else b"2"))
     else:
         sc.write_bytes(b"\x00\xff not a cache\n")
     hashes.clear()
@@ -153,6 +154,72 @@ def test_damaged_stat_cache_is_discarded_and_rebuilt(capsys, tmp_path, co, hashe
     tree.keep_stat_cache(cache)  # rebuilt: the next listing reads nothing
     tree.files()
     assert (tree.hashed, hashes) == (0, [])
+
+
+def _listing(tree, scopes=()) -> list[tuple[str, str, int]]:
+    return [(e.path, e.blob, e.size) for e in tree.files(scopes)]
+
+
+def _fresh(root, scopes=()) -> list[tuple[str, str, int]]:
+    """The listing a tree without any stat cache gives (every file hashed)."""
+    return _listing(DirTree(root), scopes)
+
+
+def test_unchanged_walk_lists_from_the_snapshot(tmp_path, co, hashes):
+    """The second walk of an unchanged checkout finds the snapshot's files and stats: the listing and
+    its digest are the recorded ones, nothing is read (a directory named like a C file is walked)."""
+    from tests.test_sources import write_odd
+
+    (co / "odd.c").mkdir()
+    (co / "odd.c" / "inner.c").write_text("int inner;\n")
+    write_odd(co)
+    time.sleep(0.05)
+    cache = tmp_path / "cache"
+    first = DirTree(co)
+    first.keep_stat_cache(cache)
+    listed = _listing(first)
+    assert ("odd.c/inner.c", git_blob_id(b"int inner;\n"), 11) in listed
+    assert listed == _fresh(co)
+    hashes.clear()
+    again = DirTree(co, rec := Recorder())
+    again.keep_stat_cache(cache)
+    entries = again.files()
+    assert isinstance(entries, Listing) and hashes == []
+    assert listing_digest(entries) == digest_of((e.path, e.blob) for e in entries)
+    assert [(e.path, e.blob, e.size) for e in entries] == listed
+    assert [w for w in rec.texts("warn") if "not printable" in w]  # the odd names: still left out, still said
+    assert _listing(again, ["system"]) == [e for e in listed if e[0].startswith("system/")] and hashes == []
+
+
+def test_scoped_listing_reads_no_file_outside_its_scope(tmp_path, co, hashes):
+    cache = tmp_path / "cache"
+    tree = DirTree(co)
+    tree.keep_stat_cache(cache)
+    tree.files()
+    qdev = co / "hw" / "core" / "qdev.c"
+    qdev.write_text(qdev.read_text() + "/* edited */\n")
+    runstate = co / "system" / "runstate.c"
+    runstate.write_text(runstate.read_text() + "/* edited */\n")
+    scoped, whole = _fresh(co, ["system"]), _fresh(co)
+    hashes.clear()
+    tree = DirTree(co)
+    tree.keep_stat_cache(cache)
+    assert _listing(tree, ["system"]) == scoped and hashes == [runstate.stat().st_size]
+    hashes.clear()
+    tree = DirTree(co)
+    tree.keep_stat_cache(cache)  # the file outside the scope is not known yet: read by the whole listing
+    assert _listing(tree) == whole and hashes == [qdev.stat().st_size]
+
+
+def test_an_older_stat_cache_is_replaced_without_a_warning(tmp_path, co, hashes):
+    cache = tmp_path / "cache"
+    path = cache_file(cache, co.resolve())
+    path.parent.mkdir(parents=True)
+    path.write_bytes(json.dumps({"version": 1, "root": str(co.resolve()), "blake2b": "0"}).encode() + b"\n{}")
+    tree = DirTree(co, rec := Recorder())
+    tree.keep_stat_cache(cache)
+    assert _listing(tree) == _fresh(co) and rec.texts("warn") == []
+    assert json.loads(path.read_bytes().partition(b"\n")[0])["version"] == statcache.VERSION
 
 
 # ------------------------------------------------------------------------------------------ updated in place

@@ -24,7 +24,6 @@ one, each sealed (tests/test_checkout.py compares every table with a fresh build
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import sqlite3
 import time
@@ -40,13 +39,9 @@ from flowscan.index.stats import ScanStats
 from flowscan.index.facts_cache import FactsCache
 from flowscan.progress import NULL, Progress
 from flowscan.sources.refs import FileEntry
-from flowscan.sources.tree import Tree
+from flowscan.sources.tree import Tree, listing_digest  # noqa: F401 (re-exported)
 
 LISTING = "listing"  # meta key: the digest of the listing the index holds
-
-
-def listing_digest(entries: Sequence[FileEntry]) -> str:
-    return hashlib.sha256("".join(f"{e.path}\0{e.blob}\n" for e in entries).encode()).hexdigest()
 
 
 @dataclass

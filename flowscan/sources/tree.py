@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 from flowscan.progress import Progress
 from flowscan.sources.refs import FileEntry, has_control
@@ -130,3 +130,49 @@ def warn_unprintable(progress: Progress, label: str, paths: list[str], warned: s
 def git_blob_id(data: bytes) -> str:
     """The id `git hash-object` gives these bytes."""
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def listing_digest(entries: Iterable[FileEntry]) -> str:
+    """What identifies a listing (an index records the one it holds); a Listing knows its own."""
+    known = getattr(entries, "digest", "")
+    return known or digest_of((e.path, e.blob) for e in entries)
+
+
+def digest_of(pairs: Iterable[tuple[str, str]]) -> str:
+    """listing_digest of the (path, blob id) pairs, in their order."""
+    return hashlib.sha256("".join(f"{p}\0{b}\n" for p, b in pairs).encode("utf-8", "surrogateescape")).hexdigest()
+
+
+class Listing(Sequence[FileEntry]):
+    """A listing whose digest is known and whose entries are made on first use: a warm question on an
+    unchanged checkout only compares the digest with its index's, and making 60,000 FileEntry objects
+    (whole Linux) would cost 50 ms of it."""
+
+    def __init__(self, size: int, make: Callable[[], list[FileEntry]], digest: str):
+        self._size = size
+        self._make: Callable[[], list[FileEntry]] | None = make
+        self._items: list[FileEntry] = []
+        self.digest = digest
+
+    @property
+    def items(self) -> list[FileEntry]:
+        if self._make is not None:
+            self._items, self._make = self._make(), None
+        return self._items
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+    def __iter__(self) -> Iterator[FileEntry]:
+        return iter(self.items)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (Listing, list)):
+            return self.items == list(other)
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"Listing({self.items!r})"
