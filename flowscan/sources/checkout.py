@@ -38,7 +38,7 @@ class DirTree(Tree):
         self.commit = ""
         self._progress = progress
         self._warned: set[str] = set()
-        self._snap: Snapshot | None = None  # the last walk's C files; blob '' (smudged): not known
+        self._snap: Snapshot | None = None  # the last walk's C files (a blob of '-' x 40: not known)
         self._listed: set[str] | None = None  # the snapshot's paths (made when a read needs them)
         self._stat_cache: StatCache | None = None
         self.hashed = 0  # files read to learn their blob id (the stat cache did not know them)
