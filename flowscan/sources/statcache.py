@@ -34,6 +34,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from flowscan.fileio import atomic_write_bytes, mark_used
 
@@ -59,16 +60,26 @@ def checkouts_dir(cache_dir: Path) -> Path:
     return Path(cache_dir) / "checkouts"
 
 
-@dataclass
 class Snapshot:
     """The C files of one walk, in walk order: `keys` holds 4 ints per path (Stat), `blobs` 40 hex digits
-    per path ('' when smudged: hashed again); `digest` is the whole listing's (flowscan.sources.tree.
-    listing_digest; '' when not known)."""
+    per path ('-' x 40 when smudged: hashed again); `digest` is the whole listing's (flowscan.sources.tree.
+    listing_digest; '' when not known). A loaded one keeps its paths and keys as recorded (NUL-joined
+    bytes, int64 array) until needed: comparing a walk with them is then two memory comparisons."""
 
-    paths: list[str]
-    keys: list[int]
-    blobs: str
-    digest: str = ""
+    def __init__(self, paths: list[str] | None, keys: Sequence[int], blobs: str, digest: str = "",
+                 packed: bytes | None = None):
+        self._paths = paths
+        self.packed = packed  # the paths as recorded (when `paths` is None)
+        self.keys = keys
+        self.blobs = blobs
+        self.digest = digest
+
+    @property
+    def paths(self) -> list[str]:
+        if self._paths is None:
+            packed = self.packed or b""
+            self._paths = packed.decode("utf-8", "surrogateescape").split("\0") if packed else []
+        return self._paths
 
     def blob(self, i: int) -> str:
         b = self.blobs[40 * i:40 * i + 40]
@@ -80,7 +91,20 @@ class Snapshot:
 
     def same_walk(self, paths: list[str], keys: list[int]) -> bool:
         """Did a walk find exactly these files with exactly these stats, in this order?"""
-        return self.keys == keys and self.paths == paths
+        if isinstance(self.keys, array.array):
+            try:
+                if array.array("q", keys) != self.keys:
+                    return False
+            except OverflowError:
+                return False
+        elif self.keys != keys:
+            return False
+        if self._paths is None:
+            if "\0".join(paths).encode("utf-8", "surrogateescape") != self.packed:
+                return False
+            self._paths = paths  # (equal: no decoding needed)
+            return True
+        return self._paths == paths
 
     def entries(self) -> dict[str, tuple[Stat, str]]:
         return {p: (self.key(i), self.blob(i)) for i, p in enumerate(self.paths)}
@@ -119,19 +143,20 @@ class StatCache:
                     or meta.get("blake2b") != hashlib.blake2b(body, digest_size=20).hexdigest()):
                 raise ValueError("checksum, version or root differ")
             n, (a, b) = meta["count"], meta["sizes"]
-            paths = body[:a].decode("utf-8", "surrogateescape").split("\0") if n else []
+            packed = body[:a]
+            keys: Sequence[int]
             if meta["keys"] == "q":
-                arr = array.array("q")
-                arr.frombytes(body[a:a + b])
+                keys = array.array("q")
+                keys.frombytes(body[a:a + b])
                 if sys.byteorder != "little":
-                    arr.byteswap()
-                keys = arr.tolist()
+                    keys.byteswap()
             else:
                 keys = [int(v) for v in body[a:a + b].split()]
             blobs = body[a + b:].decode("ascii")
-            if len(paths) != n or len(keys) != 4 * n or len(blobs) != 40 * n:
+            count = packed.count(b"\0") + 1 if packed else 0
+            if count != n or len(keys) != 4 * n or len(blobs) != 40 * n:
                 raise ValueError("lengths differ")
-            snap = Snapshot(paths, keys, blobs, str(meta["digest"]))
+            snap = Snapshot(None, keys, blobs, str(meta["digest"]), packed=packed)
             # git's rule: an entry not older than the cache file may have changed unseen
             if meta["smudged"] or meta["newest"] >= own_mtime:
                 snap.blobs = "".join(
@@ -160,7 +185,7 @@ class StatCache:
             for i in racy:
                 chunks[i] = SMUDGED
             blobs = "".join(chunks)
-        packed = "\0".join(snap.paths).encode("utf-8", "surrogateescape")
+        packed = snap.packed if snap.packed is not None else "\0".join(snap.paths).encode("utf-8", "surrogateescape")
         try:
             arr = array.array("q", keys)
             if sys.byteorder != "little":
