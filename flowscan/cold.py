@@ -33,7 +33,7 @@ from flowscan.sources.refs import FileEntry
 from flowscan.sources.trees import Tree
 
 T = TypeVar("T")
-MAX_ROUNDS = 8
+MAX_ROUNDS = 12  # (each round follows the search one call further; the whole index costs more)
 QUESTION_PREFIX = ".question-"
 WIDE = 0.4  # a question whose files pass this share of the tree's bytes gets the whole index instead
 MAX_NEW = 200  # ... and so does one that asks for more new names than this in a round (every notifier

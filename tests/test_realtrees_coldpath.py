@@ -1,0 +1,59 @@
+"""`path` on whole real trees, cold: from the files that spell what the search needs, no index built.
+
+Checked against `--whole` (the index of the whole tree) and by reading the files: on Linux v6.12.8,
+handle_trap_exceptions calls the handler kvm_get_exit_handler() returns, `arm_exit_handlers[esr_ec]`
+(arch/arm64/kvm/handle_exit.c:351, inside `if (kvm_condition_valid(vcpu))`); the table's 27 slots hold
+handle_hvc at [ESR_ELx_EC_HVC32] and [ESR_ELx_EC_HVC64] (line 303). Nothing else calls handle_hvc, so
+no narrower route exists: route() sees that by walking back from handle_hvc (one function) instead of
+walking the 6,134 functions handle_trap_exceptions reaches. On QEMU v10.0.13, qemu_system_reset calls
+qemu_devices_reset when the machine has no reset method (system/runstate.c:527), which calls
+resettable_reset on the root of the reset tree (hw/core/reset.c:176).
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.helpers import run
+from tests.test_realtrees import LINUX, QEMU, _have
+
+pytestmark = pytest.mark.realtrees
+
+
+@pytest.fixture(scope="module")
+def trees(tmp_path_factory):
+    for repo, tag in ((LINUX, "v6.12.8"), (QEMU, "v10.0.13")):
+        if not _have(repo, tag):
+            pytest.skip(f"real trees not built ({repo}@{tag}); run ../shared/realtrees/get-real-trees")
+    return tmp_path_factory.mktemp("coldpath")
+
+
+def _cold(capsys, cache, *args):
+    code, out, err = run(capsys, "--cache-dir", str(cache), *args)
+    assert "Traceback" not in err
+    used = re.search(r"answered from the ([\d,]+) of ([\d,]+) files", err)
+    assert used, err  # from the files it needed: no index of the whole tree
+    assert not list((cache / "index").glob("*.sqlite"))
+    return code, out, tuple(int(x.replace(",", "")) for x in used.groups())
+
+
+def test_linux_exit_handler_path_cold(capsys, trees):
+    code, out, (n, total) = _cold(capsys, trees / "linux", "path", "handle_trap_exceptions", "handle_hvc",
+                                  "--repo", str(LINUX), "--ref", "v6.12.8")
+    assert code == 0
+    assert out == ("1. handle_trap_exceptions -> handle_hvc  arch/arm64/kvm/handle_exit.c:351  [table: exit_handle_fn "
+                   "(stored at arch/arm64/kvm/handle_exit.c:303, 1 of 27)]  [if (kvm_condition_valid(vcpu))]\n")
+    assert n < 0.1 * total
+
+
+def test_qemu_reset_path_cold_equals_the_index(capsys, trees):
+    args = ("path", "qemu_system_reset", "resettable_reset", "--repo", str(QEMU), "--ref", "v10.0.13")
+    code, cold, (n, total) = _cold(capsys, trees / "qemu", *args)
+    assert code == 0 and n < 0.05 * total
+    assert cold == ("1. qemu_system_reset -> qemu_devices_reset  system/runstate.c:527  [direct]  "
+                    "[if (!(mc && mc->reset))]\n"
+                    "2. qemu_devices_reset -> resettable_reset  hw/core/reset.c:176  [direct]\n")
+    code, whole, _ = run(capsys, "-q", "--cache-dir", str(trees / "qemu"), *args, "--whole")
+    assert (code, whole) == (0, cold)
