@@ -299,3 +299,15 @@ def test_answers_do_not_depend_on_the_hash_seed(cache):
     (out,) = outs
     lines = [ln for ln in out.splitlines() if "-> IS_ENABLED" in ln and "cpucap_is_possible" in ln]
     assert len(lines) > 3 and lines == sorted(lines, key=lambda ln: int(ln.split("cpucaps.h:")[1].split(")")[0]))
+
+
+def test_callers_through_a_kept_parent_callback_on_qemu_72(fs):
+    """QEMU 7.2 keeps the parent's reset: `device_class_set_parent_reset(dc, arm_cpu_reset, &acc->parent_reset)`
+    (target/arm/cpu.c:2218) and arm_cpu_reset calls `acc->parent_reset(dev)` (line 212), which is the CPU
+    class's `dc->reset = cpu_common_reset` (hw/core/cpu-common.c:272). callers() missed that call (its member
+    is `parent_reset`, not `reset`), and so did route()'s walk back from cpu_common_reset."""
+    code, out, _ = fs("callers", "cpu_common_reset", *qemu("v7.2.0"), "--scope", "target/arm", "--scope", "hw/core",
+                      "--scope", "include/hw")
+    assert code == 0
+    assert ("target/arm/cpu.c:212: arm_cpu_reset -> cpu_common_reset  [qom-parent: cpu.reset "
+            "(stored at hw/core/cpu-common.c:272)]") in out.splitlines()
