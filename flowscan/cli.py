@@ -287,18 +287,22 @@ def registrations(ctx, apis, src, repo, ref, scopes, prefer, fmt):
 @cli.command()
 @click.argument("names", nargs=-1)
 @tree_options
+@question_options
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
 @click.pass_obj
-def types(ctx, names, src, repo, ref, scopes, prefer, fmt):
-    """The QOM type hierarchy: each type's ancestors and its reset phases as resolved."""
+def types(ctx, names, src, repo, ref, scopes, prefer, whole, fmt):
+    """The QOM type hierarchy: each type's ancestors and its reset phases as resolved (every type: the
+    whole index; named ones: from the files they need)."""
     from flowscan.report import answers
 
-    graph = _graph(ctx, src, repo, ref, scopes, prefer)
-    wanted = list(names) or sorted(graph.qom.types)
-    for n in names:
-        if graph.qom.find(n) is None:
-            raise FlowscanError(f"QOM type '{n}' not found (give a type name, e.g. kvm-arm-gicv3, or its macro)")
-    click.echo(answers.types(graph, [graph.qom.find(n).name for n in wanted], fmt), nl=False)
+    def question(graph):
+        wanted = list(names) or sorted(graph.qom.types)
+        for n in names:
+            if graph.qom.find(n) is None:
+                raise FlowscanError(f"QOM type '{n}' not found (give a type name, e.g. kvm-arm-gicv3, or its macro)")
+        return answers.types(graph, [graph.qom.find(n).name for n in wanted], fmt)
+
+    click.echo(_ask(ctx, src, repo, ref, scopes, prefer, whole or not names, list(names), question), nl=False)
 
 
 # -- sources ---------------------------------------------------------------------------------------

@@ -290,3 +290,32 @@ def test_path_is_answered_cold(fs, fixture_repos, tmp_path, capsys, monkeypatch)
     assert cold.splitlines()[0].startswith("1. main_loop_should_exit -> ")
     code, _, err = fs("path", "kvm_arm_gicv3_reset_hold", "main_loop_should_exit", "--max-depth", "3", *repo)
     assert code == 1 and "no call path from kvm_arm_gicv3_reset_hold to main_loop_should_exit within 3" in err
+
+
+@pytest.mark.parametrize("tag", ["v7.2.0", "v10.0.0"])
+def test_cold_types_equal_the_whole_index(fixture_repos, tmp_path, monkeypatch, tag):
+    """`types NAME` from the files it needs, for every QOM type of the fixture by its name and by its macro:
+    a type named by its string is found through the #define that spells it, then the TypeInfo that spells
+    the macro."""
+    from flowscan.report import answers
+
+    monkeypatch.setattr(prefilter, "WIDE", 2.0)
+    source = Source("", str(fixture_repos["qemu"]), tag)
+    whole = load(source, cache_dir=tmp_path / "whole").graph
+    nodes = sorted(whole.qom.types.values(), key=lambda t: t.name)
+    assert len(nodes) > 5
+    with open_tree(source, tmp_path / "cold") as tree:
+        entries = tree.files([])
+        fewer = 0
+        for node in nodes:
+            for name in {node.name, node.macro.strip('"')}:
+                def question(g: Graph, name=name):
+                    found = g.qom.find(name)
+                    return None if found is None else answers.types(g, [found.name], "json")
+
+                expected = question(whole)
+                got, used, _ = prefilter.answer(tree, entries, question, [name], cache=None,
+                                                registry=default_registry(), jobs=1)
+                assert expected is not None and got == expected, name
+                fewer += used < len(entries)
+    assert fewer

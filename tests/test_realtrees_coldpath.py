@@ -1,4 +1,4 @@
-"""`path` on whole real trees, cold: from the files that spell what the search needs, no index built.
+"""`path` and `types` on whole real trees, cold: from the files that spell what they need, no index built.
 
 Checked against `--whole` (the index of the whole tree) and by reading the files: on Linux v6.12.8,
 handle_trap_exceptions calls the handler kvm_get_exit_handler() returns, `arm_exit_handlers[esr_ec]`
@@ -55,5 +55,15 @@ def test_qemu_reset_path_cold_equals_the_index(capsys, trees):
     assert cold == ("1. qemu_system_reset -> qemu_devices_reset  system/runstate.c:527  [direct]  "
                     "[if (!(mc && mc->reset))]\n"
                     "2. qemu_devices_reset -> resettable_reset  hw/core/reset.c:176  [direct]\n")
+    types = {}
+    for name in ("kvm-arm-gicv3", "TYPE_ARM_CPU"):  # by its string (found through its #define), by its macro
+        code, types[name], _ = _cold(capsys, trees / "qemu", "types", name, *args[3:])
+        assert code == 0
+    assert types["kvm-arm-gicv3"].splitlines()[:3] == [
+        "kvm-arm-gicv3 (TYPE_KVM_ARM_GICV3) hw/intc/arm_gicv3_kvm.c:926 class_init=kvm_arm_gicv3_class_init",
+        "  ancestry: kvm-arm-gicv3 -> arm-gicv3-common -> sys-bus-device -> device -> object",
+        "  hold: kvm_arm_gicv3_reset_hold at hw/intc/arm_gicv3_kvm.c:922"]
     code, whole, _ = run(capsys, "-q", "--cache-dir", str(trees / "qemu"), *args, "--whole")
     assert (code, whole) == (0, cold)
+    for name, text in types.items():  # the index is there now: warm
+        assert run(capsys, "-q", "--cache-dir", str(trees / "qemu"), "types", name, *args[3:])[:2] == (0, text)

@@ -34,6 +34,9 @@ class QomIndex:
             value = _unquote(m.value)
             if value is not None:
                 self.macros.setdefault(m.name, value)
+        self.named_by: dict[str, list[str]] = {}  # a type name -> the macros spelling it (TYPE_ARM_CPU)
+        for name, value in self.macros.items():
+            self.named_by.setdefault(value, []).append(name)
         self.types: dict[str, TypeNode] = {}
         self.by_class_init: dict[str, list[TypeNode]] = {}
         for t in sorted(types, key=lambda t: (t.path, t.line)):
@@ -63,6 +66,8 @@ class QomIndex:
         resolved = self.resolve(name)
         if resolved in self.types:
             return self.types[resolved]
+        for macro in self.named_by.get(resolved, ()):  # its TypeInfo spells the macro, not the string
+            self._ask("name", macro)
         return None
 
     def ancestors(self, node: TypeNode) -> list[TypeNode]:
@@ -90,7 +95,10 @@ class QomIndex:
         seen = {node.name}
         todo = [node.name]
         while todo:
-            for c in children.get(todo.pop(), ()):
+            cur = todo.pop()
+            for spelled in (cur, *self.named_by.get(cur, ())):  # a subtype's TypeInfo spells its parent
+                self._ask("name", spelled)
+            for c in children.get(cur, ()):
                 if c.name not in seen:
                     seen.add(c.name)
                     out.append(c)
