@@ -414,8 +414,9 @@ def sources(ctx, fmt):
 @click.option("--keep-clones", is_flag=True, help="Keep every clone (and the facts their refs reach).")
 @click.pass_obj
 def gc(ctx, dry_run, days, keep_clones):
-    """Remove the clones, indexes and facts entries of the cache that nothing used lately (never one another
-    process holds); the next question rebuilds what it needs."""
+    """Remove the clones, indexes, facts entries and checkouts' stat caches that nothing used lately (and
+    the stat caches of checkouts that are gone; never one another process holds); the next question
+    rebuilds what it needs."""
     import time
 
     from flowscan.index.gc import collect

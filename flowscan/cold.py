@@ -30,7 +30,7 @@ from flowscan.extract.apis import Registry
 from flowscan.index.build import WORK_PREFIX, build_index
 from flowscan.progress import NULL, Progress
 from flowscan.sources.refs import FileEntry
-from flowscan.sources.trees import Tree
+from flowscan.sources.tree import Tree
 
 T = TypeVar("T")
 MAX_ROUNDS = 12  # (each round follows the search one call further; the whole index costs more)
