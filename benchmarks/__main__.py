@@ -273,7 +273,7 @@ class Bench:
             for f in sorted((self.code / "flowscan").rglob("*.py")) + sorted((self.code / "queries").rglob("*")):
                 if f.is_file():
                     h.update(str(f.relative_to(self.code)).encode() + b"\0" + f.read_bytes())
-            version = subprocess.run([PY, "-c", "from flowscan.facts import EXTRACTOR_VERSION as v; print(v)"],
+            version = subprocess.run([PY, "-c", "from flowscan.extract.facts import EXTRACTOR_VERSION as v; print(v)"],
                                      capture_output=True, text=True, env=self.env, cwd=self.scratch).stdout.strip()
             self.tools["flowscan"] += (f", code sha256 {h.hexdigest()[:12]}, EXTRACTOR_VERSION {version or '?'}"
                                        + ("" if self.args.live else " (copied at start)"))
