@@ -710,7 +710,8 @@ class Graph:
             for s in self.ix.stores_where("function", name):
                 if s.field:  # by last member: also finds parent-phase calls (`parent_phases.hold`)
                     sites.extend(self.ix.field_calls(_last(s.field)))
-                    for reg in self.ix.regs_with_parent():  # ... and calls of a kept parent (`parent_reset`)
+                    for reg in self.ix.regs_with_parent(  # ... and calls of a kept parent (`parent_reset`)
+                            [a.api for a in self.registry.fields.values() if a.parent_arg >= 0]):
                         if any(_suffix_match(s.field, f) and s.field.count(".") == f.count(".")
                                for _, f in reg.parent_fields):
                             sites.extend(self.ix.field_calls(_last(reg.parent_path)))

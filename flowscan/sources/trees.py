@@ -318,13 +318,10 @@ class GitTree(Tree):
         macros = sorted(set(macros))
         if not entries or not (words or members or defs or macros):
             return set()
-        # The files are named one by one: a directory would also hold files whose blobs this partial
-        # clone lacks, and git would fetch those one request each.
+        # Only these files are searched (named one by one, or by suffix when they are all the tree's C
+        # files): a directory would also hold files whose blobs this partial clone lacks, and git would
+        # fetch those one request each.
         self.ensure_blobs(e.blob for e in entries)
-        # One pass over the blobs for every word as a whole word; which kind of match each line is
-        # (word, member access, definition line) is decided here. One extended pattern per few hundred
-        # words: git tests each -e pattern separately on every line, so 140 fixed strings cost 2.5x one
-        # alternation of them.
         if _PCRE.get(self.gitdir, True):
             try:  # the exact test as Perl regexes: git names the files, no line comes back to test here
                 pats = [a for p in line_patterns(words, members, defs, macros)
@@ -333,6 +330,10 @@ class GitTree(Tree):
             except _NoPcre as exc:
                 if exc.args[0]:
                     _PCRE[self.gitdir] = False
+        # Without Perl regexes: one pass for every name as a whole word, and which kind of match each line
+        # is (word, member access, definition line) decided here. One extended pattern per few hundred
+        # words: git tests each -e pattern separately on every line, so 140 fixed strings cost 2.5x one
+        # alternation of them.
         test = line_test(words, members, defs, macros)
         allw = sorted({*words, *members, *defs, *macros})
         pats = [a for i in range(0, len(allw), GREP_WORDS)
