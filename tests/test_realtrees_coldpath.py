@@ -5,7 +5,8 @@ handle_trap_exceptions calls the handler kvm_get_exit_handler() returns, `arm_ex
 (arch/arm64/kvm/handle_exit.c:351, inside `if (kvm_condition_valid(vcpu))`); the table's 27 slots hold
 handle_hvc at [ESR_ELx_EC_HVC32] and [ESR_ELx_EC_HVC64] (line 303). Nothing else calls handle_hvc, so
 no narrower route exists: route() sees that by walking back from handle_hvc (one function) instead of
-walking the 6,134 functions handle_trap_exceptions reaches. On QEMU v10.0.13, qemu_system_reset calls
+walking the 6,134 functions handle_trap_exceptions reaches; cold, it walks back first, before any forward
+search asks for the files of the 27 handlers' callees and macros. On QEMU v10.0.13, qemu_system_reset calls
 qemu_devices_reset when the machine has no reset method (system/runstate.c:527), which calls
 resettable_reset on the root of the reset tree (hw/core/reset.c:176).
 """
@@ -45,13 +46,13 @@ def test_linux_exit_handler_path_cold(capsys, trees):
     assert code == 0
     assert out == ("1. handle_trap_exceptions -> handle_hvc  arch/arm64/kvm/handle_exit.c:351  [table: exit_handle_fn "
                    "(stored at arch/arm64/kvm/handle_exit.c:303, 1 of 27)]  [if (kvm_condition_valid(vcpu))]\n")
-    assert n < 0.1 * total
+    assert n < 100  # walked back from handle_hvc first: 16 files (a forward search first read 4,134)
 
 
 def test_qemu_reset_path_cold_equals_the_index(capsys, trees):
     args = ("path", "qemu_system_reset", "resettable_reset", "--repo", str(QEMU), "--ref", "v10.0.13")
     code, cold, (n, total) = _cold(capsys, trees / "qemu", *args)
-    assert code == 0 and n < 0.05 * total
+    assert code == 0 and n < 1500  # 845 files (3,738 when the walk back ran to its level's end)
     assert cold == ("1. qemu_system_reset -> qemu_devices_reset  system/runstate.c:527  [direct]  "
                     "[if (!(mc && mc->reset))]\n"
                     "2. qemu_devices_reset -> resettable_reset  hw/core/reset.c:176  [direct]\n")

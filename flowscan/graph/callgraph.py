@@ -746,24 +746,26 @@ class Graph:
 
     # -- paths -------------------------------------------------------------------------------------
     def reach_back(self, dst: str, max_depth: int, direct_only: bool = False,
-                   max_fanout: int = 0) -> dict[str, int] | None:
+                   max_fanout: int = 0, limit: int = MAX_REACH) -> dict[str, int] | None:
         """name -> the fewest calls from it to `dst` (at most `max_depth`), walking backwards: callers,
         and the call sites of #defines whose body spells the name. A lower bound of the forward distance
         (a dispatch that a QOM type may narrow counts at any width), so a forward search may skip the
-        functions not in it; None when more than MAX_REACH functions can reach `dst`."""
+        functions not in it; None when more than `limit` functions can reach `dst`."""
         dist = {dst: 0}
         frontier = [dst]
         for depth in range(1, max_depth + 1):
             if not frontier:
                 break
             nxt: list[str] = []
-            for e in self._reverse(frontier, direct_only):
-                if e.caller and e.caller not in dist and (
-                        not max_fanout or e.kind in COMPILED or e.fanout <= max_fanout or e.kind in NARROWABLE):
-                    dist[e.caller] = depth
-                    nxt.append(e.caller)
-            if len(dist) > MAX_REACH:
-                return None
+            step = min(100, max(1, limit // 16))  # names walked back before the next look at the limit:
+            for i in range(0, len(frontier), step):  # a cold question asks for no more than it must
+                for e in self._reverse(frontier[i:i + step], direct_only):
+                    if e.caller and e.caller not in dist and (
+                            not max_fanout or e.kind in COMPILED or e.fanout <= max_fanout or e.kind in NARROWABLE):
+                        dist[e.caller] = depth
+                        nxt.append(e.caller)
+                if len(dist) > limit:
+                    return None
             frontier = sorted(nxt)
         return dist
 
@@ -841,9 +843,19 @@ class Graph:
             # Linux from handle_trap_exceptions); what can reach `dst` through narrow steps is few.
             # A search that ends within FORWARD_BUDGET functions is taken as it is.
             fanout = route_width(best) - 1
+            # On a partial index (a cold question) a short walk back comes first: each function a forward
+            # search follows asks for the files of its callees and their macros (27 exit handlers and
+            # their macros, 4,000 files of Linux), while few functions may reach `dst` narrowly.
+            reach = self.reach_back(dst, max_depth, direct_only, fanout, limit=FORWARD_BUDGET) \
+                if self.partial and max_depth >= PRUNE_DEPTH else None
             try:
-                narrower = self.path(src, dst, max_depth, direct_only, max_fanout=fanout,
-                                     budget=FORWARD_BUDGET if max_depth >= PRUNE_DEPTH else 0)
+                if reach is not None:
+                    if src not in reach:
+                        break
+                    narrower = self.path(src, dst, max_depth, direct_only, max_fanout=fanout, reach=reach)
+                else:
+                    narrower = self.path(src, dst, max_depth, direct_only, max_fanout=fanout,
+                                         budget=FORWARD_BUDGET if max_depth >= PRUNE_DEPTH else 0)
             except _OverBudget:
                 reach = self.reach_back(dst, max_depth, direct_only, fanout)
                 if reach is not None and src not in reach:
