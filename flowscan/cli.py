@@ -256,9 +256,12 @@ def path(ctx, src_func, dst_func, src, repo, ref, scopes, prefer, whole, max_dep
     def question(graph):
         _known(graph, src_func)
         found = graph.route(src_func, dst_func, max_depth=max_depth, direct_only=direct_only)
-        return None if found is None else answers.path(found, fmt)
+        return None if found is None else (answers.path(found, fmt), graph.route_cut)
 
-    text = _ask(ctx, src, repo, ref, scopes, prefer, whole, [src_func, dst_func], question)
+    text, cut = _ask(ctx, src, repo, ref, scopes, prefer, whole, [src_func, dst_func], question) or (None, 0)
+    if cut:
+        ctx.progress.warn(f"a narrower route was not ruled out: the search for one stopped after {cut:,} functions "
+                          "(ask on the --scope that holds the route)")
     if text is None:
         click.echo(f"no call path from {src_func} to {dst_func} within {max_depth} calls"
                    + (" (direct calls only)" if direct_only else ""), err=True)

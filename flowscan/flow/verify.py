@@ -366,7 +366,11 @@ def _verify_call(hop: Hop, g: Graph) -> HopResult:
                 path = g.route(f, to, max_depth=hop.within)
                 if path is not None and (not hop.when or _matches_when(path[-1], hop.when)) and \
                         all(_in_slot(e, hop.slot) for e in path):
-                    return _finish_call(hop, g, path, f)
+                    result = _finish_call(hop, g, path, f)
+                    if g.route_cut:
+                        result.note = "; ".join(filter(None, (result.note, "a narrower route was not ruled out "
+                                                              f"(the search stopped after {g.route_cut:,} functions)")))
+                    return result
     else:
         for f, d in from_defs:
             edges = sorted(g.callees(d), key=lambda e: (e.line, e.callee, e.callee_path))

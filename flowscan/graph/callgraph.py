@@ -30,6 +30,9 @@ NARROWABLE = ("field", "registration")  # class dispatches, which a QOM type on 
 MAX_REACH = 3000  # functions reach_back follows at most (beyond, a route search walks forward only)
 PRUNE_DEPTH = 6  # route searches this deep that follow more than FORWARD_BUDGET functions walk back
 FORWARD_BUDGET = 16  # from their target first
+WALK_SITES = 4  # call sites and edges reach_back looks at per function of its limit
+NARROWING_BUDGET = 2_000  # functions a search for a narrower route follows when walking back cannot prune it
+# (from qemu_system_reset on whole QEMU: minutes and 7 GB before it ends)
 MAX_INLINE_DEPTH = 8
 _WS = re.compile(r"\s+")
 _CAST = re.compile(r"([A-Z][A-Z0-9_]*)\s*\(")
@@ -205,6 +208,7 @@ class Graph:
         self.registry = registry or default_registry()
         self.build = build  # which files and #if branches are compiled (None: every one counts)
         self.prefer = tuple(p.rstrip("/") + "/" for p in prefer)
+        self.route_cut = 0  # (see route())
         self.ix = facts if isinstance(facts, Index) else build_in_memory(facts, self.registry)
         if truth is None and build is not None:  # macro alternatives narrowed by the configuration too
             truth = build.truth
@@ -750,16 +754,24 @@ class Graph:
         """name -> the fewest calls from it to `dst` (at most `max_depth`), walking backwards: callers,
         and the call sites of #defines whose body spells the name. A lower bound of the forward distance
         (a dispatch that a QOM type may narrow counts at any width), so a forward search may skip the
-        functions not in it; None when more than `limit` functions can reach `dst`."""
+        functions not in it; None when more than `limit` functions can reach `dst`, or finding them takes
+        more than WALK_SITES times as many call sites."""
         dist = {dst: 0}
         frontier = [dst]
+        left = [limit * WALK_SITES]
         for depth in range(1, max_depth + 1):
             if not frontier:
                 break
             nxt: list[str] = []
             step = min(100, max(1, limit // 16))  # names walked back before the next look at the limit:
             for i in range(0, len(frontier), step):  # a cold question asks for no more than it must
-                for e in self._reverse(frontier[i:i + step], direct_only):
+                try:
+                    edges = self._reverse(frontier[i:i + step], direct_only, left)
+                except _OverBudget:
+                    return None
+                if left[0] < 0:
+                    return None
+                for e in edges:
                     if e.caller and e.caller not in dist and (
                             not max_fanout or e.kind in COMPILED or e.fanout <= max_fanout or e.kind in NARROWABLE):
                         dist[e.caller] = depth
@@ -769,9 +781,11 @@ class Graph:
             frontier = sorted(nxt)
         return dist
 
-    def _reverse(self, names: Sequence[str], direct_only: bool) -> list[Edge]:
-        """The edges into `names`: callers(), and calls of the macros (and macros of macros) spelling them."""
+    def _reverse(self, names: Sequence[str], direct_only: bool, left: list[int]) -> list[Edge]:
+        """The edges into `names`: callers(), and calls of the macros (and macros of macros) spelling them.
+        `left`: how many more edges and macro call sites to look at (then _OverBudget)."""
         out = [e for name in names for e in self.callers(name, direct_only)]
+        left[0] -= len(out)
         spelled = self.ix.macros_spelling(names)
         for name in names:
             macros, todo = set(), sorted(spelled.get(name, ()))
@@ -780,7 +794,11 @@ class Graph:
                 more = self.ix.macros_spelling(todo)
                 todo = sorted({m for ms in more.values() for m in ms} - macros)
             for macro in sorted(macros):
-                for site in self.ix.calls_to(macro, DIRECT):
+                sites = self.ix.calls_to(macro, DIRECT)
+                left[0] -= len(sites)  # (each expanded: `BUG()` in thousands of functions)
+                if left[0] < 0:
+                    raise _OverBudget()
+                for site in sites:
                     out.extend(e for e in self.resolve(site)
                                if e.callee == name and (not direct_only or e.kind in COMPILED))
         return out
@@ -836,8 +854,11 @@ class Graph:
 
     def route(self, src: str, dst: str, max_depth: int = 12, direct_only: bool = False) -> list[Edge] | None:
         """The path whose widest dispatch is narrowest, then the shortest: a route through one store of a
-        field beats one through a dispatch to every hold phase in scope, even when it is longer."""
+        field beats one through a dispatch to every hold phase in scope, even when it is longer.
+        `route_cut` is then the number of functions after which a search for a narrower route gave up
+        (0: none did, the route is the narrowest)."""
         best = self.path(src, dst, max_depth, direct_only)
+        self.route_cut = 0
         while best is not None and route_width(best) > 1:
             # Proving that no narrower route exists walks everything `src` reaches (6,000 functions of
             # Linux from handle_trap_exceptions); what can reach `dst` through narrow steps is few.
@@ -860,7 +881,12 @@ class Graph:
                 reach = self.reach_back(dst, max_depth, direct_only, fanout)
                 if reach is not None and src not in reach:
                     break
-                narrower = self.path(src, dst, max_depth, direct_only, max_fanout=fanout, reach=reach)
+                try:  # (unpruned, on a whole tree: everything `src` reaches, once per QOM type it carries)
+                    narrower = self.path(src, dst, max_depth, direct_only, max_fanout=fanout, reach=reach,
+                                         budget=0 if reach is not None else NARROWING_BUDGET)
+                except _OverBudget:
+                    self.route_cut = NARROWING_BUDGET
+                    break
             if narrower is None:
                 break
             best = narrower
