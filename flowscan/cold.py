@@ -5,7 +5,8 @@ spell its name, answers on an index of just those files, and records every key t
 (a function name, a struct member, a type, a notifier chain). Any fact that could answer such a key sits
 in a file that spells the key, so the files spelling the new keys are added and the question is asked
 again, until it asks for nothing new: the answer is then the one the index of the whole tree gives
-(the real-tree tests check this). Keys that registrations supply without spelling them (the member a
+(the real-tree tests check this). The question's index grows by the files each round adds (only those
+are read and inserted; flowscan.index.update.extend_index). Keys that registrations supply without spelling them (the member a
 registration API fills, the chain a mode constant selects) bring in the API's name.
 
 What a token search cannot see: a name made by token pasting (`HELPER(foo)` defines `helper_foo`) is
@@ -28,6 +29,7 @@ from flowscan.index.store import Index
 from flowscan.extract.registrations import chain_name
 from flowscan.extract.apis import Registry
 from flowscan.index.build import WORK_PREFIX, build_index
+from flowscan.index.update import extend_index
 from flowscan.progress import NULL, Progress
 from flowscan.sources.refs import FileEntry
 from flowscan.sources.tree import Tree
@@ -92,10 +94,12 @@ def answer(tree: Tree, entries: Sequence[FileEntry], question: Callable[[Graph],
     used, rounds).
     Raises TooWide when that is not worth it."""
     by_path = {e.path: e for e in entries}
+    ids = {p: i + 1 for i, p in enumerate(sorted(by_path))}  # (any subset's ids are in path order)
     total = sum(e.size for e in entries) or 1
     wanted = {"words": set(seeds), "members": set(), "defs": set(), "macros": set()}
     searched: dict[str, set[str]] = {kind: set() for kind in wanted}
     files: set[str] = set()
+    indexed: list[FileEntry] = []
     parent = Path(work_dir) if work_dir is not None else Path(tempfile.gettempdir())
     fileio.sweep(parent, QUESTION_PREFIX)  # scratch indexes of questions that were killed
     fileio.sweep(parent, WORK_PREFIX)  # ... and of index builds that were (a cold answer builds none)
@@ -110,9 +114,16 @@ def answer(tree: Tree, entries: Sequence[FileEntry], question: Callable[[Graph],
                 return _settle(result, len(files), rnd)
             if sum(by_path[p].size for p in files) > WIDE * total:
                 raise TooWide(f"{len(files)} files")
-            dest = Path(tmp) / f"round{rnd}.sqlite"
-            build_index(tree, [by_path[p] for p in sorted(files)], cache, dest, jobs=jobs, progress=progress,
-                        registry=registry, partial=True)
+            # one index, grown by the files each round adds: only those are read and inserted
+            dest = Path(tmp) / "question.sqlite"
+            added = [by_path[p] for p in sorted(files - {e.path for e in indexed})]
+            if not indexed:
+                build_index(tree, added, cache, dest, jobs=jobs, progress=progress, registry=registry,
+                            partial=True, updatable=True, ids=ids)
+            else:
+                extend_index(tree, added, ids, cache, dest, registry=registry, meta={"files": str(len(files))},
+                             jobs=jobs, progress=progress)
+            indexed += added
             ix = Index.open(dest, partial=True)
             try:
                 graph = Graph(ix, registry=registry, prefer=prefer, build=build)

@@ -156,6 +156,42 @@ def test_cold_question_follows_a_registration(fixture_repos, tmp_path, monkeypat
     assert used < len(entries) and rounds >= 2
 
 
+def test_cold_rounds_grow_one_index_as_a_fresh_build_writes_it(fixture_repos, tmp_path, monkeypatch):
+    """Each round adds only its new files to the question's index (their facts inserted, registrations
+    derived again, argrefs of names still undefined kept aside, stores kept): after the last round every
+    table equals that of an index built at once from the same files."""
+    from flowscan.index.build import build_index
+    from tests.test_checkout import _dump
+
+    monkeypatch.setattr(prefilter, "WIDE", 2.0)
+    seen: list[Path] = []
+    opened = ixm.Index.open
+
+    def keep(path, partial=False):
+        seen.append(tmp_path / f"round{len(seen)}.sqlite")
+        shutil.copyfile(path, seen[-1])
+        return opened(path, partial)
+
+    monkeypatch.setattr(prefilter.Index, "open", keep)
+    with open_tree(Source("", str(fixture_repos["qemu"]), "v10.0.0"), tmp_path / "cache") as tree:
+        entries = tree.files([])
+        _got, used, rounds = prefilter.answer(
+            tree, entries, lambda g: sorted(e.caller for e in g.callers("kvm_arm_gicv3_reset_hold")),
+            ["kvm_arm_gicv3_reset_hold"], cache=None, registry=default_registry(), jobs=1)
+        assert rounds >= 2 and len(seen) >= 2
+        with sqlite3.connect(seen[-1]) as db:
+            paths = [p for (p,) in db.execute("SELECT path FROM files ORDER BY id")]
+        assert len(paths) == used
+        ids = {p: i + 1 for i, p in enumerate(sorted(e.path for e in entries))}
+        by_path = {e.path: e for e in entries}
+        build_index(tree, [by_path[p] for p in paths], None, tmp_path / "fresh.sqlite", jobs=1,
+                    registry=default_registry(), partial=True, updatable=True, ids=ids)
+    grown, fresh = _dump(seen[-1]), _dump(tmp_path / "fresh.sqlite")
+    grown["meta"].pop("files"), fresh["meta"].pop("files")
+    assert grown == fresh
+    assert grown["argrefs_pruned"] or grown["stores"]  # (not two empty indexes)
+
+
 def test_tokens_for_lookups():
     reg = default_registry()
     words, members, defs, macros = prefilter.tokens_for(

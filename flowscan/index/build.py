@@ -208,10 +208,12 @@ def _batches(tree: Tree, ids: dict[str, int], cached: list[FileEntry],
 
 def build_index(tree: Tree, entries: Sequence[FileEntry], cache: FactsCache | None, dest: Path, *,
                 jobs: int = 0, progress: Progress = NULL, registry: Registry | None = None,
-                meta: dict[str, str] | None = None, partial: bool = False, updatable: bool = False) -> ScanStats:
+                meta: dict[str, str] | None = None, partial: bool = False, updatable: bool = False,
+                ids: dict[str, int] | None = None) -> ScanStats:
     """Scan `entries` of `tree` into a new index at `dest` (written under a temporary name, then moved).
     `updatable`: a checkout's index, which flowscan.index.update keeps up to date in place (file ids
-    spaced out, pruned rows kept aside)."""
+    spaced out, pruned rows kept aside). `ids`: each file's id (in path order), else its place in
+    `entries` (spaced out when updatable)."""
     started = time.perf_counter()
     registry = registry or default_registry()
     stats = ScanStats(files=len(entries))
@@ -220,7 +222,7 @@ def build_index(tree: Tree, entries: Sequence[FileEntry], cache: FactsCache | No
     sweep(dest.parent, WORK_PREFIX)  # left by runs that were killed
     with work_dir(dest.parent, WORK_PREFIX) as work:
         step = ixm.ID_STEP if updatable else 1
-        db = fill(tree, entries, {e.path: (i + 1) * step for i, e in enumerate(entries)}, cache,
+        db = fill(tree, entries, ids or {e.path: (i + 1) * step for i, e in enumerate(entries)}, cache,
                   work / "index.sqlite", work, jobs, progress, stats)
         ixm.finish(db, registry, {**(meta or {}), "files": str(stats.files),
                                   **({"updatable": "1"} if updatable else {})},

@@ -215,10 +215,10 @@ def finish(db: sqlite3.Connection, registry: Registry, meta: dict[str, str], pru
                        f"FROM {table} GROUP BY file")
     derive_registrations(db, registry)
     # A store of a name that no scanned file defines is a plain value, not a call target.
+    if updatable:
+        keep_aside(db, "function NOT IN (SELECT name FROM functions)" if prune else "0",
+                   "name NOT IN (SELECT name FROM functions)")
     if prune:
-        if updatable:
-            keep_aside(db, "function NOT IN (SELECT name FROM functions)",
-                       "name NOT IN (SELECT name FROM functions)")
         db.execute("DELETE FROM stores WHERE function NOT IN (SELECT name FROM functions)")
     db.execute("DELETE FROM argrefs WHERE name NOT IN (SELECT name FROM functions)")
     db.execute("CREATE INDEX argrefs_name2 ON argrefs(name, callee)")

@@ -145,9 +145,31 @@ def update_index(tree: Tree, entries: Sequence[FileEntry], cache: FactsCache | N
     return stats
 
 
+def extend_index(tree: Tree, entries: Sequence[FileEntry], ids: dict[str, int], cache: FactsCache | None,
+                 dest: Path, *, registry: Registry, meta: dict[str, str], jobs: int = 0,
+                 progress: Progress = NULL) -> ScanStats:
+    """Add the facts of `entries` (ids from `ids`, none in use) to the partial, updatable index at `dest`
+    in place: a cold question's next round (flowscan.cold) reads only the files it adds, and its scratch
+    index needs no copy nor seal."""
+    from flowscan.index.build import WORK_PREFIX, fill
+
+    started = time.perf_counter()
+    stats = ScanStats(files=len(entries))
+    with work_dir(Path(dest).parent, WORK_PREFIX) as work:
+        fill(tree, entries, ids, cache, work / "delta.sqlite", work, jobs, progress, stats).close()
+        db = ixm.connect_for_writing(dest)
+        try:
+            _apply(db, work / "delta.sqlite", [], registry, meta, prune=False)
+        finally:
+            db.close()
+    stats.seconds = time.perf_counter() - started
+    return stats
+
+
 def _apply(db: sqlite3.Connection, delta_path: Path, gone: list[int], registry: Registry,
-           meta: dict[str, str]) -> None:
-    """The update itself, on the copy (an open writing connection, in a transaction)."""
+           meta: dict[str, str], prune: bool = True) -> None:
+    """The update itself, on the copy (an open writing connection, in a transaction). `prune`: as
+    store.finish's (a partial index keeps every store: the definition may be in a file not read yet)."""
     db.execute("CREATE TEMP TABLE gone(id INTEGER PRIMARY KEY)")
     db.executemany("INSERT INTO gone VALUES (?)", [(i,) for i in gone])
     db.execute("CREATE TEMP TABLE lost(name TEXT PRIMARY KEY)")  # names whose definitions may be gone
@@ -192,12 +214,13 @@ def _apply(db: sqlite3.Connection, delta_path: Path, gone: list[int], registry: 
 
     ixm.derive_registrations(db, registry, first_store_id=offset["stores"] + new_stores + 1)
     undefined = "NOT IN (SELECT name FROM functions)"
-    db.execute(f"DELETE FROM stores WHERE kind = 'registration' AND function {undefined}")
+    if prune:
+        db.execute(f"DELETE FROM stores WHERE kind = 'registration' AND function {undefined}")
     # the new files' rows of names nothing defines, and the rows of names that lost their last definition
     db.execute("DELETE FROM lost WHERE name IN (SELECT name FROM functions)")
     s_new = f"id > {offset['stores']} AND id <= {offset['stores'] + new_stores}"
     a_new = f"rowid > {offset['argrefs']} AND rowid <= {offset['argrefs'] + new_argrefs}"
-    s_where = f"({s_new} AND function {undefined}) OR function IN (SELECT name FROM lost)"
+    s_where = f"({s_new} AND function {undefined}) OR function IN (SELECT name FROM lost)" if prune else "0"
     a_where = f"({a_new} AND name {undefined}) OR name IN (SELECT name FROM lost)"
     ixm.keep_aside(db, s_where, a_where)
     db.execute(f"DELETE FROM stores WHERE kind != 'registration' AND ({s_where})")
