@@ -584,6 +584,9 @@ class Bench:
                 else:
                     add(f"{sec.key}: {what} within 1.5x raw parse", None, None, "", "1.5x")
             if sec.key.endswith("/whole"):
+                row = r.get("cold_path")
+                add(f"{sec.key}: cold `path` < 15 s", row.seconds if row else None, 15.0,
+                    f"{fmt_s(row.seconds if row else None)} s", "15 s")
                 cs = r.get("cscope")
                 for role, what in (("cold", "cold question `callers`"), ("cold_callees", "cold question `callees`"),
                                    ("index", "index build")):

@@ -272,19 +272,26 @@ def path(ctx, src_func, dst_func, src, repo, ref, scopes, prefer, whole, max_dep
 @cli.command()
 @click.option("--api", "apis", multiple=True, help="Only this registration API (repeatable).")
 @tree_options
+@question_options
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text", show_default=True)
 @click.pass_obj
-def registrations(ctx, apis, src, repo, ref, scopes, prefer, fmt):
-    """Every registration call site: API, file:line, class_init, QOM type, callbacks, parent storage."""
+def registrations(ctx, apis, src, repo, ref, scopes, prefer, whole, fmt):
+    """Every registration call site: API, file:line, class_init, QOM type, callbacks, parent storage (every
+    API: the whole index; named ones: from the files that call them)."""
     from flowscan.report import answers
 
-    graph = _graph(ctx, src, repo, ref, scopes, prefer)
-    known = set(graph.registry.api_names())
+    from flowscan.extract.apis import default_registry
+
+    known = set(default_registry().api_names())
     for api in apis:
         if api not in known:
             raise FlowscanError(f"unknown registration API '{api}' (known: {', '.join(sorted(known))})")
-    regs = [r for r in graph.registrations if not apis or r.api in apis]
-    click.echo(answers.registrations(graph, regs, fmt), nl=False)
+    if not apis:
+        graph = _graph(ctx, src, repo, ref, scopes, prefer)
+        click.echo(answers.registrations(graph, graph.registrations, fmt), nl=False)
+        return
+    click.echo(_ask(ctx, src, repo, ref, scopes, prefer, whole, list(apis),
+                    lambda graph: answers.registrations(graph, graph.ix.regs_by_api(apis), fmt)), nl=False)
 
 
 @cli.command()

@@ -308,10 +308,38 @@ def test_routes_walked_back_from_the_target_are_the_routes(fixture_repos, tmp_pa
     with open_tree(Source("", str(fixture_repos[project]), tag), tmp_path / "cold") as tree:
         entries = tree.files([])
         wide = sorted((k for k, v in plain.items() if v and any(e.get("fanout", 1) > 1 for e in v)), key=str)[:6]
-        for a, b in wide + sorted(narrowed, key=str)[:3] + [(names[0], names[-1])]:
+        pairs = wide + sorted(narrowed, key=str)[:3] + [(names[0], names[-1])]
+        for a, b in pairs:
             got, used, _ = prefilter.answer(tree, entries, lambda g: _route_json(g, a, b), [a, b], cache=None,
                                             registry=default_registry(), jobs=1)
             assert got == plain[(a, b)], (a, b)
+        # ... and with the real limits: cold, a narrower search walks back first (within FORWARD_BUDGET)
+        monkeypatch.setattr(callgraph, "PRUNE_DEPTH", 6)
+        monkeypatch.setattr(callgraph, "FORWARD_BUDGET", 16)
+        for a, b in pairs:
+            got, used, _ = prefilter.answer(tree, entries, lambda g: _route_json(g, a, b), [a, b], cache=None,
+                                            registry=default_registry(), jobs=1)
+            assert got == plain[(a, b)], (a, b)
+
+
+@pytest.mark.parametrize("project,tag", [("linux", "v6.12"), ("qemu", "v10.0.0"), ("qemu", "v7.2.0")])
+def test_registrations_of_named_apis_are_answered_cold(fixture_repos, tmp_path, capsys, monkeypatch, project, tag):
+    """`registrations --api X` reads the files that call X (a registration is its call, the notifier block
+    it names is in the same file) and those its QOM types need, and prints what --whole prints."""
+    monkeypatch.setattr(prefilter, "WIDE", 2.0)
+    repo = ("--repo", str(fixture_repos[project]), "--ref", tag)
+    code, every, _ = run(capsys, "-q", "--cache-dir", str(tmp_path / "whole"), "registrations", *repo)
+    apis = sorted({line.split(": ", 1)[1].split(" ", 1)[0] for line in every.splitlines()})
+    assert code == 0 and len(apis) >= 3, apis
+    for api in apis:
+        cache = tmp_path / f"cold-{api}"
+        code, cold, err = run(capsys, "--cache-dir", str(cache), "registrations", "--api", api, *repo)
+        assert code == 0 and "answered from the" in err and _indexes(cache) == [], api
+        assert cold == "".join(line + "\n" for line in every.splitlines() if f": {api} in " in line), api
+        assert run(capsys, "-q", "--cache-dir", str(tmp_path / "whole"), "registrations", "--api", api, *repo,
+                   "--whole")[:2] == (0, cold)
+    code, _, err = run(capsys, "--cache-dir", str(tmp_path / "x"), "registrations", "--api", "no_such_api", *repo)
+    assert code == 2 and "unknown registration API 'no_such_api'" in err and "Traceback" not in err
 
 
 def test_path_is_answered_cold(fs, fixture_repos, tmp_path, capsys, monkeypatch):

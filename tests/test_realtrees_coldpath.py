@@ -8,7 +8,10 @@ no narrower route exists: route() sees that by walking back from handle_hvc (one
 walking the 6,134 functions handle_trap_exceptions reaches; cold, it walks back first, before any forward
 search asks for the files of the 27 handlers' callees and macros. On QEMU v10.0.13, qemu_system_reset calls
 qemu_devices_reset when the machine has no reset method (system/runstate.c:527), which calls
-resettable_reset on the root of the reset tree (hw/core/reset.c:176).
+resettable_reset on the root of the reset tree (hw/core/reset.c:176); kvm_arm_gicv3_class_init registers
+kvm_arm_gicv3_reset_hold with resettable_class_set_parent_phases at hw/intc/arm_gicv3_kvm.c:922 (its type,
+TYPE_KVM_ARM_GICV3, is "kvm-arm-gicv3", its parent TYPE_ARM_GICV3_COMMON "arm-gicv3-common"), and
+kvm_arm_its_class_init kvm_arm_its_reset_hold at hw/intc/arm_gicv3_its_kvm.c:251.
 """
 
 from __future__ import annotations
@@ -64,7 +67,20 @@ def test_qemu_reset_path_cold_equals_the_index(capsys, trees):
         "kvm-arm-gicv3 (TYPE_KVM_ARM_GICV3) hw/intc/arm_gicv3_kvm.c:926 class_init=kvm_arm_gicv3_class_init",
         "  ancestry: kvm-arm-gicv3 -> arm-gicv3-common -> sys-bus-device -> device -> object",
         "  hold: kvm_arm_gicv3_reset_hold at hw/intc/arm_gicv3_kvm.c:922"]
+    # registrations of one API: from the files that call it (and the #defines naming their types)
+    code, regs, (n, _total) = _cold(capsys, trees / "qemu", "registrations", "--api",
+                                    "resettable_class_set_parent_phases", *args[3:])
+    assert code == 0 and n < 100
+    for line in ("hw/intc/arm_gicv3_kvm.c:922: resettable_class_set_parent_phases in kvm_arm_gicv3_class_init "
+                 "type=kvm-arm-gicv3 parent=arm-gicv3-common: hold=kvm_arm_gicv3_reset_hold "
+                 "parent-storage=&kgc->parent_phases",
+                 "hw/intc/arm_gicv3_its_kvm.c:251: resettable_class_set_parent_phases in kvm_arm_its_class_init "
+                 "type=arm-its-kvm parent=arm-gicv3-its-common: hold=kvm_arm_its_reset_hold "
+                 "parent-storage=&ic->parent_phases"):
+        assert line in regs.splitlines()
     code, whole, _ = run(capsys, "-q", "--cache-dir", str(trees / "qemu"), *args, "--whole")
     assert (code, whole) == (0, cold)
+    assert run(capsys, "-q", "--cache-dir", str(trees / "qemu"), "registrations", "--api",
+               "resettable_class_set_parent_phases", *args[3:])[:2] == (0, regs)  # warm: the index's
     for name, text in types.items():  # the index is there now: warm
         assert run(capsys, "-q", "--cache-dir", str(trees / "qemu"), "types", name, *args[3:])[:2] == (0, text)

@@ -54,9 +54,15 @@ class QomIndex:
         return self.macros.get(expr.strip(), expr.strip())
 
     def class_types(self, class_init: str) -> list[TypeNode]:
-        """The types whose class_init is this function."""
+        """The types whose class_init is this function (their names and parents as the #defines of their
+        macros spell them)."""
         self._ask("name", class_init)
-        return self.by_class_init.get(class_init, [])
+        nodes = self.by_class_init.get(class_init, [])
+        for node in nodes:
+            for expr in (node.macro, node.parent_expr):
+                if expr.isidentifier():
+                    self._ask("macro", expr)
+        return nodes
 
     def find(self, name: str) -> TypeNode | None:
         """By type name, by macro (TYPE_ARM_CPU) or by TypeInfo variable name."""

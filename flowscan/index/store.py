@@ -453,15 +453,22 @@ class Index:
         self.ask("name", fn)
         return self.registrations("id IN (SELECT reg FROM reg_callbacks WHERE fn = ?)", (fn,))
 
+    def regs_by_api(self, apis: Sequence[str], ask: bool = True) -> list[Registration]:
+        """The registrations by these APIs: each one's call, so a file that spells the API (the notifier
+        block it names is looked for in the call's own file)."""
+        for api in apis if ask else ():
+            self.ask("name", api)
+        heads = [json.dumps([api])[:-1] + "," for api in sorted(set(apis))]  # a row starts `["api",`
+        if not heads:
+            return []
+        return self.registrations(" OR ".join(["substr(row, 1, ?) = ?"] * len(heads)),
+                                  [x for h in heads for x in (len(h), h)])
+
     def regs_with_parent(self, apis: Sequence[str]) -> list[Registration]:
         """The registrations by `apis` that keep the parent type's callback (`device_class_set_parent_reset(dc,
         fn, &acc->parent_reset)`); a caller asks for the member they fill (their API spells it)."""
-        heads = [json.dumps([api])[:-1] + "," for api in sorted(apis)]  # a row starts `["api",`
-        if not heads:
-            return []
-        return self._cached(("regs-parent", *heads), lambda: [
-            r for r in self.registrations(" OR ".join(["substr(row, 1, ?) = ?"] * len(heads)),
-                                          [x for h in heads for x in (len(h), h)]) if r.parent_path])
+        return self._cached(("regs-parent", *sorted(apis)), lambda: [
+            r for r in self.regs_by_api(apis, ask=False) if r.parent_path])
 
     def regs_in_file(self, path: str) -> list[Registration]:
         return self.registrations("file IN (SELECT id FROM files WHERE path = ?)", (path,))
