@@ -3,6 +3,7 @@ that spell what they need (flowscan.prefilter)."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import sqlite3
 from pathlib import Path
@@ -340,6 +341,25 @@ def test_registrations_of_named_apis_are_answered_cold(fixture_repos, tmp_path, 
                    "--whole")[:2] == (0, cold)
     code, _, err = run(capsys, "--cache-dir", str(tmp_path / "x"), "registrations", "--api", "no_such_api", *repo)
     assert code == 2 and "unknown registration API 'no_such_api'" in err and "Traceback" not in err
+
+
+def test_a_narrowing_search_that_gives_up_says_so(fs, fixture_repos, monkeypatch):
+    """When neither walking back nor a forward search within NARROWING_BUDGET can show that no narrower
+    route exists, `path` prints the route it has and says on stderr that a narrower one was not ruled out."""
+    from flowscan.graph import callgraph
+
+    repo = ("--repo", str(fixture_repos["qemu"]), "--ref", "v10.0.0", "--whole")
+    code, full, err = fs("path", "main_loop_should_exit", "kvm_arm_gicv3_reset_hold", *repo)
+    assert code == 0 and "not ruled out" not in err
+    monkeypatch.setattr(callgraph, "PRUNE_DEPTH", 1)
+    monkeypatch.setattr(callgraph, "FORWARD_BUDGET", 1)  # the forward search is over budget at once,
+    monkeypatch.setattr(callgraph, "WALK_SITES", 0)  # walking back too,
+    monkeypatch.setattr(callgraph, "NARROWING_BUDGET", 1)  # and so is the unpruned search
+    code, cut, err = fs("path", "main_loop_should_exit", "kvm_arm_gicv3_reset_hold", *repo)
+    assert code == 0 and cut.startswith("1. main_loop_should_exit -> ")
+    assert "a narrower route was not ruled out: the search for one stopped after 1 functions" in err
+    width = lambda text: max(int(n) for n in re.findall(r", 1 of (\d+)\)", text) or ["1"])
+    assert width(cut) >= width(full)
 
 
 def test_path_is_answered_cold(fs, fixture_repos, tmp_path, capsys, monkeypatch):
