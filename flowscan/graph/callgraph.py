@@ -124,6 +124,13 @@ def route_width(edges: Sequence[Edge]) -> int:
     return max((e.fanout for e in edges if e.kind not in COMPILED), default=1)
 
 
+def _narrow_first(e: Edge) -> tuple:
+    """The order a path search follows a function's calls: direct calls and narrow dispatches first, then by
+    line, so that of two routes equally wide and long the one whose other steps are narrower is found
+    (`if (mc->reset) mc->reset(...); else qemu_devices_reset(...)`: the direct call, not 1 of 11)."""
+    return (1 if e.kind in COMPILED else e.fanout, e.line, e.callee, e.callee_path)
+
+
 def _last(field: str) -> str:
     return field.rsplit(".", 1)[-1]
 
@@ -806,7 +813,8 @@ class Graph:
     def path(self, src: str, dst: str, max_depth: int = 12, direct_only: bool = False,
              avoid: Sequence[str] = (), max_fanout: int = 0,
              reach: dict[str, int] | None = None, budget: int = 0) -> list[Edge] | None:
-        """Shortest call path from any definition of `src` to `dst` (BFS; ties broken by file order),
+        """Shortest call path from any definition of `src` to `dst` (BFS, each function's calls followed
+        direct and narrow first, then by line: _narrow_first),
         through no dispatch wider than `max_fanout` (0: any). The QOM type of the object a callback is
         registered with travels along the path and narrows class dispatches (see `callees`). `reach`
         (from reach_back): a function is followed only when it can still reach `dst` in the calls left,
@@ -831,7 +839,7 @@ class Graph:
                 if not budget:
                     raise _OverBudget()
             here = (fn.name, fn.path, obj_type)
-            for e in sorted(self.callees(fn, direct_only, obj_type=obj_type), key=lambda e: (e.line, e.callee, e.callee_path)):
+            for e in sorted(self.callees(fn, direct_only, obj_type=obj_type), key=_narrow_first):
                 if max_fanout and e.kind not in COMPILED and e.fanout > max_fanout:
                     continue
                 nxt_type = self._edge_type(e, obj_type)
