@@ -32,7 +32,7 @@ PRUNE_DEPTH = 6  # route searches this deep that follow more than FORWARD_BUDGET
 FORWARD_BUDGET = 16  # from their target first
 WALK_SITES = 4  # call sites and edges reach_back looks at per function of its limit
 NARROWING_BUDGET = 2_000  # functions a search for a narrower route follows when walking back cannot prune it
-# (from qemu_system_reset on whole QEMU: minutes and 7 GB before it ends)
+# (from qemu_system_reset on whole QEMU, 20,000 of them took 350 s and 10 GB)
 MAX_INLINE_DEPTH = 8
 _WS = re.compile(r"\s+")
 _CAST = re.compile(r"([A-Z][A-Z0-9_]*)\s*\(")
