@@ -223,9 +223,18 @@ def _session_alive(sid: int) -> list[str]:
     return alive
 
 
+def _default_stop_signals() -> None:
+    """In the child: the signals at their defaults, as from a terminal. Under `nohup` (SIGHUP ignored) or in
+    a background job (SIGINT ignored) flowscan keeps them ignored, as it should, and would not stop."""
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def _start(args: list[str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "flowscan", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, start_new_session=True,
+                            stderr=subprocess.PIPE, start_new_session=True, preexec_fn=_default_stop_signals,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 

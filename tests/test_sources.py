@@ -142,6 +142,47 @@ def test_read_can_stop_early_and_continue(repo, cache):
         assert [d for _, d in tree.read(entries[1:2])] == [list(tree.read(entries))[1][1]]
 
 
+def test_a_read_stopped_within_a_response_does_not_wait_for_git(repo, cache, monkeypatch):
+    """A signal that lands while a blob's bytes are read (after its header) leaves the cat-file stream out
+    of step: reading on to keep it in step waited forever for bytes git never sends (a SIGTERM'd index
+    build hung). The stream is closed instead, the signal's exception goes on, and a later read starts a
+    new stream."""
+    import threading
+
+    class Stopped(BaseException):
+        pass
+
+    with open_tree(Source("guest", str(repo), "v2"), cache) as tree:
+        entries = tree.files()
+        assert len(entries) >= 3
+        list(tree.read(entries[:1]))  # the stream is running
+        cat = tree._cat
+        real = cat.proc.stdout.read
+
+        def read(size=-1):
+            monkeypatch.setattr(cat.proc.stdout, "read", real, raising=False)
+            raise Stopped()
+
+        got: list = []
+
+        def consume():
+            try:
+                list(tree.read(entries))
+            except Stopped:
+                got.append("stopped")
+
+        monkeypatch.setattr(cat.proc.stdout, "read", read, raising=False)
+        worker = threading.Thread(target=consume, daemon=True)
+        worker.start()
+        worker.join(timeout=20)
+        if worker.is_alive():
+            cat.proc.kill()  # (let the thread finish, then fail)
+            worker.join(timeout=5)
+        assert got == ["stopped"]
+        assert cat.proc.poll() is not None  # that git is gone
+        assert [e for e, _ in tree.read(entries)] == entries  # and reading goes on in a new one
+
+
 def test_clone_is_shallow_partial_and_fetches_only_the_scope(repo, cache):
     with open_tree(Source("guest", str(repo), "v1"), cache) as tree:
         gitdir = clone_dir(cache, str(repo))

@@ -107,19 +107,25 @@ class _CatFile:
             except OSError:  # git is gone (it stopped at a damaged object): say why
                 raise self._stopped() from None
             pending = len(chunk)
+            reading = False
             try:
                 for _ in chunk:
+                    reading = True
                     item = self._response()
+                    reading = False
                     pending -= 1
                     yield item
             finally:
-                try:
-                    for _ in range(pending):  # consumer stopped early: keep the protocol in step
-                        self._response()
-                except (FlowscanError, OSError, ValueError):
-                    # git died with us (Ctrl-C reaches the whole process group): nothing left to keep in
-                    # step, and an error raised while the generator is closed would only print a traceback
-                    self.close()
+                if reading:  # stopped within a response (a signal): the stream is out of step, and reading
+                    self.close()  # on would wait forever for bytes git never sends
+                else:
+                    try:
+                        for _ in range(pending):  # consumer stopped early: keep the protocol in step
+                            self._response()
+                    except (FlowscanError, OSError, ValueError):
+                        # git died with us (Ctrl-C reaches the whole process group): nothing left to keep in
+                        # step, and an error raised while the generator is closed would only print a traceback
+                        self.close()
 
 
 class _FetchFailed(Exception):
