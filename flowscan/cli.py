@@ -260,8 +260,9 @@ def path(ctx, src_func, dst_func, src, repo, ref, scopes, prefer, whole, max_dep
 
     text, cut = _ask(ctx, src, repo, ref, scopes, prefer, whole, [src_func, dst_func], question) or (None, 0)
     if cut:
-        ctx.progress.warn(f"a narrower route was not ruled out: the search for one stopped after {cut:,} functions "
-                          "(ask on the --scope that holds the route)")
+        from flowscan.graph.callgraph import narrowing_note
+
+        ctx.progress.warn(f"{narrowing_note(cut)} (ask on the --scope that holds the route)")
     if text is None:
         click.echo(f"no call path from {src_func} to {dst_func} within {max_depth} calls"
                    + (" (direct calls only)" if direct_only else ""), err=True)
@@ -278,9 +279,8 @@ def path(ctx, src_func, dst_func, src, repo, ref, scopes, prefer, whole, max_dep
 def registrations(ctx, apis, src, repo, ref, scopes, prefer, whole, fmt):
     """Every registration call site: API, file:line, class_init, QOM type, callbacks, parent storage (every
     API: the whole index; named ones: from the files that call them)."""
-    from flowscan.report import answers
-
     from flowscan.extract.apis import default_registry
+    from flowscan.report import answers
 
     known = set(default_registry().api_names())
     for api in apis:

@@ -6,8 +6,9 @@ spell its name, answers on an index of just those files, and records every key t
 in a file that spells the key, so the files spelling the new keys are added and the question is asked
 again, until it asks for nothing new: the answer is then the one the index of the whole tree gives
 (the real-tree tests check this). The question's index grows by the files each round adds (only those
-are read and inserted; flowscan.index.update.extend_index). Keys that registrations supply without spelling them (the member a
-registration API fills, the chain a mode constant selects) bring in the API's name.
+are read and inserted; flowscan.index.update.extend_index). Keys that registrations supply without
+spelling them (the member a registration API fills, the chain a mode constant selects) bring in the
+API's name.
 
 What a token search cannot see: a name made by token pasting (`HELPER(foo)` defines `helper_foo`) is
 found only where it is also spelled out. A question that needs more than a share of the tree, or asks for
@@ -99,7 +100,7 @@ def answer(tree: Tree, entries: Sequence[FileEntry], question: Callable[[Graph],
     wanted = {"words": set(seeds), "members": set(), "defs": set(), "macros": set()}
     searched: dict[str, set[str]] = {kind: set() for kind in wanted}
     files: set[str] = set()
-    indexed: list[FileEntry] = []
+    indexed: set[str] = set()  # the files in the question's index
     parent = Path(work_dir) if work_dir is not None else Path(tempfile.gettempdir())
     fileio.sweep(parent, QUESTION_PREFIX)  # scratch indexes of questions that were killed
     fileio.sweep(parent, WORK_PREFIX)  # ... and of index builds that were (a cold answer builds none)
@@ -116,14 +117,14 @@ def answer(tree: Tree, entries: Sequence[FileEntry], question: Callable[[Graph],
                 raise TooWide(f"{len(files)} files")
             # one index, grown by the files each round adds: only those are read and inserted
             dest = Path(tmp) / "question.sqlite"
-            added = [by_path[p] for p in sorted(files - {e.path for e in indexed})]
+            added = [by_path[p] for p in sorted(files - indexed)]
             if not indexed:
                 build_index(tree, added, cache, dest, jobs=jobs, progress=progress, registry=registry,
                             partial=True, updatable=True, ids=ids)
             else:
                 extend_index(tree, added, ids, cache, dest, registry=registry, meta={"files": str(len(files))},
                              jobs=jobs, progress=progress)
-            indexed += added
+            indexed |= files
             ix = Index.open(dest, partial=True)
             try:
                 graph = Graph(ix, registry=registry, prefer=prefer, build=build)

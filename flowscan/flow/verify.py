@@ -8,7 +8,7 @@ from dataclasses import replace
 from typing import Iterable
 
 from flowscan.extract.facts import ConstantUse
-from flowscan.graph.callgraph import COMPILED, Edge, Graph, address_key, route_width
+from flowscan.graph.callgraph import COMPILED, Edge, Graph, address_key, narrowing_note, route_width
 from flowscan.flow.conditions import Decision, combine, decide_case, decide_if
 from flowscan.flow.results import (CONSUMER, MISSING, PRODUCER, SKIPPED, UNVERIFIABLE, VERIFIED, Condition, Evidence,
                                    FlowResult, HopResult, Site, SourceInfo, StageInfo, Step)
@@ -368,8 +368,7 @@ def _verify_call(hop: Hop, g: Graph) -> HopResult:
                         all(_in_slot(e, hop.slot) for e in path):
                     result = _finish_call(hop, g, path, f)
                     if g.route_cut:
-                        result.note = "; ".join(filter(None, (result.note, "a narrower route was not ruled out "
-                                                              f"(the search stopped after {g.route_cut:,} functions)")))
+                        result.note = "; ".join(filter(None, (result.note, narrowing_note(g.route_cut))))
                     return result
     else:
         for f, d in from_defs:

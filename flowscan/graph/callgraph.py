@@ -124,6 +124,11 @@ def route_width(edges: Sequence[Edge]) -> int:
     return max((e.fanout for e in edges if e.kind not in COMPILED), default=1)
 
 
+def narrowing_note(cut: int) -> str:
+    """What a route whose narrowing search gave up (Graph.route_cut) must say."""
+    return f"a narrower route was not ruled out: the search for one stopped after {cut:,} functions"
+
+
 def _narrow_first(e: Edge) -> tuple:
     """The order a path search follows a function's calls: direct calls and narrow dispatches first, then by
     line, so that of two routes equally wide and long the one whose other steps are narrower is found
@@ -766,17 +771,15 @@ class Graph:
         dist = {dst: 0}
         frontier = [dst]
         left = [limit * WALK_SITES]
-        for depth in range(1, max_depth + 1):
+        step = min(100, max(1, limit // 16))  # names walked back before the next look at the limit:
+        for depth in range(1, max_depth + 1):  # (a cold question asks for no more than it must)
             if not frontier:
                 break
             nxt: list[str] = []
-            step = min(100, max(1, limit // 16))  # names walked back before the next look at the limit:
-            for i in range(0, len(frontier), step):  # a cold question asks for no more than it must
+            for i in range(0, len(frontier), step):
                 try:
                     edges = self._reverse(frontier[i:i + step], direct_only, left)
                 except _OverBudget:
-                    return None
-                if left[0] < 0:
                     return None
                 for e in edges:
                     if e.caller and e.caller not in dist and (
@@ -793,6 +796,8 @@ class Graph:
         `left`: how many more edges and macro call sites to look at (then _OverBudget)."""
         out = [e for name in names for e in self.callers(name, direct_only)]
         left[0] -= len(out)
+        if left[0] < 0:
+            raise _OverBudget()
         spelled = self.ix.macros_spelling(names)
         for name in names:
             macros, todo = set(), sorted(spelled.get(name, ()))
@@ -877,24 +882,23 @@ class Graph:
             # their macros, 4,000 files of Linux), while few functions may reach `dst` narrowly.
             reach = self.reach_back(dst, max_depth, direct_only, fanout, limit=FORWARD_BUDGET) \
                 if self.partial and max_depth >= PRUNE_DEPTH else None
-            try:
-                if reach is not None:
-                    if src not in reach:
-                        break
-                    narrower = self.path(src, dst, max_depth, direct_only, max_fanout=fanout, reach=reach)
-                else:
+            if reach is None:
+                try:
                     narrower = self.path(src, dst, max_depth, direct_only, max_fanout=fanout,
                                          budget=FORWARD_BUDGET if max_depth >= PRUNE_DEPTH else 0)
-            except _OverBudget:
-                reach = self.reach_back(dst, max_depth, direct_only, fanout)
-                if reach is not None and src not in reach:
-                    break
-                try:  # (unpruned, on a whole tree: everything `src` reaches, once per QOM type it carries)
-                    narrower = self.path(src, dst, max_depth, direct_only, max_fanout=fanout, reach=reach,
-                                         budget=0 if reach is not None else NARROWING_BUDGET)
                 except _OverBudget:
-                    self.route_cut = NARROWING_BUDGET
+                    reach = self.reach_back(dst, max_depth, direct_only, fanout)
+                    if reach is None:
+                        try:  # (unpruned: everything `src` reaches, once per QOM type it carries)
+                            narrower = self.path(src, dst, max_depth, direct_only, max_fanout=fanout,
+                                                 budget=NARROWING_BUDGET)
+                        except _OverBudget:
+                            self.route_cut = NARROWING_BUDGET
+                            break
+            if reach is not None:
+                if src not in reach:
                     break
+                narrower = self.path(src, dst, max_depth, direct_only, max_fanout=fanout, reach=reach)
             if narrower is None:
                 break
             best = narrower
